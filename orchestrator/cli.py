@@ -1,0 +1,213 @@
+"""The `orchestrator` command line: declares options, calls one stage function, maps errors to exit codes.
+
+Library code raises `orchestrator.errors` exceptions; this is the one place that turns them into a
+one-line message and an exit code (0 ok, 2 bad input/usage, 3 server unavailable, 130/143 interrupted,
+1 anything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from orchestrator import __version__
+from orchestrator.errors import InputError, Interrupted, OrchestratorError
+
+log = logging.getLogger("orchestrator")
+
+DEFAULT_SERVER_ENV = "VIRNUCPRO_TRITON_URL"
+DEFAULT_SERVER = "localhost:8001"
+
+EXAMPLES = """\
+examples:
+  orchestrator prepare reads.fa -o prep/ --chunk-size 500
+  orchestrator serve --model-repository artifacts/model_repository
+  orchestrator predict reads.fa.gz -o out/ --chunk-size 500 --classifier artifacts/classifiers/500_model.pth
+  orchestrator predict a.fa b.fa -o out/ --chunk-size 300 --classifier 300_model.pth --backend local \\
+      --model-repository artifacts/model_repository
+  zcat reads.fa.gz | orchestrator predict - -o out/ --chunk-size 500 --classifier 500_model.pth
+  orchestrator demo
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as exit 2 with one line (argparse's own convention)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise InputError(message)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (off anyway when stderr is not a terminal)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="orchestrator",
+        description="VirNucPro viral-sequence identification with encoders served by NVIDIA Triton.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser(
+        "prepare",
+        help="chunk + six-frame translate: the original's three intermediate files",
+        description="Write <stem>_chunked<N>.fa, <stem>_identified_nucleotide.fa and "
+        "<stem>_identified_protein.faa exactly as the original VirNucPro does.",
+        epilog="example:\n  orchestrator prepare reads.fa -o prep/ --chunk-size 500",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="FASTA file(s), .gz allowed, - for stdin")
+    p.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
+    p.add_argument("--chunk-size", type=int, choices=(300, 500), required=True)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "predict",
+        help="the whole pipeline: FASTA in, VirNucPro predictions out",
+        description="Chunk, translate, embed with DNABERT-S + ESM-2 (Triton or in-process), classify, "
+        "write prediction_results.txt, prediction_results_highestscore.csv, sequence_summary.tsv "
+        "and run.json. Rerunning the same command resumes an interrupted run.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="FASTA file(s), .gz allowed, - for stdin; all one sample")
+    p.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
+    p.add_argument("--chunk-size", type=int, choices=(300, 500), required=True)
+    p.add_argument("--classifier", required=True, help="300_model.pth / 500_model.pth (or .safetensors)")
+    p.add_argument(
+        "--server",
+        default=os.environ.get(DEFAULT_SERVER_ENV, DEFAULT_SERVER),
+        help=f"Triton gRPC HOST:PORT (default ${DEFAULT_SERVER_ENV} or {DEFAULT_SERVER})",
+    )
+    p.add_argument("--backend", choices=("triton", "local"), default="triton",
+                   help="triton: models resident in a server (default); local: the same encoders in-process")
+    p.add_argument("--model-repository", help="model repository holding the weights (needed by --backend local)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="frames per request (default: the model's max_batch_size)")
+    p.add_argument("--max-in-flight", type=int, default=None,
+                   help="outstanding requests per model (default: from the model config)")
+    p.add_argument("--window", type=int, default=4096, help="frames per checkpointed window (default 4096)")
+    p.add_argument("--restart", action="store_true", help="discard a previous run's state in OUTDIR and start over")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "serve",
+        help="run a real tritonserver on a model repository in the foreground",
+        description="Start tritonserver (from nvidia-pytriton or PATH), wait until every model is ready, "
+        "stay in the foreground until SIGINT/SIGTERM.",
+        epilog="example:\n  orchestrator serve --model-repository artifacts/model_repository --grpc-port 8001",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model-repository", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--gpu", action="store_true", help="use configs/gpu.pbtxt (KIND_GPU on every GPU)")
+    p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for all models")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "demo",
+        help="the main job on the embedded default: demo models, local Triton, bundled example",
+        description="Build demo artifacts if none exist, start a local Triton, run predict on the "
+        "bundled example FASTA, print a summary, stop the server.",
+    )
+    p.add_argument("--artifacts", default="artifacts", help="exported artifacts folder (default ./artifacts)")
+    p.add_argument("-o", "--outdir", default="demo_out")
+    _add_common(p)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+
+
+def _dispatch(args: argparse.Namespace, progress: bool) -> int:
+    if args.command == "prepare":
+        from orchestrator.prepare import run_prepare
+
+        run_prepare(inputs=args.inputs, outdir=args.outdir, chunk_size=args.chunk_size, progress=progress)
+        return 0
+    if args.command == "predict":
+        from orchestrator.predict import run_predict
+
+        run_predict(
+            inputs=args.inputs,
+            outdir=args.outdir,
+            chunk_size=args.chunk_size,
+            classifier=args.classifier,
+            backend=args.backend,
+            server=args.server,
+            model_repository=args.model_repository,
+            batch_size=args.batch_size,
+            max_in_flight=args.max_in_flight,
+            window=args.window,
+            restart=args.restart,
+            progress=progress,
+        )
+        return 0
+    if args.command == "serve":
+        from orchestrator.server import serve
+
+        return serve(
+            model_repository=args.model_repository,
+            host=args.host,
+            grpc_port=args.grpc_port,
+            http_port=args.http_port,
+            metrics_port=args.metrics_port,
+            gpu=args.gpu,
+            ready_timeout=args.ready_timeout,
+        )
+    if args.command == "demo":
+        from orchestrator.demo import run_demo
+
+        return run_demo(artifacts=args.artifacts, outdir=args.outdir, progress=progress)
+    raise InputError(f"unknown command {args.command!r}")
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code instead of exiting, so tests can call it in-process."""
+    verbose = argv is not None and any(a.startswith("-v") or a == "--verbose" for a in argv)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        args = build_parser().parse_args(argv)
+        verbose = args.verbose > 0
+        _configure_logging(args.verbose, args.quiet)
+        progress = not args.no_progress and not args.quiet and sys.stderr.isatty()
+        return _dispatch(args, progress)
+    except OrchestratorError as exc:
+        if verbose:
+            log.exception("details")
+        print(f"orchestrator: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"orchestrator: error: {Interrupted(signal.SIGINT)}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # the last line of defence: one line, no traceback unless -v
+        if verbose:
+            log.exception("unexpected error")
+        print(f"orchestrator: error: unexpected {type(exc).__name__}: {exc} (rerun with -v for details)",
+              file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
