@@ -1,0 +1,271 @@
+"""Every output path, column header and row format of a run, in one place.
+
+Byte formats follow REFERENCE.md section 6 (the original VirNucPro's files, which downstream
+pipelines parse). Stages ask this module for paths and rows; they never format them themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PREDICTIONS_NAME = "prediction_results.txt"
+HIGHEST_NAME = "prediction_results_highestscore.csv"  # tab-separated despite the name
+SUMMARY_NAME = "sequence_summary.tsv"
+RUN_JSON_NAME = "run.json"
+STATE_DIR_NAME = ".virnucpro_state"
+
+PREDICTIONS_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
+# The original writes only the first two; a common downstream workflow also reads the max scores.
+HIGHEST_COLUMNS = ("Modified_ID", "Is_Virus", "max_score_0", "max_score_1")
+SUMMARY_COLUMNS = (
+    "seq_id",
+    "length",
+    "n_chunks",
+    "n_chunks_scored",
+    "n_frames",
+    "n_viral_chunks",
+    "max_virus_score",
+    "mean_virus_score",
+    "n_ambiguous_bases",
+)
+PREDICTIONS_HEADER = "\t".join(PREDICTIONS_COLUMNS) + "\n"
+HIGHEST_HEADER = "\t".join(HIGHEST_COLUMNS) + "\n"
+SUMMARY_HEADER = "\t".join(SUMMARY_COLUMNS) + "\n"
+
+LABEL_VIRUS = "virus"
+LABEL_OTHERS = "others"
+NA = "NA"
+
+
+class OutputPaths:
+    """The files a run writes into OUTDIR, plus the folder holding its checkpoints."""
+
+    def __init__(self, outdir: str | Path) -> None:
+        self.outdir = Path(outdir)
+        self.predictions = self.outdir / PREDICTIONS_NAME
+        self.highest = self.outdir / HIGHEST_NAME
+        self.summary = self.outdir / SUMMARY_NAME
+        self.run_json = self.outdir / RUN_JSON_NAME
+        self.state = self.outdir / STATE_DIR_NAME
+
+    def results(self) -> tuple[Path, ...]:
+        """The user-facing files, in the order they are usually read."""
+        return (self.predictions, self.highest, self.summary, self.run_json)
+
+    def make_dirs(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def format_score(x: float | np.floating) -> str:
+    """Shortest repr that round-trips the float32 value, exactly as str(numpy.float32(x))."""
+    return str(np.float32(x))
+
+
+def format_scores(values: Sequence[float] | np.ndarray) -> list[str]:
+    """format_score for many values (~2M values/s: str of numpy float32 scalars, no Python floats)."""
+    return list(map(str, np.asarray(values, dtype=np.float32).ravel()))
+
+
+def _as_probs(probs: np.ndarray, n: int) -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float32)
+    if p.ndim != 2 or p.shape != (n, 2):
+        raise ValueError(f"probabilities must have shape ({n}, 2), got {p.shape}")
+    return p
+
+
+def prediction_rows(frame_ids: Sequence[str], probs: np.ndarray) -> str:
+    """prediction_results.txt rows `id\\tvirus|others\\tp0\\tp1\\n`; virus iff p1 > p0 (tie: others)."""
+    p = _as_probs(probs, len(frame_ids))
+    s0 = format_scores(p[:, 0])
+    s1 = format_scores(p[:, 1])
+    virus = (p[:, 1] > p[:, 0]).tolist()
+    return "".join(
+        f"{fid}\t{LABEL_VIRUS if v else LABEL_OTHERS}\t{a}\t{b}\n"
+        for fid, v, a, b in zip(frame_ids, virus, s0, s1, strict=True)
+    )
+
+
+# --------------------------------------------------------------------------- chunk consensus
+
+
+def chunk_id_of(frame_id: str) -> str:
+    """Modified_ID: the frame ID minus its 2-character frame tag (F1..R3)."""
+    return frame_id[:-2]
+
+
+HighestRow = tuple[str, np.float32, np.float32]
+
+
+def highest_rows(frame_ids: Sequence[str], probs: np.ndarray) -> list[HighestRow]:
+    """Per chunk, in order of first appearance: (chunk_id, max p0, max p1) over its frames."""
+    p = _as_probs(probs, len(frame_ids))
+    best: dict[str, list[np.float32]] = {}
+    for fid, p0, p1 in zip(frame_ids, p[:, 0], p[:, 1], strict=True):
+        cid = chunk_id_of(fid)
+        cur = best.get(cid)
+        if cur is None:
+            best[cid] = [p0, p1]
+        else:
+            if p0 > cur[0]:
+                cur[0] = p0
+            if p1 > cur[1]:
+                cur[1] = p1
+    return [(cid, m[0], m[1]) for cid, m in best.items()]
+
+
+def format_highest_row(chunk_id: str, max_score_0: float, max_score_1: float) -> str:
+    """One highestscore row; Is_Virus = max_score_1 >= max_score_0, as the original decides it."""
+    m0 = np.float32(max_score_0)
+    m1 = np.float32(max_score_1)
+    return f"{chunk_id}\t{bool(m1 >= m0)}\t{format_score(m0)}\t{format_score(m1)}\n"
+
+
+def highest_text(rows: Iterable[HighestRow]) -> str:
+    """The whole highestscore file: header + rows sorted by Modified_ID as plain strings.
+
+    Rows for the same chunk (e.g. from different windows) are merged by taking the maxima.
+    """
+    merged: dict[str, list[np.float32]] = {}
+    for cid, m0, m1 in rows:
+        cur = merged.get(cid)
+        if cur is None:
+            merged[cid] = [np.float32(m0), np.float32(m1)]
+        else:
+            cur[0] = max(cur[0], np.float32(m0))
+            cur[1] = max(cur[1], np.float32(m1))
+    body = "".join(format_highest_row(cid, *merged[cid]) for cid in sorted(merged))
+    return HIGHEST_HEADER + body
+
+
+# --------------------------------------------------------------------------- per-record summary
+
+_ACGT = b"ACGTacgt"
+
+
+def count_ambiguous(seq: bytes) -> int:
+    """Characters other than A C G T (either case): N, IUPAC codes, U, '-', ..."""
+    return len(seq.translate(None, _ACGT))
+
+
+class SequenceTally:
+    """Accumulates one sequence_summary.tsv row for an input record, over any number of windows."""
+
+    def __init__(self, seq_id: str, length: int, n_chunks: int, n_ambiguous_bases: int) -> None:
+        self.seq_id = seq_id
+        self.length = length
+        self.n_chunks = n_chunks
+        self.n_ambiguous_bases = n_ambiguous_bases
+        self.n_frames = 0
+        self._chunks: dict[str, list[np.float32]] = {}  # chunk_id -> [max p0, max p1]
+
+    @classmethod
+    def for_record(cls, seq_id: str, seq: bytes, n_chunks: int) -> SequenceTally:
+        return cls(seq_id, len(seq), n_chunks, count_ambiguous(seq))
+
+    def add_frames(self, frame_ids: Sequence[str], probs: np.ndarray) -> None:
+        """Fold in scored frames of this record (any subset, any order)."""
+        for cid, m0, m1 in highest_rows(frame_ids, probs):
+            cur = self._chunks.get(cid)
+            if cur is None:
+                self._chunks[cid] = [m0, m1]
+            else:
+                cur[0] = max(cur[0], m0)
+                cur[1] = max(cur[1], m1)
+        self.n_frames += len(frame_ids)
+
+    def row(self) -> str:
+        """The tab-separated line; scores NA when no frame of the record was kept."""
+        chunks = list(self._chunks.values())
+        n_viral = sum(1 for m0, m1 in chunks if m1 >= m0)
+        if chunks:
+            m1s = np.array([m[1] for m in chunks], dtype=np.float32)
+            max_score = format_score(m1s.max())
+            mean_score = format_score(np.float32(m1s.astype(np.float64).mean()))
+        else:
+            max_score = mean_score = NA
+        fields = (
+            self.seq_id, self.length, self.n_chunks, len(chunks), self.n_frames, n_viral,
+            max_score, mean_score, self.n_ambiguous_bases,
+        )
+        return "\t".join(map(str, fields)) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe snapshot for checkpoints (float32 values are exact as JSON floats)."""
+        return {
+            "seq_id": self.seq_id,
+            "length": self.length,
+            "n_chunks": self.n_chunks,
+            "n_ambiguous_bases": self.n_ambiguous_bases,
+            "n_frames": self.n_frames,
+            "chunks": {cid: [float(m0), float(m1)] for cid, (m0, m1) in self._chunks.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SequenceTally:
+        tally = cls(d["seq_id"], d["length"], d["n_chunks"], d["n_ambiguous_bases"])
+        tally.n_frames = d["n_frames"]
+        tally._chunks = {
+            cid: [np.float32(m0), np.float32(m1)] for cid, (m0, m1) in d["chunks"].items()
+        }
+        return tally
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is unsafe once threads run.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Replace `path` in one step: temp file in the same folder, fsync, os.replace.
+
+    A reader (or a crash) sees either the old file or the complete new one, never a partial one.
+    """
+    target = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fchmod(fh.fileno(), _FILE_MODE)  # mkstemp makes 0600; match open()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """run.json and checkpoint records: indented, key order kept, trailing newline."""
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
