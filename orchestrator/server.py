@@ -1,0 +1,418 @@
+"""Run a real tritonserver on a model repository: start, wait for every model, stop cleanly.
+
+Two sources for the server binary: a `tritonserver` on PATH (NVIDIA's containers, backends in
+/opt/tritonserver/backends) or the complete server bundled in the `nvidia-pytriton` wheel, which
+lets tests and the demo use the real server on machines without Docker or a GPU. The wheel's Python
+backend needs a backend folder holding the stub for the running Python and a PATH on which
+`python3` is this interpreter (so model.py sees this environment's packages); we build both here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+from orchestrator.errors import ServerUnavailable
+
+log = logging.getLogger(__name__)
+
+CONTAINER_BACKENDS = Path("/opt/tritonserver/backends")
+STOP_TIMEOUT_S = 60.0  # the server's own --exit-timeout-secs is 30 s; never shorten that
+_POLL_S = 0.1
+# Log lines that say nothing about why a server failed.
+_NOISE = ("CudaDriverHelper has not been initialized", "Waiting for in-flight requests")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now (for tests and temporary servers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when a listener holds host:port (TIME_WAIT leftovers do not count: Triton reuses them)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def model_names(model_repository: str | os.PathLike[str]) -> list[str]:
+    """Models Triton will load: every folder of the repository that holds a config.pbtxt."""
+    root = Path(model_repository)
+    return sorted(p.name for p in root.iterdir() if (p / "config.pbtxt").is_file())
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def _set_parent_death_signal() -> None:
+    """In the child: get SIGTERM if the parent dies, so a killed test run leaves no server behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class TritonServer:
+    """One tritonserver process on fixed ports; use as a context manager (start + ready, stop).
+
+    `grpc_port`/`http_port`/`metrics_port` of None pick free loopback ports. `gpu=True` loads
+    `configs/gpu.pbtxt` of each model (KIND_GPU on every visible GPU) instead of `config.pbtxt`.
+    """
+
+    def __init__(
+        self,
+        model_repository: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+        metrics_port: int | None = None,
+        gpu: bool = False,
+        ready_timeout: float = 120.0,
+    ) -> None:
+        self.model_repository = Path(model_repository).resolve()
+        self.host = host
+        self.grpc_port = grpc_port if grpc_port is not None else free_port(_client_host(host))
+        self.http_port = http_port if http_port is not None else free_port(_client_host(host))
+        self.metrics_port = (
+            metrics_port if metrics_port is not None else free_port(_client_host(host))
+        )
+        self.gpu = gpu
+        self.ready_timeout = ready_timeout
+        # Unique per server: the Python backend names its /dev/shm regions with this prefix.
+        self.shm_prefix = f"virnucpro_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.models: list[str] = []
+        self._workdir: Path | None = None
+        self._log_file: object | None = None
+
+    # -- addresses ---------------------------------------------------------------------------
+    @property
+    def grpc_url(self) -> str:
+        return f"{_client_host(self.host)}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{_client_host(self.host)}:{self.http_port}"
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._workdir / "tritonserver.log" if self._workdir else None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Launch the server (returns at once; call wait_ready). Raises ServerUnavailable."""
+        if self.process is not None:
+            raise RuntimeError("server already started")
+        if not self.model_repository.is_dir():
+            raise ServerUnavailable(f"model repository {self.model_repository} is not a folder")
+        self.models = model_names(self.model_repository)
+        if not self.models:
+            raise ServerUnavailable(
+                f"model repository {self.model_repository} holds no model "
+                "(no <model>/config.pbtxt); build one with `python -m export demo --out DIR`"
+            )
+        for label, port in (("gRPC", self.grpc_port), ("HTTP", self.http_port),
+                            ("metrics", self.metrics_port)):
+            if port_in_use(self.host, port):
+                raise ServerUnavailable(
+                    f"{label} port {port} on {self.host} is already in use (another tritonserver?); "
+                    "stop it or choose another port"
+                )
+        self._workdir = Path(tempfile.mkdtemp(prefix="virnucpro-triton-"))
+        binary, backends, env = _locate_server(self._workdir)
+        cmd = [str(binary), *self._flags(backends)]
+        log.debug("starting %s", " ".join(cmd))
+        self._log_file = open(self.log_path, "wb")  # closed in stop()
+        self.process = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # terminal Ctrl-C reaches us; we forward it (serve)
+            preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+        )
+
+    def _flags(self, backends: Path | None) -> list[str]:
+        flags = [
+            f"--model-repository={self.model_repository}",
+            f"--grpc-address={self.host}",
+            f"--http-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-port={self.http_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--disable-auto-complete-config",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            "--log-verbose=0",
+        ]
+        if backends is not None:
+            flags.append(f"--backend-directory={backends}")
+        if self.gpu:
+            flags.append("--model-config-name=gpu")
+        else:
+            flags += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
+        return flags
+
+    def wait_ready(
+        self, timeout: float | None = None, *, should_stop: Callable[[], bool] | None = None
+    ) -> None:
+        """Block until every model is ready; on exit, deadline or failure kill the server and raise.
+
+        Readiness is checked per model: with strict readiness one failed model makes the whole
+        server not-ready, and a model whose Python stub cannot start never becomes ready at all.
+        `should_stop` lets a signal handler end the wait early (returns without raising).
+        """
+        import tritonclient.grpc as grpcclient
+
+        if self.process is None:
+            raise RuntimeError("server not started")
+        timeout = self.ready_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            while True:
+                if should_stop is not None and should_stop():
+                    return
+                code = self.process.poll()
+                if code is not None:
+                    reason = f"tritonserver exited with code {code} before all models were ready"
+                    break
+                if time.monotonic() > deadline:
+                    reason = f"models not ready after {timeout:g} s"
+                    break
+                if self._all_ready(client):
+                    return
+                time.sleep(_POLL_S)
+        finally:
+            client.close()
+        self.stop()
+        raise ServerUnavailable(f"{reason}: {self.last_log_line()}")
+
+    def _all_ready(self, client: object) -> bool:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return all(client.is_model_ready(m) for m in self.models)  # type: ignore[attr-defined]
+        except InferenceServerException:
+            return False  # gRPC endpoint not up yet
+
+    def poll(self) -> int | None:
+        """The server's exit code, or None while it runs."""
+        return None if self.process is None else self.process.poll()
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait for Triton's own graceful exit, SIGKILL as a fallback; clean /dev/shm.
+
+        Returns the server's exit code (None if it was never started).
+        """
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    log.warning("tritonserver ignored SIGTERM for %g s; killing it", STOP_TIMEOUT_S)
+                    self.process.kill()
+                    self.process.wait()
+            code = self.process.returncode
+            # The stubs are children of the server; a killed server may orphan them.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        if self._log_file is not None:
+            self._log_file.close()  # type: ignore[attr-defined]
+            self._log_file = None
+        left = self.leftover_shm()
+        for path in left:
+            log.warning("removing stale shared memory %s", path)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return code
+
+    def leftover_shm(self) -> list[Path]:
+        """/dev/shm files of this server's Python backend that still exist."""
+        shm = Path("/dev/shm")
+        return sorted(shm.glob(f"{self.shm_prefix}*")) if shm.is_dir() else []
+
+    def cleanup(self) -> None:
+        """Remove the temporary backend folder and log (after stop)."""
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def last_log_line(self) -> str:
+        """The line of the server log that best says what went wrong."""
+        if self.log_path is None or not self.log_path.is_file():
+            return "(no server log)"
+        if self._log_file is not None:
+            self._log_file.flush()  # type: ignore[attr-defined]
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return _meaningful_line(lines)
+
+    def __enter__(self) -> TritonServer:
+        try:
+            self.start()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        self.cleanup()
+
+
+_GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [^\]]+\] ")
+
+
+def _meaningful_line(lines: list[str]) -> str:
+    """Prefer the first model-load failure, then the last error line, then the last plain line."""
+    lines = [ln.strip() for ln in lines if ln.strip()]
+    lines = [ln for ln in lines if not any(n in ln for n in _NOISE)]
+    lines = [ln for ln in lines if not ln.startswith(("+", "|"))]  # status tables
+    chosen = next((ln for ln in lines if "failed to load '" in ln and "version" in ln), None)
+    if chosen is None:
+        errors = [ln for ln in lines if re.match(r"^E\d{4} ", ln) or "error" in ln.lower()]
+        chosen = errors[-1] if errors else lines[-1] if lines else "(empty server log)"
+    return _clean(chosen)
+
+
+def _clean(line: str) -> str:
+    """Drop the glog prefix, the quotes and the Python traceback Triton appends to a message."""
+    text = _GLOG_PREFIX.sub("", line)
+    if len(text) > 1 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    return text.split("\\n")[0].strip()
+
+
+def _locate_server(workdir: Path) -> tuple[Path, Path | None, dict[str, str]]:
+    """(binary, backend folder or None for the server default, environment) for this machine."""
+    env = dict(os.environ)
+    # The Python-backend stub embeds the first `python3` on PATH: make it this interpreter.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        backends = CONTAINER_BACKENDS if CONTAINER_BACKENDS.is_dir() else None
+        return Path(on_path), backends, env
+
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerUnavailable(
+            "no tritonserver found: none on PATH and the nvidia-pytriton package is not installed "
+            "(pip install nvidia-pytriton==0.7.0, or run inside NVIDIA's tritonserver container)"
+        )
+    root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+    binary = root / "bin" / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not binary.is_file():
+        raise ServerUnavailable(f"nvidia-pytriton is installed but {binary} is missing")
+    if not stub.is_file():
+        raise ServerUnavailable(f"nvidia-pytriton has no Python backend stub for Python {version}")
+    backends = workdir / "backends"
+    python_dir = backends / "python"
+    python_dir.mkdir(parents=True)
+    for src in (root / "backends" / "python" / "libtriton_python.so",
+                root / "backends" / "python" / "triton_python_backend_utils.py", stub):
+        (python_dir / src.name).symlink_to(src)
+    libs = [sysconfig.get_config_var("LIBDIR") or "", str(root.parent.parent / "nvidia_pytriton.libs")]
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libs if p)
+    return binary, backends, env
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """Record SIGTERM/SIGINT instead of dying on them; yields the list of signals received."""
+    received: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def serve(
+    *,
+    model_repository: str,
+    host: str = "127.0.0.1",
+    grpc_port: int = 8001,
+    http_port: int = 8000,
+    metrics_port: int = 8002,
+    gpu: bool = False,
+    ready_timeout: float = 300.0,
+) -> int:
+    """Run tritonserver in the foreground until SIGTERM/SIGINT (returns 0 then).
+
+    Raises ServerUnavailable (exit 3) with the server's own reason when a model fails to load,
+    readiness times out, or the server dies while serving.
+    """
+    server = TritonServer(
+        model_repository, host=host, grpc_port=grpc_port, http_port=http_port,
+        metrics_port=metrics_port, gpu=gpu, ready_timeout=ready_timeout,
+    )
+    with _stop_signals() as received:
+        try:
+            server.start()
+            server.wait_ready(should_stop=lambda: bool(received))
+            if not received:
+                log.info("ready: grpc %s http %s models: %s (server log: %s)",
+                         server.grpc_url, server.http_url, ", ".join(server.models),
+                         server.log_path)
+            while not received:
+                code = server.poll()
+                if code is not None:
+                    raise ServerUnavailable(
+                        f"tritonserver exited with code {code} while serving: "
+                        f"{server.last_log_line()}"
+                    )
+                time.sleep(0.2)
+            name = signal.Signals(received[0]).name
+            log.info("%s received: stopping tritonserver", name)
+            code = server.stop()
+            if code not in (0, None):
+                log.warning("tritonserver exited with code %s: %s", code, server.last_log_line())
+            log.info("stopped")
+            return 0
+        finally:
+            server.stop()
+            server.cleanup()
