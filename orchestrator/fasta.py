@@ -1,0 +1,252 @@
+"""Streaming FASTA reader with Biopython's `SeqIO.parse(..., "fasta")` record semantics.
+
+Works on bytes in 1 MiB blocks (no per-line or per-character Python), reads plain or gzip files
+(sniffed by magic bytes, not by name) or `-` for stdin, and treats several inputs as one sample.
+What matches Biopython: ID = header up to the first whitespace (tab included), description
+dropped, sequence lines joined with spaces, tabs and CR removed, blank lines ignored, `\\r\\n` and
+a lone `\\r` both end a line (Python's universal newlines). What we add: leading blank lines are
+allowed, and bad input raises `InputError("FILE:LINE: ...")` instead of a traceback.
+
+Stdin can be read only once. A stage that needs two passes (`scan_inputs` to check IDs, then
+`read_records`) first copies stdin to a file with `spool_stdin(path)` and passes that path on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import io
+import shutil
+import sys
+import zlib
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from orchestrator.errors import InputError
+
+BLOCK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+SEQ_WHITESPACE = b" \t\r\n"  # what Biopython removes from sequence lines
+MAX_DUPLICATES_NAMED = 5
+
+
+@dataclass(frozen=True)
+class Record:
+    """One FASTA record: `seq` holds the residues as in the file (case kept, no newlines)."""
+
+    id: str
+    seq: bytes
+
+
+@dataclass(frozen=True)
+class InputSummary:
+    """Counts and raw-byte checksums of the inputs, from one streaming pass (`scan_inputs`)."""
+
+    n_records: int
+    n_bases: int
+    sha256: dict[str, str] = field(default_factory=dict)  # input path -> hex digest of its bytes
+
+
+def display_name(path: str) -> str:
+    return "stdin" if path == "-" else path
+
+
+class _Tap(io.RawIOBase):
+    """Raw reader that shows every byte read from the source to `sink` (checksum, progress)."""
+
+    def __init__(self, source: io.BufferedIOBase | io.RawIOBase, sink: Callable[[bytes], None]):
+        super().__init__()
+        self._source = source
+        self._sink = sink
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        n = self._source.readinto(buffer)
+        if n:
+            self._sink(memoryview(buffer)[:n])
+        return n or 0
+
+
+def _ignore(_data: bytes) -> None:
+    pass
+
+
+def _blocks(path: str, sink: Callable[[bytes], None] | None) -> Iterator[bytes]:
+    """Decompressed blocks of one input with universal newlines turned into `\\n`."""
+    name = display_name(path)
+    try:
+        source = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read input: {exc.strerror or exc}") from None
+    try:
+        # the tap also keeps our reader from closing sys.stdin when it is collected
+        buffered = io.BufferedReader(_Tap(source, sink or _ignore), BLOCK)
+        stream: io.BufferedIOBase = buffered
+        if buffered.peek(2)[:2] == GZIP_MAGIC:
+            stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+        carry_cr = False
+        while True:
+            block = stream.read(BLOCK)
+            if not block:
+                break
+            if carry_cr:  # a CR that ended the previous block, possibly half of a CRLF
+                block = b"\r" + block
+            carry_cr = block.endswith(b"\r")
+            if carry_cr:
+                block = block[:-1]
+            if b"\r" in block:
+                block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if block:
+                yield block
+        if carry_cr:
+            yield b"\n"
+        if sink:  # hash every raw byte, also any the decompressor did not need
+            while buffered.read(BLOCK):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{name}: cannot read input: {exc}") from None
+    finally:
+        if path != "-":
+            source.close()
+
+
+def _entries(path: str, sink: Callable[[bytes], None] | None = None
+             ) -> Iterator[tuple[str, bytes, int]]:
+    """(id, sequence, header line number) for each record of one input."""
+    name = display_name(path)
+    header: bytes | None = None  # header line of the current record (without '>')
+    header_line = 0
+    parts: list[bytes] = []  # sequence text of the current record, whitespace not yet removed
+    head: list[bytes] | None = None  # a header line split across blocks
+    bol = True  # the next byte starts a line
+    lines = 0  # newlines before the current block
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    checked_utf8 = False
+
+    def finish() -> tuple[str, bytes, int]:
+        try:
+            title = header.decode("utf-8")  # type: ignore[union-attr]
+        except UnicodeDecodeError:
+            raise InputError(f"{name}:{header_line}: header is not UTF-8 text") from None
+        seq = b"".join(parts).translate(None, SEQ_WHITESPACE)
+        if not seq.isascii():
+            raise InputError(f"{name}:{header_line}: sequence holds non-ASCII bytes; "
+                             "is this a text FASTA file?")
+        words = title.split(None, 1)
+        return (words[0] if words else ""), seq, header_line
+
+    for block in _blocks(path, sink):
+        nul = block.find(b"\0")
+        if not checked_utf8 or nul >= 0:
+            bad = nul
+            if bad < 0:
+                try:
+                    decoder.decode(block[:4096])
+                except UnicodeDecodeError as exc:
+                    bad = exc.start
+            checked_utf8 = True
+            if bad >= 0:
+                line = lines + block.count(b"\n", 0, bad) + 1
+                raise InputError(f"{name}:{line}: binary content, not a text FASTA file")
+        i = 0
+        counted = 0  # block offset up to which newlines were added to `lines`
+        n = len(block)
+        while i < n:
+            if head is not None:  # finish a header line that began in an earlier block
+                j = block.find(b"\n", i)
+                head.append(block[i:] if j < 0 else block[i:j])
+                if j < 0:
+                    i = n
+                    bol = False
+                    break
+                if header is not None:
+                    yield finish()
+                header, head, parts = b"".join(head), None, []
+                i, bol = j + 1, True
+                continue
+            if bol and block[i] == 0x3E:  # '>' at the start of a line: a new header
+                lines += block.count(b"\n", counted, i)
+                counted = i
+                header_line = lines + 1
+                head = []
+                i += 1
+                continue
+            k = block.find(b"\n>", i)
+            end = n if k < 0 else k + 1
+            piece = block[i:end]
+            if header is None:
+                if piece.strip():
+                    lines += block.count(b"\n", counted, i)
+                    counted = i
+                    offset = len(piece) - len(piece.lstrip())
+                    line = lines + piece.count(b"\n", 0, offset) + 1
+                    raise InputError(f"{name}:{line}: not FASTA (expected a '>' header line)")
+            else:
+                parts.append(piece)
+            i = end
+            bol = piece.endswith(b"\n")
+        lines += block.count(b"\n", counted)
+    if head is not None:
+        if header is not None:
+            yield finish()
+        header, parts = b"".join(head), []
+    if header is not None:
+        yield finish()
+
+
+def read_records(paths: Sequence[str], *, sink: Callable[[bytes], None] | None = None
+                 ) -> Iterator[Record]:
+    """All records of all inputs, in order; `sink` sees each raw input byte (progress bars)."""
+    for path in paths:
+        for rid, seq, _line in _entries(path, sink):
+            yield Record(rid, seq)
+
+
+def scan_inputs(paths: Sequence[str]) -> InputSummary:
+    """Count records and bases, checksum each input and refuse duplicate IDs, in one pass.
+
+    Memory stays small: only an 8-byte hash per ID is kept; the names and lines of duplicates
+    are found by a second pass that runs only when a hash repeats (stdin: spool it first).
+    """
+    n_records = n_bases = 0
+    digests: dict[str, str] = {}
+    hashes = array("q")
+    for path in paths:
+        digest = hashlib.sha256()
+        for rid, seq, _line in _entries(path, digest.update):
+            n_records += 1
+            n_bases += len(seq)
+            hashes.append(hash(rid))
+        digests[path] = digest.hexdigest()
+    if len(set(hashes)) < len(hashes):
+        _raise_duplicates(paths, hashes)
+    return InputSummary(n_records, n_bases, digests)
+
+
+def _raise_duplicates(paths: Sequence[str], hashes: array) -> None:
+    seen: set[int] = set()
+    repeated = {h for h in hashes if h in seen or seen.add(h)}  # type: ignore[func-returns-value]
+    where: dict[str, list[str]] = {}
+    for path in paths:
+        for rid, _seq, line in _entries(path):
+            if hash(rid) in repeated:
+                where.setdefault(rid, []).append(f"{display_name(path)}:{line}")
+    dups = [(rid, places) for rid, places in where.items() if len(places) > 1]
+    if not dups:
+        return  # only a hash collision
+    named = ", ".join(f"{rid} ({', '.join(places)})" for rid, places in dups[:MAX_DUPLICATES_NAMED])
+    more = len(dups) - MAX_DUPLICATES_NAMED
+    suffix = f" and {more} more" if more > 0 else ""
+    raise InputError(f"duplicate record IDs: {named}{suffix}; record IDs must be unique "
+                     "across all inputs")
+
+
+def spool_stdin(dest_path: str) -> str:
+    """Copy stdin to `dest_path` so that it can be read twice; returns `dest_path`."""
+    with open(dest_path, "wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, BLOCK)
+    return dest_path
