@@ -95,7 +95,7 @@ def scan(buf: bytes, starts: Sequence[int], ends: Sequence[int]) -> list[tuple[i
         keep[:, 3 + f] = has & _stop_free(rkeys, top - 3 * (m - 1), top, width)
     aa_b, raa_b = aa.tobytes(), raa.tobytes()
     out = []
-    for ci, fr in zip(*np.nonzero(keep)):
+    for ci, fr in zip(*np.nonzero(keep), strict=True):
         ci, fr = int(ci), int(fr)
         cs, ce = int(s[ci]), int(e[ci])
         f = fr % 3

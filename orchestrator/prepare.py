@@ -131,7 +131,7 @@ def run_prepare(*, inputs: Sequence[str], outdir: str | os.PathLike, chunk_size:
                 n_chunks, n_frames = _write_batch(batch, chunked, nucleotide, protein)
                 stats["chunks"] += n_chunks
                 stats["frames"] += n_frames
-        for temp, final in zip(temps, finals):
+        for temp, final in zip(temps, finals, strict=True):
             os.replace(temp, final)
     finally:
         if bar is not None:
