@@ -203,7 +203,8 @@ class TritonServer:
                     reason = f"tritonserver exited with code {code} before all models were ready"
                     break
                 if time.monotonic() > deadline:
-                    reason = f"models not ready after {timeout:g} s"
+                    waiting = ", ".join(self._not_ready(client))
+                    reason = f"not ready after {timeout:g} s: {waiting}; last server log line"
                     break
                 if self._all_ready(client):
                     return
@@ -220,6 +221,14 @@ class TritonServer:
             return all(client.is_model_ready(m) for m in self.models)  # type: ignore[attr-defined]
         except InferenceServerException:
             return False  # gRPC endpoint not up yet
+
+    def _not_ready(self, client: object) -> list[str]:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return [m for m in self.models if not client.is_model_ready(m)]  # type: ignore[attr-defined]
+        except InferenceServerException:
+            return list(self.models)  # the endpoint opens only after every model has loaded
 
     def poll(self) -> int | None:
         """The server's exit code, or None while it runs."""
