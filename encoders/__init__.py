@@ -1,0 +1,46 @@
+"""The model math, written once: tokenise -> encode -> pool for DNABERT-S and ESM-2.
+
+Imported by the Triton model.py files, by `export` and by the in-process backend. torch is
+imported only when an encoder is loaded, so `encoders.batching`, `encoders.validation` and
+`encoders.repository` stay usable without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from encoders.validation import MAX_LENGTH, check_sequence
+
+if TYPE_CHECKING:
+    from encoders.common import Embedder
+
+KINDS = ("dnabert_s", "esm2")
+
+__all__ = ["KINDS", "MAX_LENGTH", "check_sequence", "load_dnabert", "load_esm2", "load_embedder"]
+
+
+def load_dnabert(model_dir: str | Path, device: str = "cpu", precision: str = "fp32",
+                 token_budget: int | None = None) -> Embedder:
+    """DNABERT-S from its published folder (config.json, pytorch_model.bin, tokenizer.json)."""
+    from encoders.dnabert import load_dnabert as _load
+
+    return _load(model_dir, device=device, precision=precision, token_budget=token_budget)
+
+
+def load_esm2(weights: str | Path, device: str = "cpu", precision: str = "fp32",
+              token_budget: int | None = None) -> Embedder:
+    """ESM-2 from a fair-esm `esm2_*.pt` checkpoint or the folder holding it."""
+    from encoders.esm2 import load_esm2 as _load
+
+    return _load(weights, device=device, precision=precision, token_budget=token_budget)
+
+
+def load_embedder(kind: str, weights_path: str | Path, device: str = "cpu",
+                  precision: str = "fp32", token_budget: int | None = None) -> Embedder:
+    """Load the encoder named by a Triton model name (`dnabert_s` or `esm2`)."""
+    if kind == "dnabert_s":
+        return load_dnabert(weights_path, device, precision, token_budget)
+    if kind == "esm2":
+        return load_esm2(weights_path, device, precision, token_budget)
+    raise ValueError(f"unknown encoder kind {kind!r}; expected one of {', '.join(KINDS)}")

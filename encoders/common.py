@@ -1,0 +1,185 @@
+"""Pieces both encoders share: precision names, safe state-dict reading, key checks, the Embedder.
+
+`Embedder.embed` is the one batched inference loop: validate, tokenise, sort by length, cut into
+token-budget sub-batches, run under `torch.inference_mode()`, keep pooled rows on the device and
+copy them to the host once, restore the input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from encoders.batching import token_budget_batches
+from encoders.errors import SequenceError, WeightsError
+from encoders.validation import check_sequence
+
+# fp16 on CPU: recent torch runs it but slowly and not for every op; use bf16 or fp32 on CPU.
+PRECISIONS: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """Map a config `precision` string (fp32|fp16|bf16) to a torch dtype."""
+    try:
+        return PRECISIONS[precision]
+    except KeyError:
+        raise WeightsError(
+            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
+        ) from None
+
+
+def sha256_files(paths: Sequence[Path]) -> str:
+    """sha256 of one file, or of a manifest of `<sha256>  <name>` lines for several (streamed)."""
+    digests = []
+    for p in paths:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        digests.append((h.hexdigest(), p.name))
+    if len(digests) == 1:
+        return digests[0][0]
+    manifest = "".join(f"{d}  {name}\n" for d, name in digests)
+    return hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def read_state_file(path: Path, safe_globals: Iterable[Any] = ()) -> Any:
+    """torch.load with weights_only=True (no arbitrary pickle code), memory-mapped when possible."""
+    if not path.is_file():
+        raise WeightsError(f"{path}: weight file not found")
+    globs = list(safe_globals)
+    try:
+        with torch.serialization.safe_globals(globs):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc) and "zip" not in str(exc):
+                    raise
+                # legacy (non-zip) torch files cannot be memory-mapped
+                return torch.load(path, map_location="cpu", weights_only=True)
+    except WeightsError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: cannot be read as a torch weights file: {first}") from exc
+
+
+def check_keys(found: Iterable[str], expected: Iterable[str], source: str) -> None:
+    """Fail with both lists when the mapped state dict and the module disagree (never strict=False)."""
+    found_set, expected_set = set(found), set(expected)
+    missing = sorted(expected_set - found_set)
+    unexpected = sorted(found_set - expected_set)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected}")
+        raise WeightsError(f"{source}: weights do not match the architecture: " + "; ".join(parts))
+
+
+def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Check keys, then assign the (possibly memory-mapped) tensors; shape errors become WeightsError."""
+    check_keys(state.keys(), module.state_dict().keys(), source)
+    try:
+        module.load_state_dict(dict(state), strict=True, assign=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{source}: weights do not match the config: {exc}") from exc
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Parse the device, failing with a clear message when CUDA is asked for but absent."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise WeightsError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+class Embedder:
+    """A loaded encoder: `embed(seqs) -> float32 [n, hidden_size]`, batched by token budget.
+
+    `module(tokens)` takes a padded int64 [b, t] batch on the device and returns pooled
+    [b, hidden] embeddings; `tokenize(seqs)` returns one int64 id array per sequence.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        kind: str,
+        module: torch.nn.Module,
+        tokenize: Callable[[list[str]], list[np.ndarray]],
+        pad_id: int,
+        hidden_size: int,
+        device: torch.device,
+        precision: str,
+        token_budget: int,
+        weight_files: Sequence[Path],
+        max_rows: int | None = None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.module = module
+        self.tokenize = tokenize
+        self.pad_id = pad_id
+        self.hidden_size = hidden_size
+        self.device = device
+        self.precision = precision
+        self.token_budget = token_budget
+        self.max_rows = max_rows
+        self.weight_files = list(weight_files)
+        self._sha256: str | None = None
+
+    @property
+    def weights_sha256(self) -> str:
+        """sha256 of the weight file(s), computed on first use (a 3B checkpoint takes seconds)."""
+        if self._sha256 is None:
+            self._sha256 = sha256_files(self.weight_files)
+        return self._sha256
+
+    def validate(self, seqs: Sequence[str]) -> None:
+        """Raise SequenceError for the first sequence the model refuses."""
+        for i, s in enumerate(seqs):
+            problem = check_sequence(self.kind, s)
+            if problem is not None:
+                raise SequenceError(i, problem)
+
+    def embed(self, seqs: Sequence[str]) -> np.ndarray:
+        """Embed sequences; rows come back in input order as one float32 array [n, hidden]."""
+        seqs = list(seqs)
+        self.validate(seqs)
+        out = np.empty((len(seqs), self.hidden_size), dtype=np.float32)
+        if not seqs:
+            return out
+        ids = self.tokenize(seqs)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        batches = token_budget_batches(lengths, self.token_budget, self.max_rows)
+        pooled = []
+        with torch.inference_mode():
+            for idx in batches:
+                width = int(lengths[idx].max())
+                host = np.full((len(idx), width), self.pad_id, dtype=np.int64)
+                for row, i in enumerate(idx):
+                    host[row, : lengths[i]] = ids[i]
+                tokens = torch.from_numpy(host)
+                if self.device.type == "cuda":
+                    tokens = tokens.pin_memory().to(self.device, non_blocking=True)
+                pooled.append(self.module(tokens))
+            rows = torch.cat(pooled).float().cpu().numpy()
+        out[np.concatenate(batches)] = rows
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedder({self.name}, hidden={self.hidden_size}, device={self.device}, "
+            f"precision={self.precision}, token_budget={self.token_budget})"
+        )

@@ -1,0 +1,98 @@
+"""Read encoder settings from a Triton model repository, so the in-process backend uses the
+same weight files, precision and token budget as the served models.
+
+Parameters live in `config.pbtxt` (or `configs/<name>.pbtxt`) as string_value entries:
+`weights` (path relative to the version folder, default "weights"), `precision`
+(fp32|fp16|bf16, default fp32), `token_budget` (int, default: the encoder's own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from encoders.errors import WeightsError
+
+DEFAULT_PARAMS = {"weights": "weights", "precision": "fp32"}
+
+
+def read_config(config_path: str | Path) -> Any:
+    """Parse a config.pbtxt into Triton's ModelConfig protobuf message."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    path = Path(config_path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read model config: {exc.strerror or exc}") from None
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise WeightsError(f"{path}: not a valid Triton model config: {exc}") from None
+
+
+def parameters(config: Any) -> dict[str, str]:
+    """string_value parameters of a ModelConfig message, or of Triton's JSON form (model.py args).
+
+    Defaults from DEFAULT_PARAMS fill in what the config leaves out.
+    """
+    out = dict(DEFAULT_PARAMS)
+    if isinstance(config, Mapping):
+        for key, value in (config.get("parameters") or {}).items():
+            out[key] = value["string_value"] if isinstance(value, Mapping) else str(value)
+    else:
+        for key, value in config.parameters.items():
+            out[key] = value.string_value
+    return out
+
+
+def token_budget(params: Mapping[str, str]) -> int | None:
+    """The `token_budget` parameter as an int (None when absent or empty)."""
+    raw = params.get("token_budget", "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise WeightsError(f"token_budget must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise WeightsError(f"token_budget must be >= 1, got {value}")
+    return value
+
+
+def latest_version(model_dir: Path) -> Path:
+    """The highest numeric version folder of a model (Triton's default version policy)."""
+    versions = sorted(
+        (int(p.name), p) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()
+    ) if model_dir.is_dir() else []
+    if not versions:
+        raise WeightsError(f"{model_dir}: no numeric version folder (expected {model_dir}/1)")
+    return versions[-1][1]
+
+
+def weights_for(
+    model_repository: str | Path, model_name: str, config_name: str | None = None
+) -> tuple[Path, dict[str, str]]:
+    """(weights path, parameters) for a model, resolved exactly as its model.py does.
+
+    `config_name` selects `configs/<name>.pbtxt` (as tritonserver's --model-config-name);
+    None reads `config.pbtxt`.
+    """
+    model_dir = Path(model_repository) / model_name
+    if config_name:
+        cfg_path = model_dir / "configs" / f"{config_name}.pbtxt"
+        if not cfg_path.is_file():
+            cfg_path = model_dir / "config.pbtxt"
+    else:
+        cfg_path = model_dir / "config.pbtxt"
+    if not cfg_path.is_file():
+        raise WeightsError(f"{cfg_path}: not found; is {model_repository} a model repository "
+                           f"built by `python -m export`?")
+    params = parameters(read_config(cfg_path))
+    weights = latest_version(model_dir) / params["weights"]
+    if not weights.exists():
+        raise WeightsError(f"{weights}: weights not found (parameter weights={params['weights']!r} "
+                           f"in {cfg_path}); run `python -m export demo|pretrained`")
+    return weights, params

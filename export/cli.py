@@ -1,0 +1,112 @@
+"""`python -m export demo|pretrained --out OUT`: build the artifacts folder.
+
+Layout written (what `orchestrator serve/predict/demo` expect):
+  OUT/model_repository/dnabert_s/{config.pbtxt, configs/gpu.pbtxt, 1/model.py,
+                                  1/weights/{config.json, pytorch_model.bin, tokenizer.json}}
+  OUT/model_repository/esm2/{config.pbtxt, configs/gpu.pbtxt, 1/model.py,
+                             1/weights/{esm2_*.pt, esm2_*-contact-regression.pt}}
+  OUT/classifiers/{300,500}_model.pth
+  OUT/export.json  (kind, seed or sources, sha256 of every weight file)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator.errors import InputError, OrchestratorError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise InputError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m export", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("demo", help="small random models in the real formats (meaningless output)")
+    p.add_argument("--out", required=True, help="artifacts folder (created; models in it replaced)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same bytes")
+    p = sub.add_parser("pretrained", help="the published DNABERT-S, ESM-2 3B and classifiers")
+    p.add_argument("--out", required=True, help="artifacts folder (created; models in it replaced)")
+    p.add_argument("--dnabert-revision", default=None,
+                   help="hub revision (commit) of zhihan1996/DNABERT-S to fetch")
+    p.add_argument("--local-dir", default=None,
+                   help="take the files from this folder instead of downloading (offline machines)")
+    p.add_argument("--skip-probe-embedding", action="store_true",
+                   help="check keys and shapes only (no 11 GB fp32 load of ESM-2 3B on CPU)")
+    return parser
+
+
+def run_demo(out: Path, seed: int) -> None:
+    """Write the demo artifacts, then load them back through the real loaders."""
+    from export import demo
+    from export.layout import prepare_model_dir, write_manifest
+    from export.verify import check_classifiers, check_weights
+
+    start = time.perf_counter()
+    demo.write_dnabert(prepare_model_dir(out, "dnabert_s"), seed)
+    demo.write_esm2(prepare_model_dir(out, "esm2"), seed)
+    width = demo.DNABERT_DEMO["hidden_size"] + demo.ESM_DEMO["embed_dim"]
+    demo.write_classifiers(out, width, seed)
+    hidden = check_weights(out, embed=True)
+    check_classifiers(out, hidden)
+    manifest = write_manifest(out, "demo", {"seed": seed, "hidden": hidden})
+    _report(out, manifest, time.perf_counter() - start)
+    print("export: WARNING: these are RANDOM demo weights; their predictions are meaningless. "
+          "Use `python -m export pretrained` for real predictions.", file=sys.stderr)
+
+
+def run_pretrained(out: Path, revision: str | None, local_dir: str | None, embed: bool) -> None:
+    """Fetch the published files into the layout, then check them with the real loaders."""
+    from export import pretrained
+    from export.layout import MODELS, prepare_model_dir, write_manifest
+    from export.verify import check_classifiers, check_weights
+
+    start = time.perf_counter()
+    rev = revision or pretrained.DNABERT_S_REVISION
+    local = Path(local_dir) if local_dir else None
+    if local is None:  # fail fast before touching OUT
+        pretrained.probe([s.url for s in pretrained.sources(rev)])
+    for model in MODELS:
+        prepare_model_dir(out, model)
+    pretrained.fetch_all(out, dnabert_revision=rev, local_dir=local)
+    hidden = check_weights(out, embed=embed)
+    check_classifiers(out, hidden)
+    extra = {"hidden": hidden, "dnabert_s_revision": rev,
+             "sources": [s.url for s in pretrained.sources(rev)]}
+    manifest = write_manifest(out, "pretrained", extra)
+    _report(out, manifest, time.perf_counter() - start)
+
+
+def _report(out: Path, manifest: Path, seconds: float) -> None:
+    files = sorted(p for p in out.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for p in files:
+        print(f"  {p.relative_to(out)}  ({p.stat().st_size:,} bytes)")
+    print(f"export: wrote {len(files)} files under {out} in {seconds:.1f} s (manifest {manifest.name})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 ok, 2 bad usage or bad weights, 3 a source unreachable, 1 anything else."""
+    try:
+        args = build_parser().parse_args(argv)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if args.command == "demo":
+            run_demo(out, args.seed)
+        else:
+            run_pretrained(out, args.dnabert_revision, args.local_dir,
+                           embed=not args.skip_probe_embedding)
+        return 0
+    except OrchestratorError as exc:
+        print(f"export: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("export: interrupted", file=sys.stderr)
+        return 130
