@@ -1,0 +1,403 @@
+"""`orchestrator predict`: FASTA in, VirNucPro predictions out, in checkpointed windows.
+
+Data flows one way: read -> chunk -> six frames (keep stop-free) -> embed (Triton or local) ->
+classify -> write. Work is cut into windows of about `window` frames at chunk boundaries; a record
+may span windows, its running `SequenceTally` is carried across (and checkpointed). Peak memory
+therefore depends on the window, not on the input size. Each finished window is committed to the
+state folder; the final files are assembled from the window parts at the end, atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator import __version__
+from orchestrator.checkpoint import Checkpoint, sha256_file
+from orchestrator.chunking import chunk_sequence
+from orchestrator.classifier import Classifier, load_classifier
+from orchestrator.errors import InputError
+from orchestrator.fasta import read_records, scan_inputs, spool_stdin
+from orchestrator.frames import kept_frames_batch
+from orchestrator.outputs import (
+    HIGHEST_HEADER,
+    PREDICTIONS_HEADER,
+    SUMMARY_HEADER,
+    OutputPaths,
+    SequenceTally,
+    format_highest_row,
+    highest_rows,
+    prediction_rows,
+)
+
+log = logging.getLogger("orchestrator")
+
+STDIN_SPOOL_NAME = "stdin.spool"
+
+
+@dataclass
+class RecordPart:
+    """The stretch of one record that falls into a window: frames [start, end) of that window.
+
+    `tally` is a fresh tally when the record starts in this window, None when it continues the
+    record carried over from the previous window; `ends` marks the window where it finishes.
+    """
+
+    tally: SequenceTally | None
+    start: int
+    end: int = -1
+    ends: bool = False
+
+
+@dataclass
+class Window:
+    index: int
+    frame_ids: list[str] = field(default_factory=list)
+    nucleotides: list[str] = field(default_factory=list)
+    proteins: list[str] = field(default_factory=list)
+    parts: list[RecordPart] = field(default_factory=list)
+
+
+@dataclass
+class Counters:
+    records: int = 0
+    bases: int = 0
+    chunks: int = 0
+    frames: int = 0
+    windows: int = 0
+
+
+def iter_windows(records: Iterator[Any], chunk_size: int, window_frames: int,
+                 counters: Counters, on_bases: Any = None) -> Iterator[Window]:
+    """Group kept frames into windows of >= `window_frames` frames, cut before a chunk."""
+    current = Window(0)
+    for record in records:
+        if len(current.frame_ids) >= window_frames:
+            yield current
+            current = Window(current.index + 1)
+        chunks = chunk_sequence(record, chunk_size)
+        counters.records += 1
+        counters.bases += len(record.seq)
+        counters.chunks += len(chunks)
+        part = RecordPart(SequenceTally.for_record(record.id, record.seq, len(chunks)),
+                          len(current.frame_ids))
+        current.parts.append(part)
+        for frames in kept_frames_batch(chunks):
+            if len(current.frame_ids) >= window_frames:
+                part.end = len(current.frame_ids)
+                yield current
+                current = Window(current.index + 1)
+                part = RecordPart(None, 0)
+                current.parts.append(part)
+            for frame in frames:
+                current.frame_ids.append(frame.frame_id)
+                current.nucleotides.append(frame.nucleotide)
+                current.proteins.append(frame.protein)
+        part.end = len(current.frame_ids)
+        part.ends = True
+        if on_bases is not None:
+            on_bases(len(record.seq))
+    if current.parts:
+        yield current
+
+
+def _score_window(window: Window, backend: Any, classifier: Classifier,
+                  timings: dict[str, float]) -> np.ndarray:
+    """Embed both ways, concatenate [n, dna + protein] and classify: probabilities [n, 2]."""
+    t0 = time.perf_counter()
+    dna, prot = backend.embed(window.nucleotides, window.proteins)
+    t1 = time.perf_counter()
+    if window.frame_ids:
+        probs = classifier.predict_proba(np.concatenate([dna, prot], axis=1))
+    else:
+        probs = np.empty((0, 2), dtype=np.float32)
+    t2 = time.perf_counter()
+    timings["embed"] += t1 - t0
+    timings["classify"] += t2 - t1
+    return np.asarray(probs, dtype=np.float32)
+
+
+def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | None
+                  ) -> tuple[str, str, str, SequenceTally | None]:
+    """The window's prediction rows, sorted highestscore rows, finished summary rows, carry."""
+    predictions = prediction_rows(window.frame_ids, probs)
+    high = sorted(highest_rows(window.frame_ids, probs), key=lambda r: r[0])
+    highest = "".join(format_highest_row(cid, m0, m1) for cid, m0, m1 in high)
+    summary: list[str] = []
+    for part in window.parts:
+        tally = part.tally if part.tally is not None else carried
+        if tally is None:
+            raise RuntimeError("record continues from a previous window but no tally was carried")
+        if part.end > part.start:
+            tally.add_frames(window.frame_ids[part.start:part.end], probs[part.start:part.end])
+        if part.ends:
+            summary.append(tally.row())
+            carried = None
+        else:
+            carried = tally
+    return predictions, highest, "".join(summary), carried
+
+
+def _open_backend(backend: str, *, server: str, model_repository: str | None,
+                  batch_size: int | None, max_in_flight: int | None) -> Any:
+    if backend == "triton":
+        from orchestrator.client import EmbeddingClient
+
+        return EmbeddingClient(server, batch_size=batch_size, max_in_flight=max_in_flight)
+    if backend == "local":
+        from orchestrator.local_backend import LocalBackend
+
+        return LocalBackend(model_repository)
+    raise InputError(f"unknown backend {backend!r} (triton or local)")
+
+
+def _check_args(chunk_size: int, window: int, batch_size: int | None,
+                max_in_flight: int | None, inputs: Sequence[str]) -> None:
+    if not inputs:
+        raise InputError("no input given")
+    if chunk_size <= 0:
+        raise InputError(f"--chunk-size must be positive, got {chunk_size}")
+    if window <= 0:
+        raise InputError(f"--window must be positive, got {window}")
+    if batch_size is not None and batch_size <= 0:
+        raise InputError(f"--batch-size must be positive, got {batch_size}")
+    if max_in_flight is not None and max_in_flight <= 0:
+        raise InputError(f"--max-in-flight must be positive, got {max_in_flight}")
+    if list(inputs).count("-") > 1:
+        raise InputError("stdin (-) can be given only once")
+
+
+def _progress_bar(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="bp", unit_scale=True, desc="predict", file=sys.stderr)
+
+
+def run_predict(
+    *,
+    inputs: Sequence[str],
+    outdir: str,
+    chunk_size: int,
+    classifier: str,
+    backend: str = "triton",
+    server: str = "localhost:8001",
+    model_repository: str | None = None,
+    batch_size: int | None = None,
+    max_in_flight: int | None = None,
+    window: int = 4096,
+    restart: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the whole pipeline; returns the run record (also written as run.json)."""
+    wall0 = time.perf_counter()
+    cpu0 = time.process_time()
+    _check_args(chunk_size, window, batch_size, max_in_flight, inputs)
+    paths = OutputPaths(outdir)
+    paths.outdir.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpoint(paths)
+    ckpt.refuse_foreign(restart)
+
+    # stdin can be read only once but we read inputs twice (scan, then predict): spool it.
+    read_paths = list(inputs)
+    if "-" in read_paths:
+        paths.state.mkdir(parents=True, exist_ok=True)
+        spooled = spool_stdin(str(paths.state / STDIN_SPOOL_NAME))
+        read_paths = [spooled if p == "-" else p for p in read_paths]
+    for p in read_paths:
+        if not os.path.isfile(p):
+            raise InputError(f"{p}: no such file")
+
+    t0 = time.perf_counter()
+    scan = scan_inputs(read_paths)  # format errors and duplicate IDs: InputError before any model
+    scan_seconds = time.perf_counter() - t0
+    clf = load_classifier(classifier)
+    clf_sha = sha256_file(classifier)
+    input_digests = [scan.sha256[p] for p in read_paths]
+
+    parameters = {
+        "inputs": list(inputs), "outdir": str(outdir), "chunk_size": chunk_size,
+        "classifier": str(classifier), "backend": backend,
+        "server": server if backend == "triton" else None,
+        "model_repository": model_repository, "batch_size": batch_size,
+        "max_in_flight": max_in_flight, "window": window, "restart": restart,
+    }
+    if scan.n_records == 0:
+        log.warning("warning: no FASTA records in %s; writing header-only outputs",
+                    ", ".join(inputs))
+        return _write_empty(paths, ckpt, parameters, clf, clf_sha, input_digests, wall0, cpu0)
+
+    be = _open_backend(backend, server=server, model_repository=model_repository,
+                       batch_size=batch_size, max_in_flight=max_in_flight)
+    try:
+        dna_w, prot_w = be.widths
+        clf.check_widths(dna_w, prot_w)
+        models = be.models_info()
+        fingerprint = {
+            "tool_version": __version__,
+            "inputs_sha256": input_digests,
+            "chunk_size": chunk_size,
+            "window": window,
+            "backend": backend,
+            "classifier_sha256": clf_sha,
+            "models": [{k: m.get(k) for k in ("name", "version", "weights_sha256", "width")}
+                       for m in models],
+        }
+        done = ckpt.open(fingerprint, restart)
+        if done < 0:
+            log.info("this run is already complete in %s; nothing to do "
+                     "(pass --restart to run it again)", paths.outdir)
+            import json
+
+            return json.loads(paths.run_json.read_text())
+        if done:
+            log.info("resuming after window %d (%d windows reused from %s)",
+                     done, done, paths.state)
+        else:
+            log.info("starting: %d records, %d bp, chunk size %d, windows of %d frames",
+                     scan.n_records, scan.n_bases, chunk_size, window)
+        record = _run_windows(
+            read_paths=read_paths, paths=paths, ckpt=ckpt, backend=be, clf=clf,
+            chunk_size=chunk_size, window=window, done=done, progress=progress,
+            total_bases=scan.n_bases,
+        )
+    finally:
+        be.close()
+    counters, timings, frames_embedded, windows_run = record
+    wall = time.perf_counter() - wall0
+    timings["scan"] = scan_seconds
+    timings["total"] = wall
+    stats = getattr(be, "stats", lambda: {})()
+    run_json = _run_record(
+        parameters=parameters, backend=backend, server=server, models=models, stats=stats,
+        clf=clf, clf_path=classifier, clf_sha=clf_sha, input_digests=input_digests,
+        counters=counters, timings=timings, frames_embedded=frames_embedded,
+        windows_reused=done, windows_run=windows_run, wall=wall,
+        cpu=time.process_time() - cpu0,
+    )
+    t0 = time.perf_counter()
+    ckpt.assemble(predictions_header=PREDICTIONS_HEADER, highest_header=HIGHEST_HEADER,
+                  summary_header=SUMMARY_HEADER, run_json=run_json)
+    log.info("wrote %s (%d records, %d chunks, %d frames) in %.1f s",
+             paths.outdir, counters.records, counters.chunks, counters.frames, wall)
+    run_json["timings"]["assemble"] = time.perf_counter() - t0
+    return run_json
+
+
+def _run_windows(*, read_paths: list[str], paths: OutputPaths, ckpt: Checkpoint, backend: Any,
+                 clf: Classifier, chunk_size: int, window: int, done: int, progress: bool,
+                 total_bases: int) -> tuple[Counters, dict[str, float], int, int]:
+    """The main loop: skip finished windows (frames regenerated, not embedded), score the rest."""
+    counters = Counters()
+    timings = dict.fromkeys(("preprocess", "embed", "classify", "write"), 0.0)
+    bar = _progress_bar(progress, total_bases)
+    carried_dict = ckpt.carried_tally if done else None
+    carried = SequenceTally.from_dict(carried_dict) if carried_dict else None
+    frames_embedded = 0
+    windows_run = 0
+    try:
+        windows = iter_windows(read_records(read_paths), chunk_size, window, counters,
+                               bar.update if bar is not None else None)
+        while True:
+            t0 = time.perf_counter()
+            w = next(windows, None)
+            timings["preprocess"] += time.perf_counter() - t0
+            if w is None:
+                break
+            counters.windows += 1
+            counters.frames += len(w.frame_ids)
+            if w.index < done:
+                continue
+            probs = _score_window(w, backend, clf, timings)
+            t0 = time.perf_counter()
+            pred, high, summ, carried = _window_texts(w, probs, carried)
+            ckpt.commit_window(
+                w.index, predictions=pred, highest=high, summary=summ,
+                carried_tally=carried.to_dict() if carried is not None else None,
+                counters={"frames": counters.frames, "records": counters.records},
+            )
+            timings["write"] += time.perf_counter() - t0
+            frames_embedded += len(w.frame_ids)
+            windows_run += 1
+            log.debug("window %d: %d frames", w.index, len(w.frame_ids))
+    finally:
+        if bar is not None:
+            bar.close()
+    if ckpt.windows_done != counters.windows:
+        raise InputError(f"{paths.outdir}: the checkpoint counts {ckpt.windows_done} windows but "
+                         f"the input has {counters.windows}; rerun with --restart")
+    return counters, timings, frames_embedded, windows_run
+
+
+def _run_record(*, parameters: dict[str, Any], backend: str, server: str,
+                models: list[dict[str, Any]], stats: dict[str, Any], clf: Classifier,
+                clf_path: str, clf_sha: str, input_digests: list[str], counters: Counters,
+                timings: dict[str, float], frames_embedded: int, windows_reused: int,
+                windows_run: int, wall: float, cpu: float) -> dict[str, Any]:
+    for m in models:
+        s = stats.get(m["name"])
+        if s:
+            m["requests"] = int(s.get("requests", 0))
+            m["retries"] = int(s.get("retries", 0))
+            # Triton: summed request latencies (requests overlap); local: wall time of the model.
+            m["embed_seconds"] = round(float(s.get("seconds", 0.0)), 4)
+    embed_s = timings.get("embed", 0.0)
+    return {
+        "tool": "virnucpro-triton orchestrator",
+        "version": __version__,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "parameters": parameters,
+        "backend": backend,
+        "server": server if backend == "triton" else None,
+        "models": models,
+        "classifier": {"path": str(Path(clf_path).resolve()), "sha256": clf_sha,
+                       "input_width": int(clf.input_width)},
+        "inputs_sha256": input_digests,
+        "counts": {"records": counters.records, "bases": counters.bases,
+                   "chunks": counters.chunks, "frames": counters.frames,
+                   "windows": counters.windows},
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "throughput": {
+            "frames_embedded": frames_embedded,
+            "frames_per_s": round(frames_embedded / wall, 2) if wall > 0 else None,
+            "frames_per_s_embed": round(frames_embedded / embed_s, 2) if embed_s > 0 else None,
+            "client_cpu_seconds": round(cpu, 3),
+            "frames_per_client_cpu_s": round(frames_embedded / cpu, 1) if cpu > 0 else None,
+        },
+        "resumed": {"resumed": windows_reused > 0, "windows_reused": windows_reused,
+                    "windows_run": windows_run},
+    }
+
+
+def _write_empty(paths: OutputPaths, ckpt: Checkpoint, parameters: dict[str, Any],
+                 clf: Classifier, clf_sha: str, input_digests: list[str], wall0: float,
+                 cpu0: float) -> dict[str, Any]:
+    """No records: header-only outputs, no models needed."""
+    counters = Counters()
+    wall = time.perf_counter() - wall0
+    run_json = _run_record(
+        parameters=parameters, backend=parameters["backend"], server=parameters["server"] or "",
+        models=[], stats={}, clf=clf, clf_path=parameters["classifier"], clf_sha=clf_sha,
+        input_digests=input_digests, counters=counters, timings={"total": wall},
+        frames_embedded=0, windows_reused=0, windows_run=0, wall=wall,
+        cpu=time.process_time() - cpu0,
+    )
+    fingerprint = {"tool_version": __version__, "inputs_sha256": input_digests, "empty": True}
+    if ckpt.open(fingerprint, restart=parameters["restart"]) < 0:
+        return run_json
+    ckpt.assemble(predictions_header=PREDICTIONS_HEADER, highest_header=HIGHEST_HEADER,
+                  summary_header=SUMMARY_HEADER, run_json=run_json)
+    return run_json
+

@@ -1,0 +1,118 @@
+"""Helpers for the predict tests: a toy model repository, a classifier for it, golden paths.
+
+The toy `dnabert_s`/`esm2` models are numpy-only Python-backend models that honour the Triton
+contract (SEQUENCE strings in, EMBEDDING float32 rows out) and load in about a second, so tests
+that restart servers stay fast; the real encoders are used where the numbers matter.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT.parent / "shared" / "golden"
+TOY_WIDTH = 8
+
+TOY_CONFIG = """\
+name: "{name}"
+backend: "python"
+max_batch_size: 16
+input [ {{ name: "SEQUENCE" data_type: TYPE_STRING dims: [ 1 ] }} ]
+output [ {{ name: "EMBEDDING" data_type: TYPE_FP32 dims: [ {dims} ] }} ]
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+dynamic_batching {{ max_queue_delay_microseconds: 1000 }}
+parameters [ {{ key: "weights_sha256" value: {{ string_value: "toy-{name}" }} }} ]
+"""
+
+# EMBEDDING row = letter frequencies of the sequence in 8 bins (a pure function of the string).
+TOY_MODEL = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def embed(s):
+    b = np.frombuffer(s, dtype=np.uint8).astype(np.int64)
+    hist = np.bincount(b % 8, minlength=8).astype(np.float32)
+    return hist / max(1, len(b))
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        pass
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "SEQUENCE").as_numpy().reshape(-1)
+            e = np.stack([embed(s) for s in x]).astype(np.float32)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("EMBEDDING", e)]))
+        return out
+"""
+
+
+def write_toy_repository(root: Path) -> Path:
+    """dnabert_s (fixed width in the config) and esm2 (width -1: the client must probe)."""
+    for name, dims in (("dnabert_s", str(TOY_WIDTH)), ("esm2", "-1")):
+        (root / name / "1").mkdir(parents=True, exist_ok=True)
+        (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(name=name, dims=dims))
+        (root / name / "1" / "model.py").write_text(TOY_MODEL)
+    return root
+
+
+def write_toy_classifier(path: Path, width: int = 2 * TOY_WIDTH, seed: int = 7) -> Path:
+    """A random MLP of the published shape (input width -> 512 -> 2) as safetensors."""
+    from orchestrator.classifier import save_classifier_safetensors
+
+    rng = np.random.default_rng(seed)
+    state = {
+        "hidden_layer.weight": rng.normal(0, 1.0, size=(512, width)).astype(np.float32),
+        "hidden_layer.bias": rng.normal(0, 0.5, size=512).astype(np.float32),
+        "bn1.weight": np.ones(512, np.float32),
+        "bn1.bias": np.zeros(512, np.float32),
+        "bn1.running_mean": np.zeros(512, np.float32),
+        "bn1.running_var": np.ones(512, np.float32),
+        "bn1.num_batches_tracked": np.array(0, np.int64),
+        "output_layer.weight": rng.normal(0, 0.05, size=(2, 512)).astype(np.float32),
+        "output_layer.bias": np.zeros(2, np.float32),
+    }
+    save_classifier_safetensors(state, path)
+    return path
+
+
+def write_coding_fasta(path: Path, records: int, length: int, seed: int = 1) -> Path:
+    """Records made of stop-free codons (every chunk keeps frames), deterministic."""
+    rng = np.random.default_rng(seed)
+    sense = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT"
+             if a + b + c not in ("TAA", "TAG", "TGA")]
+    with open(path, "w") as fh:
+        for i in range(records):
+            codons = rng.integers(0, len(sense), size=length // 3 + 1)
+            seq = "".join(sense[c] for c in codons)[:length]
+            fh.write(f">rec{i:05d}\n")
+            for j in range(0, len(seq), 60):
+                fh.write(seq[j:j + 60] + "\n")
+    return path
+
+
+def orchestrator_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "orchestrator", *args]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300
+            ) -> subprocess.CompletedProcess[str]:
+    """`python -m orchestrator ARGS` as a real subprocess (exit codes, signals, RSS)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(orchestrator_cmd(*args), capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=full_env)
+
+
+def outputs_of(outdir: Path) -> dict[str, bytes]:
+    """The three result files' bytes (run.json holds timings, so it is not byte-compared)."""
+    names = ("prediction_results.txt", "prediction_results_highestscore.csv",
+             "sequence_summary.tsv")
+    return {n: (outdir / n).read_bytes() for n in names}
