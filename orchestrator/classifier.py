@@ -64,18 +64,17 @@ class Classifier:
         w1 = self._state["hidden_layer.weight"]  # [h, d]
         self.input_width: int = int(w1.shape[1])
         self.hidden_width: int = int(w1.shape[0])
-        # Keep torch's operation order (linear, then (x - mean) * invstd * gamma + beta) rather than
-        # folding BN into the weights: the extra elementwise pass is cheap and stays closest to torch.
-        self._w1t = np.ascontiguousarray(w1.T)  # [d, h]
-        self._b1 = self._state["hidden_layer.bias"]
-        var = self._state["bn1.running_var"]
-        self._mean = self._state["bn1.running_mean"]
-        self._scale = (self._state["bn1.weight"] / np.sqrt(var + np.float32(BN_EPS))).astype(
-            np.float32
-        )
-        self._shift = self._state["bn1.bias"]
-        self._w2t = np.ascontiguousarray(self._state["output_layer.weight"].T)  # [h, 2]
-        self._b2 = self._state["output_layer.bias"]
+        # Layer 1 ([n, d] x [d, h]) is nearly all the work: float32 BLAS, as torch does. Everything
+        # after it is O(n*h) and runs in float64, so the only rounding left is layer 1's (same as
+        # torch's up to summation order); folding BN into the weights would add its own rounding.
+        self._w1t = np.ascontiguousarray(w1.T)  # [d, h] float32
+        f64 = {k: v.astype(np.float64) for k, v in self._state.items() if v.dtype == np.float32}
+        scale = f64["bn1.weight"] / np.sqrt(f64["bn1.running_var"] + BN_EPS)  # [h]
+        # (x W1^T + b1 - mean) * scale + beta  ==  (x W1^T) * scale + shift
+        self._scale = scale
+        self._shift = (f64["hidden_layer.bias"] - f64["bn1.running_mean"]) * scale + f64["bn1.bias"]
+        self._w2t = np.ascontiguousarray(f64["output_layer.weight"].T)  # [h, 2]
+        self._b2 = f64["output_layer.bias"]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of the weights under the original key names."""
@@ -98,18 +97,16 @@ class Classifier:
                 f"{self.source}: features of shape {tuple(x.shape)} do not fit a classifier of "
                 f"input width {self.input_width}"
             )
-        h = x @ self._w1t  # [n, h]
-        h += self._b1
-        h -= self._mean
+        h = (x @ self._w1t).astype(np.float64)  # [n, h]
         h *= self._scale
         h += self._shift
-        np.maximum(h, 0, out=h)
+        np.maximum(h, 0.0, out=h)
         logits = h @ self._w2t  # [n, 2]
         logits += self._b2
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=1, keepdims=True)
-        return logits
+        return logits.astype(np.float32)
 
 
 def _validated_state(state: Mapping[str, Any], source: str) -> dict[str, np.ndarray]:
@@ -215,17 +212,22 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 def _refuse_non_zip(p: Path, blob: bytes) -> NoReturn:
-    """Explain why a non-zip file is refused; unpickling is restricted, so nothing in it runs."""
-    if not blob.startswith(b"\x80"):
-        raise ClassifierError(
-            f"{p}: not a classifier file (expected a torch .pth zip archive or .safetensors)"
-        )
+    """Explain why a non-zip file is refused; unpickling is restricted, so nothing in it runs.
+
+    Any bytes are tried as a pickle (protocol 0 has no magic prefix) so that a hostile pickle is
+    reported by the global it asks for.
+    """
+    not_classifier = (
+        f"{p}: not a classifier file (expected a torch .pth zip archive or .safetensors)"
+    )
+    if not blob:
+        raise ClassifierError(not_classifier)
     try:
         first = _SafeUnpickler(io.BytesIO(blob), _no_storage, str(p)).load()
     except ClassifierError:
         raise
-    except Exception as exc:  # malformed pickle data of any kind
-        raise ClassifierError(f"{p}: unreadable pickle data ({exc})") from None
+    except Exception:  # not pickle data at all
+        raise ClassifierError(not_classifier) from None
     if first == _LEGACY_MAGIC:
         raise ClassifierError(
             f"{p}: legacy (pre-1.6, non-zip) torch serialization is not supported; re-save it with "
@@ -331,8 +333,19 @@ def _stub(qualified: str) -> type[_ModuleStub]:
     return type(qualified.rsplit(".", 1)[1], (_ModuleStub,), {"torch_name": qualified})
 
 
-class _StorageType:
+class _Inert:
+    """Base of the stand-ins a pickle can reach: no __dict__, and BUILD cannot modify them."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: Any) -> None:
+        raise ClassifierError(f"pickle tries to modify {type(self).__name__}")
+
+
+class _StorageType(_Inert):
     """Stand-in for torch.FloatStorage & co.: only carries the numpy dtype of the raw bytes."""
+
+    __slots__ = ("name", "dtype")
 
     def __init__(self, name: str, dtype: str) -> None:
         self.name = name
@@ -340,6 +353,18 @@ class _StorageType:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise ClassifierError(f"torch.{self.name} may only appear as a storage reference")
+
+
+class _Function(_Inert):
+    """Stand-in for an allowed function: calls one of the safe rebuilders below."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
 
 
 _STORAGE_TYPES = {
@@ -438,9 +463,7 @@ _MODULE_CLASSES = (
     "torch.nn.modules.dropout.Dropout",
 )
 
-# Exactly the globals `torch.save(model)` of the original module writes (checked with torch 2.x),
-# each mapped to an inert stand-in.
-_ALLOWED: dict[tuple[str, str], Any] = {
+_FUNCTIONS = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -449,8 +472,18 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("__builtin__", "set"): _make_set,
     ("builtins", "set"): _make_set,
 }
-_ALLOWED.update({("torch", n): _StorageType(n, d) for n, d in _STORAGE_TYPES.items()})
-_ALLOWED.update({tuple(q.rsplit(".", 1)): _stub(q) for q in _MODULE_CLASSES})
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    """Exactly the globals `torch.save(model)` of the original module writes (checked with
+    torch 2.x), each mapped to an inert stand-in. Built fresh for every load, so one file can never
+    alter what the next one sees."""
+    table: dict[tuple[str, str], Any] = {k: _Function(f) for k, f in _FUNCTIONS.items()}
+    table.update({("torch", n): _StorageType(n, d) for n, d in _STORAGE_TYPES.items()})
+    for qualified in _MODULE_CLASSES:
+        module, name = qualified.rsplit(".", 1)
+        table[(module, name)] = _stub(qualified)
+    return table
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -460,10 +493,11 @@ class _SafeUnpickler(pickle.Unpickler):
         super().__init__(file)
         self._storages = storages
         self._source = source
+        self._allowed = _allowed_globals()
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _ALLOWED[(module, name)]
+            return self._allowed[(module, name)]
         except (KeyError, TypeError):
             raise ClassifierError(
                 f"{self._source}: refusing to load classifier: its pickle asks for the forbidden "
