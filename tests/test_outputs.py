@@ -1,0 +1,269 @@
+"""Output writers: byte-exact against the original tool's files, score formatting, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator import outputs
+from orchestrator.outputs import (
+    HIGHEST_HEADER,
+    PREDICTIONS_HEADER,
+    SUMMARY_HEADER,
+    OutputPaths,
+    SequenceTally,
+    chunk_id_of,
+    count_ambiguous,
+    format_highest_row,
+    format_score,
+    format_scores,
+    highest_rows,
+    highest_text,
+    prediction_rows,
+    write_atomic,
+    write_json_atomic,
+)
+
+GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+MERGED = GOLDEN / "broad_fixtures" / "test_with_orfs_merged"
+
+
+def parse_predictions(path: Path) -> tuple[list[str], np.ndarray]:
+    lines = path.read_text().splitlines()
+    assert lines[0] + "\n" == PREDICTIONS_HEADER
+    ids = [ln.split("\t")[0] for ln in lines[1:]]
+    probs = np.array([[float(x) for x in ln.split("\t")[2:4]] for ln in lines[1:]], np.float32)
+    return ids, probs
+
+
+# --------------------------------------------------------------------------- golden files
+
+
+def test_prediction_results_reproduced_byte_for_byte() -> None:
+    ids, probs = parse_predictions(MERGED / "prediction_results.txt")
+    text = PREDICTIONS_HEADER + prediction_rows(ids, probs)
+    assert text.encode() == (MERGED / "prediction_results.txt").read_bytes()
+
+
+def test_highestscore_first_two_columns_match_original() -> None:
+    ids, probs = parse_predictions(MERGED / "prediction_results.txt")
+    ours = highest_text(highest_rows(ids, probs)).splitlines()
+    original = (MERGED / "prediction_results_highestscore.csv").read_text().splitlines()
+    assert ours[0] == "Modified_ID\tIs_Virus\tmax_score_0\tmax_score_1"
+    assert ["\t".join(line.split("\t")[:2]) for line in ours] == original
+    # synthetic_seq_2_chunk_1: R1 says others (0.55 / 0.45), R2 virus: maxima 0.5501341, 0.93954605.
+    assert ours[2] == "synthetic_seq_2_chunk_1\tTrue\t0.5501341\t0.93954605"
+
+
+def test_the_vanilla_copy_is_the_same_fixture() -> None:
+    vanilla = GOLDEN / "broad_fixtures" / "reference_vanilla_output"
+    for name in ("prediction_results.txt", "prediction_results_highestscore.csv"):
+        assert (vanilla / name).read_bytes() == (MERGED / name).read_bytes()
+
+
+# --------------------------------------------------------------------------- score strings
+
+
+def _significant_digits(s: str) -> int:
+    mantissa = s.lstrip("-").split("e")[0].replace(".", "")
+    return len(mantissa.strip("0")) or 1
+
+
+def _shortest_digits(v: np.float32) -> int:
+    """Fewest significant digits whose decimal reading rounds back to the same float32."""
+    for p in range(1, 10):
+        with np.errstate(over="ignore"):  # rounding up near float32 max overflows to inf
+            if np.float32(float(f"{float(v):.{p - 1}e}")) == v:
+                return p
+    raise AssertionError(v)
+
+
+SPECIAL = [0.0, -0.0, 1.0, 2.0, 0.5, 1e-05, 1.5e-05, 1e-4, 9.99e-05, 1e-3, 1e16, 9.999e15,
+           1e15, 123456789.0, 3.4028235e38, 1.17549435e-38, 1.4e-45, 0.1, 1 / 3, 2 / 3,
+           0.002076708, 0.9979233, 0.99999994, 5.9604645e-08, -1.5, 100.0, 1e7, 12345678.0]
+
+
+def test_format_score_matches_numpy_str_and_is_shortest() -> None:
+    rng = np.random.default_rng(0)
+    # Random bit patterns cover every exponent; plus uniform probabilities and special values.
+    bits = rng.integers(0, 2**32, size=20000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    values = np.concatenate([
+        bits[np.isfinite(bits)], rng.random(20000).astype(np.float32), np.float32(SPECIAL),
+    ])
+    for v in values:
+        s = format_score(v)
+        assert s == str(np.float32(v))
+        assert np.float32(float(s)) == v or (math.isnan(v) and s == "nan")
+        assert _significant_digits(s) == _shortest_digits(v), (s, v)
+    assert format_scores(values) == [str(v) for v in values]
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(0.002076708, "0.002076708"), (0.9979233, "0.9979233"), (1e-05, "1e-05"), (1.0, "1.0"),
+     (1e-4, "1e-04"), (0.0, "0.0"), (1e16, "1e+16"), (float("nan"), "nan"),
+     (float("inf"), "inf"), (np.float64(0.1), "0.1")],
+)
+def test_format_score_examples(value: float, text: str) -> None:
+    assert format_score(value) == text
+
+
+def test_format_scores_throughput() -> None:
+    values = np.random.default_rng(1).random(400_000).astype(np.float32)
+    format_scores(values[:1000])
+    t = time.perf_counter()
+    out = format_scores(values)
+    rate = len(out) / (time.perf_counter() - t)
+    assert rate >= 200_000, f"{rate:.0f} values/s"
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def test_prediction_labels_and_ties() -> None:
+    ids = ["a_chunk_1F1", "a_chunk_1R1", "a_chunk_2F2"]
+    probs = np.array([[0.25, 0.75], [0.75, 0.25], [0.5, 0.5]], np.float32)
+    assert prediction_rows(ids, probs) == (
+        "a_chunk_1F1\tvirus\t0.25\t0.75\n"
+        "a_chunk_1R1\tothers\t0.75\t0.25\n"
+        "a_chunk_2F2\tothers\t0.5\t0.5\n"
+    )
+    assert prediction_rows([], np.zeros((0, 2), np.float32)) == ""
+    with pytest.raises(ValueError):
+        prediction_rows(ids, probs[:2])
+
+
+def test_chunk_id_drops_frame_tag() -> None:
+    assert chunk_id_of("seq7_chunk_2R3") == "seq7_chunk_2"
+    assert chunk_id_of("x y_chunk_10F1") == "x y_chunk_10"
+
+
+def test_highest_rows_take_maxima_per_chunk() -> None:
+    ids = ["s_chunk_1F1", "s_chunk_1R2", "s_chunk_2F3", "t_chunk_1R1"]
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]], np.float32)
+    rows = highest_rows(ids, probs)
+    assert [r[0] for r in rows] == ["s_chunk_1", "s_chunk_2", "t_chunk_1"]
+    assert rows[0][1] == np.float32(0.9) and rows[0][2] == np.float32(0.7)
+    assert isinstance(rows[0][1], np.float32)
+    # The two maxima come from different frames: 0.9 (others) vs 0.7 -> not virus.
+    assert format_highest_row(*rows[0]) == "s_chunk_1\tFalse\t0.9\t0.7\n"
+
+
+def test_is_virus_tie_is_true() -> None:
+    assert format_highest_row("c", 0.5, 0.5) == "c\tTrue\t0.5\t0.5\n"
+
+
+def test_highest_sorted_as_plain_strings_and_merged_across_windows() -> None:
+    rows = [
+        ("x_chunk_2", np.float32(0.1), np.float32(0.9)),
+        ("x_chunk_10", np.float32(0.6), np.float32(0.4)),
+        ("X_chunk_1", np.float32(0.5), np.float32(0.2)),
+        ("x_chunk_2", np.float32(0.8), np.float32(0.3)),  # same chunk, another window
+    ]
+    assert highest_text(rows) == (
+        HIGHEST_HEADER
+        + "X_chunk_1\tFalse\t0.5\t0.2\n"
+        + "x_chunk_10\tFalse\t0.6\t0.4\n"
+        + "x_chunk_2\tTrue\t0.8\t0.9\n"
+    )
+    assert highest_text([]) == HIGHEST_HEADER
+
+
+# --------------------------------------------------------------------------- sequence summary
+
+
+def test_summary_header() -> None:
+    assert SUMMARY_HEADER == (
+        "seq_id\tlength\tn_chunks\tn_chunks_scored\tn_frames\tn_viral_chunks\t"
+        "max_virus_score\tmean_virus_score\tn_ambiguous_bases\n"
+    )
+
+
+def test_count_ambiguous() -> None:
+    assert count_ambiguous(b"") == 0
+    assert count_ambiguous(b"ACGTacgt") == 0
+    assert count_ambiguous(b"ACGTNnRYKM-.U*") == 10
+    assert count_ambiguous(b"N" * 1000 + b"A" * 7) == 1000
+
+
+def test_tally_without_frames_says_na() -> None:
+    t = SequenceTally.for_record("empty_rec", b"", n_chunks=0)
+    assert t.row() == "empty_rec\t0\t0\t0\t0\t0\tNA\tNA\t0\n"
+    t = SequenceTally.for_record("all_n", b"N" * 600, n_chunks=2)
+    assert t.row() == "all_n\t600\t2\t0\t0\t0\tNA\tNA\t600\n"
+
+
+def test_tally_counts_chunks_frames_and_scores() -> None:
+    t = SequenceTally.for_record("r", b"ACGTN" * 200, n_chunks=3)
+    # chunk 1: two frames, max p0 0.9 / max p1 0.7 -> not viral; chunk 3 viral; chunk 2 unscored.
+    t.add_frames(["r_chunk_1F1", "r_chunk_1R2"],
+                 np.array([[0.9, 0.1], [0.3, 0.7]], np.float32))
+    t.add_frames(["r_chunk_3F2"], np.array([[0.25, 0.75]], np.float32))
+    mean = format_score(np.float32((np.float64(np.float32(0.7)) + np.float32(0.75)) / 2))
+    assert t.row() == f"r\t1000\t3\t2\t3\t1\t0.75\t{mean}\t200\n"
+    # A later window with another frame of chunk 1 raises its maximum.
+    t.add_frames(["r_chunk_1F3"], np.array([[0.05, 0.95]], np.float32))
+    assert t.row().split("\t")[3:8] == ["2", "4", "2", "0.95", format_score(0.85)]
+
+
+def test_tally_checkpoint_round_trip() -> None:
+    t = SequenceTally.for_record("r", b"ACGTRY", n_chunks=1)
+    t.add_frames(["r_chunk_1F1"], np.array([[0.0020767080, 0.9979233]], np.float32))
+    back = SequenceTally.from_dict(json.loads(json.dumps(t.to_dict())))
+    assert back.row() == t.row()
+    assert t.row() == "r\t6\t1\t1\t1\t1\t0.9979233\t0.9979233\t2\n"
+
+
+# --------------------------------------------------------------------------- paths and writes
+
+
+def test_output_paths(tmp_path: Path) -> None:
+    paths = OutputPaths(tmp_path / "out")
+    assert paths.predictions.name == "prediction_results.txt"
+    assert paths.highest.name == "prediction_results_highestscore.csv"
+    assert paths.summary.name == "sequence_summary.tsv"
+    assert paths.run_json.name == "run.json"
+    assert paths.state == tmp_path / "out" / ".virnucpro_state"
+    paths.make_dirs()
+    assert paths.state.is_dir()
+    assert len(paths.results()) == 4
+
+
+def test_write_atomic_replaces_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    target = tmp_path / "prediction_results.txt"
+    write_atomic(target, "first\n")
+    write_atomic(target, b"second\n")
+    assert target.read_bytes() == b"second\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prediction_results.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_write_atomic_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "run.json"
+    write_atomic(target, "old\n")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(outputs.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        write_atomic(target, "new\n")
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
+def test_write_json_atomic(tmp_path: Path) -> None:
+    obj = {"version": "0.1.0", "counts": {"frames": 4}, "ids": ["ä", "b"]}
+    write_json_atomic(tmp_path / "run.json", obj)
+    text = (tmp_path / "run.json").read_text(encoding="utf-8")
+    assert text.endswith("}\n")
+    assert json.loads(text) == obj
