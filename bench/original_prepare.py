@@ -23,8 +23,8 @@ def split_into_chunks(input_path: str, chunked_path: str, size: int) -> None:
             low = int(spare / n)
             extra = spare - low * (n - 1)
             overlaps = [low + 1] * extra + [low] * (n - 1 - extra) + [0]
-            shift = 0
-            for start, overlap in zip(range(0, length, size), overlaps):
+            shift = 0  # overlaps can be longer than the chunk list: zip cuts it, as the original
+            for start, overlap in zip(range(0, length, size), overlaps, strict=False):
                 piece = record[start - shift : start - shift + size]
                 piece.id = f"{record.id}_chunk_{start // size + 1}"
                 piece.description = ""

@@ -24,7 +24,7 @@ from orchestrator.chunking import Chunk
 FRAME_LABELS = ("F1", "F2", "F3", "R1", "R2", "R3")
 COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")
 STOP = ord("*")
-INVALID = 64  # base code of anything but A, C, G, T: any codon holding one indexes >= 64
+INVALID = 0x54  # code of a base that is not A, C, G or T; see _codon_indices
 
 
 @dataclass(frozen=True)
@@ -36,81 +36,92 @@ class Frame:
     protein: str
 
 
-def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Base codes, and amino acids (0 = skipped codon) by codon index on each strand."""
-    code = np.full(256, INVALID, np.uint16)
+def _tables() -> tuple[bytes, bytes, bytes]:
+    """bytes.translate tables: base -> code, and codon index -> amino acid (0: skipped codon)."""
+    code = bytearray([INVALID]) * 256
     for i, base in enumerate(b"ACGT"):
         code[base] = i
-    standard = unambiguous_dna_by_id[1]  # NCBI table 1
-    size = INVALID * 16 + INVALID * 4 + INVALID + 1
-    forward, reverse = np.zeros(size, np.uint8), np.zeros(size, np.uint8)
+    standard = unambiguous_dna_by_id[1]  # NCBI table 1; stops are absent from forward_table
+    forward, reverse = bytearray(256), bytearray(256)
     for a, b, c in product(range(4), repeat=3):
         codon = "ACGT"[a] + "ACGT"[b] + "ACGT"[c]
         antisense = "ACGT"[3 - c] + "ACGT"[3 - b] + "ACGT"[3 - a]
         forward[16 * a + 4 * b + c] = ord(standard.forward_table.get(codon, "*"))
         reverse[16 * a + 4 * b + c] = ord(standard.forward_table.get(antisense, "*"))
-    return code, forward, reverse
+    return bytes(code), bytes(forward), bytes(reverse)
 
 
 _CODE, _FORWARD, _REVERSE = _tables()
 
 
-def _stop_keys(aa: np.ndarray) -> np.ndarray:
-    """Stop positions sorted by (position mod 3, position), flattened to one sortable key."""
-    pos = np.flatnonzero(aa == STOP)
-    keys = pos + (pos % 3) * len(aa)
-    keys.sort()
-    return keys
+def _codon_indices(buf: bytes) -> bytes:
+    """Codon index (0..63) at every position of buf; >= 64 where the codon is not all ACGT.
+
+    Codes are A0 C1 G2 T3 and 0x54 for anything else. In uint8, (x<<4)|(y<<2)|z keeps bit 6 set
+    whenever one of x, y, z is 0x54 (0x54<<4 = 0x40, 0x54<<2 = 0x50 mod 256) and never otherwise.
+    """
+    codes = np.frombuffer(buf.translate(_CODE), np.uint8)
+    idx = codes[:-2] << 4
+    idx |= codes[1:-1] << 2
+    idx |= codes[2:]
+    return idx.tobytes()
 
 
-def _stop_free(keys: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: int) -> np.ndarray:
+def _stop_keys(aa: bytes) -> tuple[np.ndarray, int]:
+    """Sorted keys (p mod 3) * k + p // 3 of the stop positions p, and k."""
+    stops = np.frombuffer(aa, np.uint8) == STOP
+    k = len(aa) // 3 + 1
+    return np.concatenate([np.flatnonzero(stops[r::3]) + r * k for r in range(3)]), k
+
+
+def _stop_free(keys: tuple[np.ndarray, int], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """True where no stop lies at lo, lo+3, ..., hi (hi - lo is a multiple of 3)."""
-    shift = (lo % 3) * width
-    return np.searchsorted(keys, hi + shift, "right") == np.searchsorted(keys, lo + shift, "left")
+    sorted_keys, k = keys
+    base = (lo % 3) * k
+    return (np.searchsorted(sorted_keys, base + hi // 3, "right")
+            == np.searchsorted(sorted_keys, base + lo // 3, "left"))
 
 
-def scan(buf: bytes, starts: Sequence[int], ends: Sequence[int]) -> list[tuple[int, int, bytes, bytes]]:
+def scan(buf: bytes, starts: Sequence[int], ends: Sequence[int]
+         ) -> list[tuple[int, int, bytes, bytes]]:
     """Kept frames of the chunks buf[starts[i]:ends[i]] (buf already upper case).
 
     Returns (chunk index, frame 0..5 = F1..R3, nucleotide, protein) in chunk then frame order.
     """
     if len(buf) < 3 or not len(starts):
         return []
-    codes = _CODE[np.frombuffer(buf, np.uint8)]
-    idx = codes[:-2] << 4  # [len-2] codon index at each position (>= 64 if a base is not ACGT)
-    idx += codes[1:-1] << 2
-    idx += codes[2:]
-    aa, raa = _FORWARD[idx], _REVERSE[idx]  # raa[p]: the antisense codon read from p + 2 down to p
-    width = len(aa)
+    idx = _codon_indices(buf)
+    aa = idx.translate(_FORWARD)  # aa[p]: amino acid of buf[p:p+3]
+    raa = idx.translate(_REVERSE)  # raa[p]: of the antisense codon read from p + 2 down to p
     s = np.asarray(starts, np.int64)
     e = np.asarray(ends, np.int64)
-    keep = np.zeros((len(s), 6), bool)
+    keep = np.empty((len(s), 6), bool)
     fkeys, rkeys = _stop_keys(aa), _stop_keys(raa)
     for f in range(3):
         m = (e - s - f) // 3  # codons in frame f
         has = m > 0
         first = s + f
-        keep[:, f] = has & _stop_free(fkeys, first, first + 3 * (m - 1), width)
+        keep[:, f] = has & _stop_free(fkeys, first, first + 3 * (m - 1))
         top = e - 3 - f  # reverse frames read the antisense codons downwards from the chunk end
-        keep[:, 3 + f] = has & _stop_free(rkeys, top - 3 * (m - 1), top, width)
-    aa_b, raa_b = aa.tobytes(), raa.tobytes()
+        keep[:, 3 + f] = has & _stop_free(rkeys, top - 3 * (m - 1), top)
+    chunk_of, frame_of = np.nonzero(keep)
     out = []
-    for ci, fr in zip(*np.nonzero(keep), strict=True):
-        ci, fr = int(ci), int(fr)
-        cs, ce = int(s[ci]), int(e[ci])
+    for ci, fr, cs, ce in zip(chunk_of.tolist(), frame_of.tolist(), s[chunk_of].tolist(),
+                              e[chunk_of].tolist(), strict=True):
         f = fr % 3
         m = (ce - cs - f) // 3
         if fr < 3:
-            protein = aa_b[cs + f : cs + f + 3 * m : 3]
+            protein = aa[cs + f : cs + f + 3 * m : 3]
         else:
             top = ce - 3 - f
-            stop = top - 3 * m
-            protein = raa_b[top : stop if stop >= 0 else None : -3]
+            protein = raa[top : top - 3 * m if top >= 3 * m else None : -3]
         if b"\0" in protein:
             protein = protein.translate(None, b"\0")
             if not protein:
                 continue
-        span = min(f + 3 * len(protein) + 1, ce - cs)
+        span = f + 3 * len(protein) + 1
+        if span > ce - cs:
+            span = ce - cs
         if fr < 3:
             nucleotide = buf[cs + f : cs + span]
         else:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from orchestrator.chunking import chunk_bounds
 from orchestrator.fasta import read_records
 from orchestrator.frames import FRAME_LABELS, scan
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 
 BATCH_BASES = 1 << 20  # bases translated per numpy pass
 WRAP = 60  # Biopython's FASTA line width
-_LABELS = [label.encode() for label in FRAME_LABELS]
+_LABELS = [b"%s\n" % label.encode() for label in FRAME_LABELS]
 
 Piece = tuple[bytes, bytes, int, list[tuple[int, int]]]  # (record id, seq, first chunk number, bounds)
 
@@ -76,30 +78,48 @@ def _batches(pieces: Iterator[Piece]) -> Iterator[list[Piece]]:
 
 
 def _wrap(body: bytes) -> bytes:
-    if len(body) <= WRAP:
-        return body
-    return b"\n".join([body[i : i + WRAP] for i in range(0, len(body), WRAP)])
+    """Biopython's 60-column FASTA wrapping, with the final newline."""
+    return b"".join([body[i : i + WRAP] + b"\n" for i in range(0, len(body), WRAP)])
 
 
-def _write_batch(batch: list[Piece], chunked, nucleotide, protein) -> tuple[int, int]:
+def _wrap_many(bodies: bytes, size: int) -> list[bytes]:
+    """`_wrap` of each `size`-long piece of `bodies`, done for all pieces at once in numpy."""
+    rows = np.frombuffer(bodies, np.uint8).reshape(-1, size)
+    lines = -(-size // WRAP)
+    out = np.empty((len(rows), size + lines), np.uint8)
+    for j in range(lines):
+        width = min(WRAP, size - j * WRAP)
+        out[:, j * (WRAP + 1) : j * (WRAP + 1) + width] = rows[:, j * WRAP : j * WRAP + width]
+        out[:, j * (WRAP + 1) + width] = ord("\n")
+    flat = out.tobytes()
+    step = size + lines
+    return [flat[i : i + step] for i in range(0, len(flat), step)]
+
+
+def _write_batch(batch: list[Piece], chunk_size: int, chunked, nucleotide, protein
+                 ) -> tuple[int, int]:
     """Write one batch to the three files; returns (chunks, kept frames)."""
-    upper, starts, ends, ids, text = [], [], [], [], []
+    parts, starts, ends, ids = [], [], [], []
     offset = 0
     for rid, seq, first, bounds in batch:
         lo, hi = bounds[0][0], bounds[-1][1]
-        upper.append(seq[lo:hi].upper())
+        parts.append(seq[lo:hi])
         for k, (s, e) in enumerate(bounds, first):
-            chunk_id = b"%s_chunk_%d" % (rid, k)
-            ids.append(chunk_id)
+            ids.append(b">%s_chunk_%d" % (rid, k))
             starts.append(s - lo + offset)
             ends.append(e - lo + offset)
-            text.append(b">%s\n%s\n" % (chunk_id, _wrap(seq[s:e])))
         offset += hi - lo
-    chunked.write(b"".join(text))
+    text = b"".join(parts)
+    full = [s for s, e in zip(starts, ends, strict=True) if e - s == chunk_size]
+    wrapped = iter(_wrap_many(b"".join([text[s : s + chunk_size] for s in full]), chunk_size))
+    out = []
+    for chunk_id, s, e in zip(ids, starts, ends, strict=True):
+        out += (chunk_id, b"\n", next(wrapped) if e - s == chunk_size else _wrap(text[s:e]))
+    chunked.write(b"".join(out))
     nt_text, aa_text = [], []
-    frames = scan(b"".join(upper), starts, ends)
+    frames = scan(text.upper(), starts, ends)
     for ci, fr, nt, aa in frames:
-        head = b">%s%s\n" % (ids[ci], _LABELS[fr])
+        head = ids[ci] + _LABELS[fr]
         nt_text += (head, nt, b"\n")
         aa_text += (head, aa, b"\n")
     nucleotide.write(b"".join(nt_text))
@@ -128,7 +148,7 @@ def run_prepare(*, inputs: Sequence[str], outdir: str | os.PathLike, chunk_size:
         with open(temps[0], "wb") as chunked, open(temps[1], "wb") as nucleotide, \
                 open(temps[2], "wb") as protein:
             for batch in _batches(_pieces(inputs, chunk_size, stats, sink)):
-                n_chunks, n_frames = _write_batch(batch, chunked, nucleotide, protein)
+                n_chunks, n_frames = _write_batch(batch, chunk_size, chunked, nucleotide, protein)
                 stats["chunks"] += n_chunks
                 stats["frames"] += n_frames
         for temp, final in zip(temps, finals, strict=True):
