@@ -243,6 +243,11 @@ def _no_storage(pid: Any) -> Any:
 
 
 def _read_torch_zip(p: Path, blob: bytes) -> dict[str, np.ndarray]:
+    return _state_from_object(unpickle_torch_zip(p, blob), p)
+
+
+def unpickle_torch_zip(p: Path, blob: bytes) -> Any:
+    """The object in a torch zip archive, tensors as numpy arrays, modules as inert stand-ins."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(blob))
     except zipfile.BadZipFile as exc:
@@ -270,7 +275,7 @@ def _read_torch_zip(p: Path, blob: bytes) -> dict[str, np.ndarray]:
             raise
         except Exception as exc:  # malformed pickle: truncated, bad opcodes, bad arguments
             raise ClassifierError(f"{p}: unreadable torch pickle ({type(exc).__name__}: {exc})") from None
-    return _state_from_object(obj, p)
+    return obj
 
 
 def _state_from_object(obj: Any, p: Path) -> dict[str, np.ndarray]:

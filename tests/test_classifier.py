@@ -414,3 +414,50 @@ def test_pickle_cannot_alter_the_allowed_stand_ins(tmp_path: Path) -> None:
     save_classifier_pth(state, tmp_path / "ok.pth")
     loaded = load_classifier(tmp_path / "ok.pth").state_dict()
     assert np.array_equal(loaded["hidden_layer.weight"], state["hidden_layer.weight"])
+
+
+def test_reader_matches_torch_on_the_original_tools_own_files() -> None:
+    """The vanilla tool's saved embeddings (real torch files, views into shared storages)."""
+    from orchestrator.classifier import unpickle_torch_zip
+
+    ref = GOLDEN / "broad_fixtures" / "reference_vanilla_output"
+    for name, key in (("output_1_merged.pt", "ids"), ("output_1_ESM.pt", "proteins")):
+        path = ref / name
+        ours = unpickle_torch_zip(path, path.read_bytes())
+        theirs = torch.load(path, weights_only=True)
+        assert ours[key] == theirs[key]
+        data = ours["data"] if isinstance(ours["data"], list) else [ours["data"]]
+        want = theirs["data"] if isinstance(theirs["data"], list) else [theirs["data"]]
+        assert len(data) == len(want)
+        for a, b in zip(data, want, strict=True):
+            assert a.dtype == np.float32 and np.array_equal(a, b.numpy())
+
+
+def test_loading_needs_no_torch(tmp_path: Path) -> None:
+    """The orchestrator runs without torch: loading and predicting must not import it."""
+    state = random_state(12, hidden=6)
+    save_classifier_pth(state, tmp_path / "m.pth")
+    save_classifier_safetensors(state, tmp_path / "m.safetensors")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # any 'import torch' now raises ImportError
+        import numpy as np
+        from orchestrator.classifier import load_classifier
+        import orchestrator.outputs
+        a = load_classifier({str(tmp_path / "m.pth")!r}).predict_proba(np.ones((3, 12), np.float32))
+        b = load_classifier({str(tmp_path / "m.safetensors")!r}).predict_proba(
+            np.ones((3, 12), np.float32))
+        assert np.array_equal(a, b)
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_empty_batch() -> None:
+    clf = Classifier(random_state(8, hidden=4))
+    assert clf.predict_proba(np.zeros((0, 8), np.float32)).shape == (0, 2)
