@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import InputError, OrchestratorError
 
 DNABERT_S_REPO = "zhihan1996/DNABERT-S"
 DNABERT_S_REVISION = "main"  # override with --dnabert-revision <commit> to pin a hub commit
@@ -116,7 +116,7 @@ def fetch_all(out: Path, *, dnabert_revision: str, local_dir: Path | None) -> li
         if local_dir is not None:
             candidate = local_dir / Path(src.dest).name
             if not candidate.is_file():
-                raise DownloadError(f"{candidate}: not found in --local-dir (needs "
+                raise InputError(f"{candidate}: not found in --local-dir (needs "
                                     + ", ".join(Path(s.dest).name for s in srcs) + ")")
             shutil.copyfile(candidate, dest)
         else:

@@ -1,0 +1,439 @@
+"""Encoders against independent references: a loop-and-softmax DNABERT-2 written here, fair-esm's
+own ESM2, hand-made pooling cases; plus batching, validation and repository parsing."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from encoders import check_sequence, load_embedder
+from encoders.batching import token_budget_batches
+from encoders.dnabert import DnabertConfig, alibi_slopes
+from encoders.dnabert import build_module as build_dnabert
+from encoders.dnabert import map_state_dict as map_dnabert
+from encoders.errors import SequenceError, WeightsError
+from encoders.esm2 import Esm2Config
+from encoders.esm2 import build_module as build_esm2
+from encoders.repository import parameters, read_config, token_budget, weights_for
+from export.cli import main as export_main
+from export.layout import weights_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("artifacts")
+    assert export_main(["demo", "--out", str(out), "--seed", "3"]) == 0
+    return out
+
+
+def _rand_dna(rng: np.random.Generator, n: int) -> str:
+    return "".join(rng.choice(list("ACGT"), n))
+
+
+# --------------------------------------------------------------------------- DNABERT-S
+
+
+def test_alibi_slopes_match_published_values() -> None:
+    # MODELS.md: 12 heads -> the 8 slopes of n=8, then every second slope of n=16
+    expected = [2.0 ** -(i + 1) for i in range(8)] + [2.0 ** -(0.5 + i) for i in range(4)]
+    assert alibi_slopes(12) == pytest.approx(expected, rel=1e-12)
+    assert alibi_slopes(8) == pytest.approx([2.0 ** -(i + 1) for i in range(8)], rel=1e-12)
+    assert alibi_slopes(16)[1] == pytest.approx(2.0**-1, rel=1e-12)
+
+
+SMALL = DnabertConfig(vocab_size=40, hidden_size=48, num_hidden_layers=2, num_attention_heads=12,
+                      intermediate_size=64)
+
+
+def _dnabert_state(cfg: DnabertConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Random weights under the published key names (LayerNorms randomised too)."""
+    g = torch.Generator().manual_seed(seed)
+    c, inter = cfg.hidden_size, cfg.intermediate_size
+
+    def r(*shape: int, scale: float = 1.0, base: float = 0.0) -> torch.Tensor:
+        return base + scale * torch.randn(*shape, generator=g)
+
+    s = {
+        "embeddings.word_embeddings.weight": r(cfg.vocab_size, c),
+        "embeddings.token_type_embeddings.weight": r(cfg.type_vocab_size, c),
+        "embeddings.LayerNorm.weight": r(c, scale=0.2, base=1.0),
+        "embeddings.LayerNorm.bias": r(c, scale=0.2),
+        "pooler.dense.weight": r(c, c),
+        "pooler.dense.bias": r(c),
+    }
+    for i in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        s.update({
+            p + "attention.self.Wqkv.weight": r(3 * c, c, scale=c**-0.5),
+            p + "attention.self.Wqkv.bias": r(3 * c, scale=0.1),
+            p + "attention.output.dense.weight": r(c, c, scale=c**-0.5),
+            p + "attention.output.dense.bias": r(c, scale=0.1),
+            p + "attention.output.LayerNorm.weight": r(c, scale=0.2, base=1.0),
+            p + "attention.output.LayerNorm.bias": r(c, scale=0.2),
+            p + "mlp.gated_layers.weight": r(2 * inter, c, scale=c**-0.5),
+            p + "mlp.wo.weight": r(c, inter, scale=inter**-0.5),
+            p + "mlp.wo.bias": r(c, scale=0.1),
+            p + "mlp.layernorm.weight": r(c, scale=0.2, base=1.0),
+            p + "mlp.layernorm.bias": r(c, scale=0.2),
+        })
+    return s
+
+
+def _reference_dnabert(state: dict[str, torch.Tensor], cfg: DnabertConfig,
+                       ids: list[int]) -> torch.Tensor:
+    """Straightforward float64 DNABERT-2 on one unpadded sequence: explicit per-head softmax."""
+    S = {k: v.double() for k, v in state.items()}
+    c, H, inter = cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size
+    d = c // H
+    slopes = [2.0 ** -(i + 1) for i in range(8)] + [2.0 ** -(0.5 + i) for i in range(4)]
+    t = len(ids)
+
+    def ln(x: torch.Tensor, name: str) -> torch.Tensor:
+        mu = x.mean(-1, keepdim=True)
+        var = ((x - mu) ** 2).mean(-1, keepdim=True)
+        return (x - mu) / torch.sqrt(var + 1e-12) * S[name + ".weight"] + S[name + ".bias"]
+
+    x = S["embeddings.word_embeddings.weight"][ids] + S["embeddings.token_type_embeddings.weight"][0]
+    x = ln(x, "embeddings.LayerNorm")
+    dist = torch.tensor([[abs(i - j) for j in range(t)] for i in range(t)], dtype=torch.float64)
+    for layer in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{layer}."
+        qkv = x @ S[p + "attention.self.Wqkv.weight"].T + S[p + "attention.self.Wqkv.bias"]
+        q, k, v = qkv[:, :c], qkv[:, c : 2 * c], qkv[:, 2 * c :]
+        heads = []
+        for h in range(H):
+            sl = slice(h * d, (h + 1) * d)
+            scores = q[:, sl] @ k[:, sl].T / math.sqrt(d) - slopes[h] * dist
+            probs = torch.exp(scores - scores.max(-1, keepdim=True).values)
+            probs = probs / probs.sum(-1, keepdim=True)
+            heads.append(probs @ v[:, sl])
+        a = torch.cat(heads, -1) @ S[p + "attention.output.dense.weight"].T
+        x = ln(a + S[p + "attention.output.dense.bias"] + x, p + "attention.output.LayerNorm")
+        h = x @ S[p + "mlp.gated_layers.weight"].T
+        gated, lin = h[:, :inter], h[:, inter:]
+        gelu = 0.5 * gated * (1 + torch.erf(gated / math.sqrt(2)))
+        y = (gelu * lin) @ S[p + "mlp.wo.weight"].T + S[p + "mlp.wo.bias"]
+        x = ln(y + x, p + "mlp.layernorm")
+    return x.mean(0)
+
+
+def test_dnabert_matches_reference_long_padded_batch() -> None:
+    state = _dnabert_state(SMALL, seed=1)
+    module = build_dnabert(SMALL, state, "test")
+    rng = np.random.default_rng(0)
+    lengths = [700, 530, 37, 3]  # longer than ALiBi's 512 starting size, and padded
+    seqs = [[1, *rng.integers(5, SMALL.vocab_size, n - 2).tolist(), 2] for n in lengths]
+    tokens = torch.full((len(seqs), max(lengths)), 3, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = torch.tensor(s)
+    with torch.inference_mode():
+        got = module(tokens)
+    for i, s in enumerate(seqs):
+        ref = _reference_dnabert(state, SMALL, s).float()
+        assert (got[i] - ref).abs().max().item() <= 1e-5, i
+
+
+def test_dnabert_key_prefix_and_heads_are_handled() -> None:
+    state = _dnabert_state(SMALL, seed=2)
+    tokens = torch.tensor([[1, 7, 8, 9, 2]])
+    plain = build_dnabert(SMALL, state, "plain")(tokens)
+    mlm = {"bert." + k: v for k, v in state.items()}
+    mlm["cls.predictions.bias"] = torch.zeros(SMALL.vocab_size)
+    mlm["cls.predictions.transform.dense.weight"] = torch.zeros(SMALL.hidden_size, SMALL.hidden_size)
+    assert "bert.pooler.dense.weight" in mlm
+    prefixed = build_dnabert(SMALL, mlm, "prefixed")(tokens)
+    assert torch.equal(plain, prefixed)
+    assert "pooler.dense.weight" not in map_dnabert(state)
+
+
+def test_dnabert_missing_and_unexpected_keys_fail_loudly() -> None:
+    state = _dnabert_state(SMALL, seed=3)
+    broken = dict(state)
+    del broken["encoder.layer.1.mlp.wo.bias"]
+    broken["encoder.layer.1.mlp.extra.weight"] = torch.zeros(1)
+    with pytest.raises(WeightsError) as info:
+        build_dnabert(SMALL, broken, "broken.bin")
+    msg = str(info.value)
+    assert "broken.bin" in msg
+    assert "missing keys ['encoder.layer.1.mlp.wo.bias']" in msg
+    assert "unexpected keys ['encoder.layer.1.mlp.extra.weight']" in msg
+    wrong_shape = dict(state)
+    wrong_shape["encoder.layer.0.mlp.wo.bias"] = torch.zeros(3)
+    with pytest.raises(WeightsError, match="do not match the config"):
+        build_dnabert(SMALL, wrong_shape, "shape.bin")
+
+
+def test_dnabert_padding_invariance_and_order(artifacts: Path) -> None:
+    emb = load_embedder("dnabert_s", weights_dir(artifacts, "dnabert_s"))
+    rng = np.random.default_rng(5)
+    short = _rand_dna(rng, 60)
+    others = [_rand_dna(rng, n) for n in (499, 300, 1200, 7)]
+    alone = emb.embed([short])
+    batch = emb.embed([others[0], short, *others[1:]])
+    assert np.abs(batch[1] - alone[0]).max() <= 1e-5
+    # order restored whatever the length sort did
+    for i, s in enumerate(others):
+        assert np.abs(batch[[0, 2, 3, 4][i]] - emb.embed([s])[0]).max() <= 1e-5
+    assert batch.dtype == np.float32 and batch.shape == (5, emb.hidden_size)
+
+
+def test_dnabert_small_token_budget_gives_same_rows(artifacts: Path) -> None:
+    rng = np.random.default_rng(6)
+    seqs = [_rand_dna(rng, int(n)) for n in rng.integers(3, 500, 30)]
+    big = load_embedder("dnabert_s", weights_dir(artifacts, "dnabert_s"), token_budget=100_000)
+    tiny = load_embedder("dnabert_s", weights_dir(artifacts, "dnabert_s"), token_budget=64)
+    assert np.abs(big.embed(seqs) - tiny.embed(seqs)).max() <= 1e-5
+
+
+def test_dnabert_tokenizer_uppercases_and_adds_specials(artifacts: Path) -> None:
+    emb = load_embedder("dnabert_s", weights_dir(artifacts, "dnabert_s"))
+    ids = emb.tokenize(["acgtTTGA"])[0]
+    assert ids[0] == 1 and ids[-1] == 2 and 0 not in ids  # lower case would become [UNK]=0
+    assert np.array_equal(emb.embed(["acgtttga"]), emb.embed(["ACGTTTGA"]))
+
+
+def test_dnabert_pooling_is_masked_mean_including_specials() -> None:
+    module = build_dnabert(SMALL, _dnabert_state(SMALL, 4), "x")
+    tokens = torch.tensor([[1, 9, 9, 2, 3, 3], [1, 9, 9, 9, 9, 2]])
+
+    def fake_hidden(tok: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(tok.shape[1], dtype=torch.float32)
+        return pos[None, :, None].expand(tok.shape[0], -1, SMALL.hidden_size).clone()
+
+    module.hidden_states = fake_hidden  # type: ignore[method-assign]
+    out = module(tokens)
+    assert out[0, 0].item() == pytest.approx((0 + 1 + 2 + 3) / 4)  # [CLS] seq [SEP], pads excluded
+    assert out[1, 0].item() == pytest.approx(sum(range(6)) / 6)
+
+
+def test_bf16_on_cpu_is_close_to_fp32(artifacts: Path) -> None:
+    rng = np.random.default_rng(7)
+    seqs = [_rand_dna(rng, 400) for _ in range(4)]
+    wd = weights_dir(artifacts, "dnabert_s")
+    a = load_embedder("dnabert_s", wd).embed(seqs)
+    b = load_embedder("dnabert_s", wd, precision="bf16").embed(seqs)
+    assert b.dtype == np.float32
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99
+
+
+# --------------------------------------------------------------------------- ESM-2
+
+
+def _fair_esm_model(artifacts: Path):
+    import esm
+
+    ckpt = next(weights_dir(artifacts, "esm2").glob("esm2_t2_demo.pt"))
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        model, alphabet = esm.pretrained.load_model_and_alphabet_local(str(ckpt))
+    return model.eval(), alphabet
+
+
+def test_esm2_matches_fair_esm(artifacts: Path) -> None:
+    ref, alphabet = _fair_esm_model(artifacts)
+    emb = load_embedder("esm2", weights_dir(artifacts, "esm2"))
+    rng = np.random.default_rng(8)
+    aa = list("ACDEFGHIKLMNPQRSTVWY")
+    seqs = ["".join(rng.choice(aa, n)) for n in (167, 5, 99, 1, 40)] + ["MKXBZUO.-" * 3]
+    _, _, tokens = alphabet.get_batch_converter()([(str(i), s) for i, s in enumerate(seqs)])
+    mine_tokens = emb.tokenize(seqs)
+    for i, t in enumerate(mine_tokens):
+        assert np.array_equal(t, tokens[i, : len(t)].numpy())
+    with torch.inference_mode():
+        reps = ref(tokens, repr_layers=[ref.num_layers])["representations"][ref.num_layers]
+        hidden = emb.module.hidden_states(tokens)
+    for i, s in enumerate(seqs):
+        n = len(s)
+        assert (hidden[i, : n + 2] - reps[i, : n + 2]).abs().max().item() <= 1e-5
+    expected = np.stack([reps[i, 1 : min(1024, len(s)) + 1].mean(0).numpy()
+                         for i, s in enumerate(seqs)])
+    got = emb.embed(seqs)
+    assert np.abs(got - expected).max() <= 1e-5
+    # alone vs batched with longer ones
+    assert np.abs(emb.embed([seqs[1]])[0] - got[1]).max() <= 1e-5
+
+
+def test_esm2_pooling_excludes_bos_eos_pad_and_caps_at_1024() -> None:
+    import esm
+
+    alpha = esm.data.Alphabet.from_architecture("ESM-1b")
+    cfg = Esm2Config(num_layers=1, embed_dim=8, attention_heads=2)
+    g = torch.Generator().manual_seed(0)
+    with torch.device("meta"):
+        from encoders.esm2 import Esm2Encoder
+
+        shapes = {k: v.shape for k, v in Esm2Encoder(cfg, len(alpha), 1, 0, 2, 32).state_dict().items()}
+    state: dict[str, torch.Tensor] = {}  # fair-esm key names, q/k/v unfused
+    for k, shape in shapes.items():
+        if ".qkv." in k:
+            for p in "qkv":
+                key = k.replace("qkv", f"self_attn.{p}_proj")
+                state["encoder.sentence_encoder." + key] = torch.randn(shape[0] // 3, *shape[1:],
+                                                                       generator=g)
+        elif ".out_proj." in k:
+            state["encoder.sentence_encoder." + k.replace("out_proj", "self_attn.out_proj")] = (
+                torch.randn(shape, generator=g))
+        else:
+            state["encoder.sentence_encoder." + k] = torch.randn(shape, generator=g)
+    module = build_esm2(cfg, state, "x")
+
+    def fake_hidden(tok: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(tok.shape[1], dtype=torch.float32)
+        return pos[None, :, None].expand(tok.shape[0], -1, 8).clone()
+
+    module.hidden_states = fake_hidden  # type: ignore[method-assign]
+    tokens = torch.full((2, 1102), alpha.padding_idx)
+    tokens[0, :5] = torch.tensor([alpha.cls_idx, 5, 6, 7, alpha.eos_idx])
+    tokens[1, 0], tokens[1, 1:1101], tokens[1, 1101] = alpha.cls_idx, 5, alpha.eos_idx
+    out = module(tokens)
+    assert out[0, 0].item() == pytest.approx(2.0)  # residues at positions 1, 2, 3
+    assert out[1, 0].item() == pytest.approx(sum(range(1, 1025)) / 1024)  # 1..min(1024, n)
+
+
+def test_esm2_unexpected_key_fails_loudly(artifacts: Path) -> None:
+    from encoders.esm2 import find_checkpoint, read_checkpoint
+
+    cfg, state = read_checkpoint(find_checkpoint(weights_dir(artifacts, "esm2")))
+    state = dict(state)
+    state["encoder.sentence_encoder.layers.0.self_attn.bias_k"] = torch.zeros(1)
+    del state["encoder.sentence_encoder.layers.1.fc2.bias"]
+    with pytest.raises(WeightsError) as info:
+        build_esm2(cfg, state, "ckpt.pt")
+    assert "layers.0.self_attn.bias_k" in str(info.value)
+    assert "layers.1.fc2.bias" in str(info.value)
+
+
+def test_esm2_checkpoint_needs_esm2_name_and_single_file(artifacts: Path, tmp_path: Path) -> None:
+    src = next(weights_dir(artifacts, "esm2").glob("esm2_t2_demo.pt"))
+    renamed = tmp_path / "model.pt"
+    renamed.write_bytes(src.read_bytes())
+    with pytest.raises(WeightsError, match="must start with 'esm2'"):
+        load_embedder("esm2", renamed)
+    with pytest.raises(WeightsError, match="exactly one esm2"):
+        load_embedder("esm2", tmp_path)
+
+
+def test_unsafe_pickle_is_refused(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):  # noqa: ANN204
+            return (print, ("pwned",))
+
+    bad = tmp_path / "esm2_evil.pt"
+    torch.save({"cfg": {"model": Evil()}, "model": {}}, bad)
+    with pytest.raises(WeightsError, match="cannot be read"):
+        load_embedder("esm2", bad)
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def test_embedder_rejects_bad_sequences_and_handles_empty(artifacts: Path) -> None:
+    emb = load_embedder("esm2", weights_dir(artifacts, "esm2"))
+    assert emb.embed([]).shape == (0, emb.hidden_size)
+    with pytest.raises(SequenceError, match="sequence 1: empty"):
+        emb.embed(["MKV", ""])
+    with pytest.raises(SequenceError, match="exceeds"):
+        emb.embed(["M" * 1023])
+
+
+def test_weights_sha256_is_the_file_hash(artifacts: Path) -> None:
+    wd = weights_dir(artifacts, "esm2")
+    emb = load_embedder("esm2", wd)
+    assert emb.weights_sha256 == hashlib.sha256((wd / "esm2_t2_demo.pt").read_bytes()).hexdigest()
+    dn = load_embedder("dnabert_s", weights_dir(artifacts, "dnabert_s"))
+    assert len(dn.weights_sha256) == 64 and dn.weights_sha256 == dn.weights_sha256
+    assert dn.name == "dnabert_s" and emb.name == "esm2"
+
+
+def test_load_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="not a folder"):
+        load_embedder("dnabert_s", tmp_path / "nope")
+    with pytest.raises(WeightsError, match="config.json"):
+        load_embedder("dnabert_s", tmp_path)
+    with pytest.raises(ValueError, match="unknown encoder kind"):
+        load_embedder("bert", tmp_path)
+    with pytest.raises(WeightsError, match="unknown precision"):
+        load_embedder("esm2", tmp_path, precision="int8")
+
+
+@pytest.mark.parametrize(
+    ("kind", "seq", "problem"),
+    [
+        ("dnabert_s", "ACGTN", None),
+        ("dnabert_s", b"ACGT", None),
+        ("esm2", "MKV*", None),
+        ("esm2", "", "empty"),
+        ("esm2", b"\xff\xfe", "undecodable"),
+        ("esm2", "MKVé", "non-ASCII"),
+        ("dnabert_s", "AC GT", "whitespace"),
+        ("dnabert_s", "AC\tGT", "whitespace"),
+        ("dnabert_s", "A" * 10_001, "exceeds"),
+        ("dnabert_s", "A" * 10_000, None),
+        ("esm2", "M" * 1022, None),
+        ("esm2", "M" * 1023, "exceeds"),
+    ],
+)
+def test_check_sequence(kind: str, seq: str | bytes, problem: str | None) -> None:
+    got = check_sequence(kind, seq)
+    if problem is None:
+        assert got is None
+    else:
+        assert got is not None and problem in got
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 3000), max_size=60), st.integers(1, 5000),
+       st.one_of(st.none(), st.integers(1, 8)))
+def test_token_budget_batches(lengths: list[int], budget: int, max_rows: int | None) -> None:
+    batches = token_budget_batches(lengths, budget, max_rows)
+    flat = np.concatenate(batches) if batches else np.array([], dtype=np.int64)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    order = [lengths[i] for i in flat]
+    assert order == sorted(lengths, reverse=True)
+    for b in batches:
+        assert len(b) >= 1
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= budget
+        if max_rows is not None:
+            assert len(b) <= max_rows
+
+
+def test_token_budget_batches_small_cases() -> None:
+    got = token_budget_batches([3, 10, 5, 10], 20)
+    assert [b.tolist() for b in got] == [[1, 3], [2, 0]]
+    assert [b.tolist() for b in token_budget_batches([50], 10)] == [[0]]
+    with pytest.raises(ValueError):
+        token_budget_batches([1], 0)
+
+
+def test_repository_parameters(artifacts: Path, tmp_path: Path) -> None:
+    repo = artifacts / "model_repository"
+    if not (repo / "esm2" / "config.pbtxt").is_file():
+        pytest.skip("model_repository/esm2/config.pbtxt not committed yet")
+    path, params = weights_for(repo, "esm2")
+    assert path == repo / "esm2" / "1" / "weights"
+    assert params["precision"] in ("fp32", "fp16", "bf16")
+    assert load_embedder("esm2", path, token_budget=token_budget(params)).hidden_size == 64
+    cfg = tmp_path / "m" / "config.pbtxt"
+    (tmp_path / "m" / "1" / "w").mkdir(parents=True)
+    cfg.write_text('name: "m"\nparameters: { key: "weights" value: { string_value: "w" } }\n'
+                   'parameters: { key: "token_budget" value: { string_value: "123" } }\n')
+    path, params = weights_for(tmp_path, "m")
+    assert path == tmp_path / "m" / "1" / "w" and token_budget(params) == 123
+    assert params["precision"] == "fp32"
+    assert parameters({"parameters": {"precision": {"string_value": "bf16"}}})["precision"] == "bf16"
+    assert parameters(read_config(cfg))["weights"] == "w"
+    cfg.write_text("name: {")
+    with pytest.raises(WeightsError, match="not a valid Triton model config"):
+        weights_for(tmp_path, "m")
+    with pytest.raises(WeightsError, match="not found"):
+        weights_for(tmp_path, "absent")
