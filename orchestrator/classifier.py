@@ -239,7 +239,8 @@ def _refuse_non_zip(p: Path, blob: bytes) -> NoReturn:
 
 
 def _no_storage(pid: Any) -> Any:
-    raise ClassifierError("pickle references tensor storage outside a torch zip archive")
+    """Outside a zip archive there is no storage to resolve: treat the data as not a classifier."""
+    raise ValueError("tensor storage reference outside a torch zip archive")
 
 
 def _read_torch_zip(p: Path, blob: bytes) -> dict[str, np.ndarray]:
