@@ -31,8 +31,12 @@ parameters [ {{ key: "weights_sha256" value: {{ string_value: "toy-{name}" }} }}
 
 # EMBEDDING row = letter frequencies of the sequence in 8 bins (a pure function of the string).
 TOY_MODEL = """\
+import time
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+DELAY = {delay}
 
 
 def embed(s):
@@ -47,6 +51,8 @@ class TritonPythonModel:
 
     def execute(self, requests):
         out = []
+        if DELAY:
+            time.sleep(DELAY)
         for r in requests:
             x = pb_utils.get_input_tensor_by_name(r, "SEQUENCE").as_numpy().reshape(-1)
             e = np.stack([embed(s) for s in x]).astype(np.float32)
@@ -55,12 +61,18 @@ class TritonPythonModel:
 """
 
 
-def write_toy_repository(root: Path) -> Path:
-    """dnabert_s (fixed width in the config) and esm2 (width -1: the client must probe)."""
+def write_toy_repository(root: Path, delay: float = 0.0,
+                         models: tuple[str, ...] = ("dnabert_s", "esm2")) -> Path:
+    """dnabert_s (fixed width in the config) and esm2 (width -1: the client must probe).
+
+    `delay` seconds of sleep per execute() make a run slow enough to interrupt mid-way.
+    """
     for name, dims in (("dnabert_s", str(TOY_WIDTH)), ("esm2", "-1")):
+        if name not in models:
+            continue
         (root / name / "1").mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(name=name, dims=dims))
-        (root / name / "1" / "model.py").write_text(TOY_MODEL)
+        (root / name / "1" / "model.py").write_text(TOY_MODEL.format(delay=float(delay)))
     return root
 
 
