@@ -1,0 +1,126 @@
+"""The Triton Python-backend adapter both models' model.py files subclass (written once).
+
+`initialize` reads the model's config.pbtxt parameters and the instance's device and loads the
+encoder once; `execute` merges every request the dynamic batcher handed over, embeds all valid
+rows with ONE `Embedder.embed` call, and gives each request its own rows back. A request with a
+bad row (undecodable bytes, empty, too long) gets its own error; the other requests succeed.
+
+`triton_python_backend_utils` exists only inside the server's Python stub, so it is imported in
+`initialize`; `split_requests` is plain Python and testable anywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.validation import check_sequence
+
+INPUT = "SEQUENCE"
+OUTPUT = "EMBEDDING"
+
+
+@dataclass
+class Split:
+    """All valid rows of a merged batch, and per request its rows (a slice) or why it failed."""
+
+    sequences: list[str] = field(default_factory=list)
+    parts: list[slice | str] = field(default_factory=list)
+
+
+def split_requests(kind: str, batches: Sequence[np.ndarray]) -> Split:
+    """Decode and check each request's rows ([n, 1] arrays of bytes); one bad row fails its request."""
+    split = Split()
+    for rows in batches:
+        seqs: list[str] = []
+        problem = None
+        for i, raw in enumerate(np.asarray(rows, dtype=object).reshape(-1)):
+            value = raw if isinstance(raw, (bytes, str)) else bytes(raw)
+            problem = check_sequence(kind, value)
+            if problem is not None:
+                problem = f"{kind}: row {i} of the request: {problem}"
+                break
+            seqs.append(value.decode("ascii") if isinstance(value, bytes) else value)
+        if problem is not None:
+            split.parts.append(problem)
+            continue
+        start = len(split.sequences)
+        split.sequences.extend(seqs)
+        split.parts.append(slice(start, len(split.sequences)))
+    return split
+
+
+def _configured_width(model_config: dict[str, Any]) -> int:
+    """EMBEDDING's declared width in config.pbtxt (-1 when left to the weights)."""
+    for out in model_config.get("output", []):
+        if out.get("name") == OUTPUT:
+            dims = [int(d) for d in out.get("dims", [-1])]
+            return dims[-1] if len(dims) == 1 else -1
+    return -1
+
+
+class EmbeddingModel:
+    """Base for `TritonPythonModel`; subclasses set `kind` ("dnabert_s" or "esm2")."""
+
+    kind: str = ""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        """Load the encoder once per instance, on the instance's device, as config.pbtxt says."""
+        from encoders import load_embedder
+        from encoders.repository import parameters, token_budget
+
+        self.pb = importlib.import_module("triton_python_backend_utils")
+        config = json.loads(args["model_config"])
+        params = parameters(config)  # same defaults as encoders.repository.weights_for
+        weights = Path(args["model_repository"]) / args["model_version"] / params["weights"]
+        if args.get("model_instance_kind") == "GPU":
+            device = f"cuda:{args['model_instance_device_id']}"
+        else:
+            device = "cpu"
+        self.embedder = load_embedder(
+            self.kind, weights, device=device, precision=params["precision"],
+            token_budget=token_budget(params),
+        )
+        width = _configured_width(config)
+        if width not in (-1, self.embedder.hidden_size):
+            raise ValueError(
+                f"{args['model_name']}: config.pbtxt declares {OUTPUT} width {width} but the weights "
+                f"in {weights} give {self.embedder.hidden_size}"
+            )
+        self.pb.Logger.log_info(f"{args['model_name']}: loaded {self.embedder!r} from {weights}")
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        """One embed call for all valid rows of all requests; FP32 [n, hidden] per request."""
+        pb = self.pb
+        arrays = [pb.get_input_tensor_by_name(r, INPUT).as_numpy() for r in requests]
+        split = split_requests(self.kind, arrays)
+        try:
+            rows = self.embedder.embed(split.sequences)
+        except Exception as exc:  # one failure must answer every request, not crash the batch
+            pb.Logger.log_error(f"{self.kind}: embedding {len(split.sequences)} rows failed: {exc!r}")
+            message = f"{self.kind}: embedding failed: {exc}"
+            return [self._error(message) for _ in requests]
+        responses = []
+        for part in split.parts:
+            if isinstance(part, str):
+                pb.Logger.log_warn(part)
+                responses.append(self._error(part, invalid=True))
+            else:
+                tensor = pb.Tensor(OUTPUT, np.ascontiguousarray(rows[part], dtype=np.float32))
+                responses.append(pb.InferenceResponse(output_tensors=[tensor]))
+        return responses
+
+    def _error(self, message: str, invalid: bool = False) -> Any:
+        pb = self.pb
+        code = pb.TritonError.INVALID_ARG if invalid else pb.TritonError.INTERNAL
+        return pb.InferenceResponse(output_tensors=[], error=pb.TritonError(message, code))
+
+    def finalize(self) -> None:
+        """Drop the encoder so the stub frees its memory before exit."""
+        self.embedder = None

@@ -1,0 +1,186 @@
+"""The two served models (demo weights) through a real tritonserver, against the in-process encoders.
+
+Checks the model contract (strings in, FP32 [n, hidden] out), equality with `encoders` at fp32,
+padding/batch-mate invariance, that the dynamic batcher really merges concurrent clients (and
+model.py answers each merged request with its own rows), and that a bad request fails alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from functools import partial
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from encoders import MAX_LENGTH, load_embedder
+from encoders.common import Embedder
+from encoders.repository import token_budget, weights_for
+from orchestrator.server import TritonServer
+
+KINDS = ("dnabert_s", "esm2")
+TOL = 1e-5
+ALPHABET = {"dnabert_s": "ACGT", "esm2": "ACDEFGHIKLMNPQRSTVWY"}
+
+
+def random_seqs(kind: str, rng: np.random.Generator, n: int, lo: int, hi: int) -> list[str]:
+    letters = np.array(list(ALPHABET[kind]))
+    return ["".join(rng.choice(letters, int(rng.integers(lo, hi + 1)))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def client(triton_server: TritonServer) -> Iterator[grpcclient.InferenceServerClient]:
+    c = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def local(model_repository) -> dict[str, Embedder]:
+    """The same encoders in-process, with the weights and settings the served models use."""
+    out = {}
+    for kind in KINDS:
+        weights, params = weights_for(model_repository, kind)
+        out[kind] = load_embedder(kind, weights, precision=params["precision"],
+                                  token_budget=token_budget(params))
+    return out
+
+
+def _input(rows: Sequence[bytes]) -> grpcclient.InferInput:
+    inp = grpcclient.InferInput("SEQUENCE", [len(rows), 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[r] for r in rows], dtype=object))
+    return inp
+
+
+def infer(client: grpcclient.InferenceServerClient, model: str, seqs: Sequence[str]) -> np.ndarray:
+    return client.infer(model, [_input([s.encode() for s in seqs])]).as_numpy("EMBEDDING")
+
+
+def infer_concurrently(
+    client: grpcclient.InferenceServerClient, model: str, requests: Sequence[Sequence[bytes]]
+) -> list[tuple[np.ndarray | None, str | None]]:
+    """Send every request at once (async); (embedding, None) or (None, error) per request."""
+    results: list[tuple[np.ndarray | None, str | None] | None] = [None] * len(requests)
+    done = threading.Semaphore(0)
+
+    def callback(i: int, result: object, error: object) -> None:
+        if error is not None:
+            results[i] = (None, f"{error.status()} {error.message()}")
+        else:
+            results[i] = (result.as_numpy("EMBEDDING"), None)
+        done.release()
+
+    for i, rows in enumerate(requests):
+        client.async_infer(model, [_input(rows)], callback=partial(callback, i))
+    for _ in requests:
+        assert done.acquire(timeout=120), "a response never arrived"
+    return results  # type: ignore[return-value]
+
+
+def stats(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, int]:
+    """(inference_count, execution_count) of a model since the server started."""
+    s = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
+
+
+def settled_stats(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, int]:
+    """stats() once they stop changing: Triton records them just after sending the responses."""
+    last = stats(client, model)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = stats(client, model)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_model_ready_with_contract_metadata(client, kind: str) -> None:
+    assert client.is_model_ready(kind)
+    meta = client.get_model_metadata(kind, as_json=True)
+    assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == [
+        ("SEQUENCE", "BYTES", ["-1", "1"])
+    ]
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("EMBEDDING", "FP32")]
+    config = client.get_model_config(kind, as_json=True)["config"]
+    assert int(config["max_batch_size"]) > 0
+    assert "dynamic_batching" in config
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_embeddings_equal_in_process_encoder(client, local, kind: str) -> None:
+    rng = np.random.default_rng(1)
+    seqs = random_seqs(kind, rng, 12, 5, 400 if kind == "dnabert_s" else 170)
+    seqs += ["acgtnNRY" if kind == "dnabert_s" else "mkXBZUOa", "A"]  # lower case, odd letters
+    out = infer(client, kind, seqs)
+    assert out.dtype == np.float32
+    assert out.shape == (len(seqs), local[kind].hidden_size)
+    expected = local[kind].embed(seqs)
+    assert np.abs(out - expected).max() <= TOL
+    assert np.abs(out[0] - out[1]).max() > 1e-3  # rows really differ (order is checked above)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_embedding_independent_of_batch_mates(client, kind: str) -> None:
+    rng = np.random.default_rng(2)
+    short = random_seqs(kind, rng, 1, 20, 20)[0]
+    longer = random_seqs(kind, rng, 7, 150, 300 if kind == "dnabert_s" else 160)
+    alone = infer(client, kind, [short])[0]
+    in_request = infer(client, kind, [*longer[:3], short, *longer[3:]])[3]
+    merged = infer_concurrently(
+        client, kind, [[s.encode()] for s in longer] + [[short.encode()]]
+    )[-1][0]
+    assert np.abs(alone - in_request).max() <= TOL
+    assert np.abs(alone - merged[0]).max() <= TOL
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dynamic_batcher_merges_concurrent_clients(client, local, kind: str) -> None:
+    rng = np.random.default_rng(3)
+    requests = [random_seqs(kind, rng, int(rng.integers(1, 4)), 30, 160) for _ in range(48)]
+    inferences_before, executions_before = settled_stats(client, kind)
+    results = infer_concurrently(client, kind, [[s.encode() for s in r] for r in requests])
+    inferences, executions = settled_stats(client, kind)
+    rows = sum(len(r) for r in requests)
+    assert inferences - inferences_before == rows
+    # Merged: fewer model executions than requests (one instance, so requests queue up).
+    assert executions - executions_before < len(requests)
+    expected = local[kind].embed([s for r in requests for s in r])
+    got = np.concatenate([emb for emb, err in results if err is None or pytest.fail(err)])
+    assert np.abs(got - expected).max() <= TOL
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_request_fails_alone_in_a_merged_batch(client, local, kind: str) -> None:
+    rng = np.random.default_rng(4)
+    good = [random_seqs(kind, rng, 2, 40, 160) for _ in range(10)]
+    bad = {
+        2: [good[0][0].encode(), b"AC\xff\xfeGT"],  # not UTF-8 (nor ASCII)
+        5: [b"A" * (MAX_LENGTH[kind] + 1)],  # over the model's length limit
+        8: [good[1][0].encode(), b""],  # empty
+    }
+    requests: list[list[bytes]] = [[s.encode() for s in g] for g in good]
+    for at, rows in sorted(bad.items()):
+        requests.insert(at, rows)
+    # A big request first keeps the single instance busy, so the rest queue and are merged.
+    blocker = [s.encode() for s in random_seqs(kind, rng, 32, 150, 300)]
+    _, executions_before = settled_stats(client, kind)
+    results = infer_concurrently(client, kind, [blocker, *requests])[1:]
+    _, executions = settled_stats(client, kind)
+    assert executions - executions_before < len(requests)
+
+    reasons = {2: "not ASCII", 5: "exceeds the", 8: "empty sequence"}
+    for i, (emb, err) in enumerate(results):
+        if i in bad:
+            assert emb is None
+            assert "INVALID_ARGUMENT" in err and reasons[i] in err, err
+            assert f"row {len(bad[i]) - 1} of the request" in err
+        else:
+            assert err is None, err
+            expected = local[kind].embed([r.decode() for r in requests[i]])
+            assert np.abs(emb - expected).max() <= TOL
