@@ -13,7 +13,6 @@ Stdin can be read only once. A stage that needs two passes (`scan_inputs` to che
 
 from __future__ import annotations
 
-import codecs
 import gzip
 import hashlib
 import io
@@ -119,13 +118,11 @@ def _entries(path: str, sink: Callable[[bytes], None] | None = None
     """(id, sequence, header line number) for each record of one input."""
     name = display_name(path)
     header: bytes | None = None  # header line of the current record (without '>')
-    header_line = 0
+    header_line = head_line = 0
     parts: list[bytes] = []  # sequence text of the current record, whitespace not yet removed
     head: list[bytes] | None = None  # a header line split across blocks
     bol = True  # the next byte starts a line
     lines = 0  # newlines before the current block
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    checked_utf8 = False
 
     def finish() -> tuple[str, bytes, int]:
         try:
@@ -140,18 +137,10 @@ def _entries(path: str, sink: Callable[[bytes], None] | None = None
         return (words[0] if words else ""), seq, header_line
 
     for block in _blocks(path, sink):
-        nul = block.find(b"\0")
-        if not checked_utf8 or nul >= 0:
-            bad = nul
-            if bad < 0:
-                try:
-                    decoder.decode(block[:4096])
-                except UnicodeDecodeError as exc:
-                    bad = exc.start
-            checked_utf8 = True
-            if bad >= 0:
-                line = lines + block.count(b"\n", 0, bad) + 1
-                raise InputError(f"{name}:{line}: binary content, not a text FASTA file")
+        nul = block.find(b"\0")  # text never holds NUL; binary files nearly always do
+        if nul >= 0:
+            line = lines + block.count(b"\n", 0, nul) + 1
+            raise InputError(f"{name}:{line}: binary content, not a text FASTA file")
         i = 0
         counted = 0  # block offset up to which newlines were added to `lines`
         n = len(block)
@@ -165,13 +154,13 @@ def _entries(path: str, sink: Callable[[bytes], None] | None = None
                     break
                 if header is not None:
                     yield finish()
-                header, head, parts = b"".join(head), None, []
+                header, header_line, head, parts = b"".join(head), head_line, None, []
                 i, bol = j + 1, True
                 continue
             if bol and block[i] == 0x3E:  # '>' at the start of a line: a new header
                 lines += block.count(b"\n", counted, i)
                 counted = i
-                header_line = lines + 1
+                head_line = lines + 1
                 head = []
                 i += 1
                 continue
@@ -193,7 +182,7 @@ def _entries(path: str, sink: Callable[[bytes], None] | None = None
     if head is not None:
         if header is not None:
             yield finish()
-        header, parts = b"".join(head), []
+        header, header_line, parts = b"".join(head), head_line, []
     if header is not None:
         yield finish()
 

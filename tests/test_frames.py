@@ -77,7 +77,7 @@ def test_reverse_frames_are_forward_frames_of_reverse_complement(seq: str) -> No
             assert (a.nucleotide, a.protein) == (b.nucleotide, b.protein)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(sequences, max_size=8))
 def test_batch_equals_one_at_a_time(seqs: list[str]) -> None:
     chunks = [Chunk(f"s{i}", s.encode()) for i, s in enumerate(seqs)]
