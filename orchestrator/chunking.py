@@ -22,8 +22,8 @@ class Chunk:
 
 def chunk_bounds(length: int, chunk_size: int) -> list[tuple[int, int]]:
     """Half-open [start, end) of each chunk of a record of `length`; none for an empty record."""
-    if length <= 0:
-        return []
+    if length <= chunk_size:
+        return [(0, length)] if length > 0 else []
     n = -(-length // chunk_size)
     overlap_total = n * chunk_size - length
     q = overlap_total // n

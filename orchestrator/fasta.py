@@ -115,76 +115,63 @@ def _blocks(path: str, sink: Callable[[bytes], None] | None) -> Iterator[bytes]:
 
 def _entries(path: str, sink: Callable[[bytes], None] | None = None
              ) -> Iterator[tuple[str, bytes, int]]:
-    """(id, sequence, header line number) for each record of one input."""
-    name = display_name(path)
-    header: bytes | None = None  # header line of the current record (without '>')
-    header_line = head_line = 0
-    parts: list[bytes] = []  # sequence text of the current record, whitespace not yet removed
-    head: list[bytes] | None = None  # a header line split across blocks
-    bol = True  # the next byte starts a line
-    lines = 0  # newlines before the current block
+    """(id, sequence, header line number) for each record of one input.
 
-    def finish() -> tuple[str, bytes, int]:
+    Each block is split at "\n>" in one C call; a record's text (header line, then sequence lines)
+    is collected from the pieces and parsed when the next header or the end of input arrives.
+    """
+    name = display_name(path)
+    current: list[bytes] = []  # text after the current record's '>' (before any: the preamble)
+    start_line = 1  # line of that '>'
+    in_record = False
+    bol = True  # the next block starts a line
+    lines = 0  # newlines in earlier blocks
+
+    def parse(text: bytes) -> tuple[str, bytes, int]:
+        if not in_record:  # text before the first header: only blank lines allowed
+            offset = len(text) - len(text.lstrip())
+            if offset < len(text):
+                line = start_line + text.count(b"\n", 0, offset)
+                raise InputError(f"{name}:{line}: not FASTA (expected a '>' header line)")
+            return "", b"", 0
+        header, _, body = text.partition(b"\n")
         try:
-            title = header.decode("utf-8")  # type: ignore[union-attr]
+            words = header.decode("utf-8").split(None, 1)
         except UnicodeDecodeError:
-            raise InputError(f"{name}:{header_line}: header is not UTF-8 text") from None
-        seq = b"".join(parts).translate(None, SEQ_WHITESPACE)
+            raise InputError(f"{name}:{start_line}: header is not UTF-8 text") from None
+        seq = body.translate(None, SEQ_WHITESPACE)
         if not seq.isascii():
-            raise InputError(f"{name}:{header_line}: sequence holds non-ASCII bytes; "
+            raise InputError(f"{name}:{start_line}: sequence holds non-ASCII bytes; "
                              "is this a text FASTA file?")
-        words = title.split(None, 1)
-        return (words[0] if words else ""), seq, header_line
+        return (words[0] if words else ""), seq, start_line
 
     for block in _blocks(path, sink):
         nul = block.find(b"\0")  # text never holds NUL; binary files nearly always do
         if nul >= 0:
             line = lines + block.count(b"\n", 0, nul) + 1
             raise InputError(f"{name}:{line}: binary content, not a text FASTA file")
-        i = 0
-        counted = 0  # block offset up to which newlines were added to `lines`
-        n = len(block)
-        while i < n:
-            if head is not None:  # finish a header line that began in an earlier block
-                j = block.find(b"\n", i)
-                head.append(block[i:] if j < 0 else block[i:j])
-                if j < 0:
-                    i = n
-                    bol = False
-                    break
-                if header is not None:
-                    yield finish()
-                header, header_line, head, parts = b"".join(head), head_line, None, []
-                i, bol = j + 1, True
-                continue
-            if bol and block[i] == 0x3E:  # '>' at the start of a line: a new header
-                lines += block.count(b"\n", counted, i)
-                counted = i
-                head_line = lines + 1
-                head = []
-                i += 1
-                continue
-            k = block.find(b"\n>", i)
-            end = n if k < 0 else k + 1
-            piece = block[i:end]
-            if header is None:
-                if piece.strip():
-                    lines += block.count(b"\n", counted, i)
-                    counted = i
-                    offset = len(piece) - len(piece.lstrip())
-                    line = lines + piece.count(b"\n", 0, offset) + 1
-                    raise InputError(f"{name}:{line}: not FASTA (expected a '>' header line)")
-            else:
-                parts.append(piece)
-            i = end
-            bol = piece.endswith(b"\n")
-        lines += block.count(b"\n", counted)
-    if head is not None:
-        if header is not None:
-            yield finish()
-        header, header_line, parts = b"".join(head), head_line, []
-    if header is not None:
-        yield finish()
+        lines += block.count(b"\n")
+        pieces = block.split(b"\n>")
+        if bol and block[0] == 0x3E:  # a header right at the start of the block
+            text = b"".join(current)
+            entry = parse(text)
+            if in_record:
+                yield entry
+            start_line += text.count(b"\n")  # text still ends with its newline
+            current, in_record = [], True
+            pieces[0] = pieces[0][1:]
+        current.append(pieces[0])
+        for piece in pieces[1:]:
+            text = b"".join(current)
+            entry = parse(text)
+            if in_record:
+                yield entry
+            start_line += text.count(b"\n") + 1  # + the newline that split() removed
+            current, in_record = [piece], True
+        bol = block.endswith(b"\n")
+    entry = parse(b"".join(current))
+    if in_record:
+        yield entry
 
 
 def read_records(paths: Sequence[str], *, sink: Callable[[bytes], None] | None = None
