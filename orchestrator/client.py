@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from orchestrator.errors import OrchestratorError, ServerUnavailable
+from orchestrator.errors import Interrupted, OrchestratorError, ServerUnavailable
 
 log = logging.getLogger("orchestrator")
 
@@ -192,6 +192,8 @@ class EmbeddingClient:
                     if not missing:
                         return
                     problem = f"model {', '.join(missing)} not ready (or not in the repository)"
+            except Interrupted:
+                raise
             except Exception as exc:  # tritonclient raises InferenceServerException
                 problem = _status_text(exc)[1].splitlines()[0] if str(exc) else type(exc).__name__
             if time.monotonic() + 0.5 > deadline:
@@ -318,6 +320,8 @@ class EmbeddingClient:
                     started[id(job)] = now
                     try:
                         self._submit(job, done)
+                    except Interrupted:
+                        raise
                     except Exception as exc:  # channel closed under us: treat like a failed call
                         done.put((job, None, exc))
                     in_flight[model] += 1
@@ -332,6 +336,8 @@ class EmbeddingClient:
             if error is None:
                 try:
                     emb = result.as_numpy(OUTPUT_NAME)
+                except Interrupted:
+                    raise
                 except Exception as exc:
                     raise OrchestratorError(f"model {job.model} at {self.url} answered without "
                                             f"{OUTPUT_NAME}: {exc}") from exc
