@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,8 @@ def prepare_paths(inputs: Sequence[str], outdir: str | os.PathLike, chunk_size: 
             out / f"{stem}_identified_protein.faa")
 
 
-def _pieces(inputs: Sequence[str], chunk_size: int, stats: dict, sink) -> Iterator[Piece]:
+def _pieces(inputs: Sequence[str], chunk_size: int, stats: dict,
+            sink: Callable[[bytes], None] | None) -> Iterator[Piece]:
     """Records as runs of at most a batch of whole chunks."""
     per_piece = max(1, BATCH_BASES // chunk_size)
     for record in read_records(inputs, sink=sink):
@@ -130,7 +131,11 @@ def _write_batch(batch: list[Piece], chunk_size: int, chunked, nucleotide, prote
 def run_prepare(*, inputs: Sequence[str], outdir: str | os.PathLike, chunk_size: int,
                 progress: bool = False) -> dict:
     """Write `<stem>_chunked<N>.fa`, `<stem>_identified_nucleotide.fa` and
-    `<stem>_identified_protein.faa` to `outdir`; returns counts and seconds."""
+    `<stem>_identified_protein.faa` to `outdir` (stem from the first input, `stdin` for `-`).
+
+    Returns records, empty_records, bases, chunks, frames and seconds. No input records gives
+    three empty files and a warning; bad input raises InputError and leaves no output file.
+    """
     began = time.perf_counter()
     finals = prepare_paths(inputs, outdir, chunk_size)
     Path(outdir).mkdir(parents=True, exist_ok=True)

@@ -139,3 +139,23 @@ def test_progress_bar_counts_input_bytes(tmp_path: Path, capsys: pytest.CaptureF
     run_prepare(inputs=[str(src)], outdir=tmp_path, chunk_size=500, progress=True)
     assert written(tmp_path, "pub_edge_500", 500) == expected("pub_edge_500", 500)
     assert f"{src.stat().st_size / 1000:.1f}k" in capsys.readouterr().err.replace("kB", "k")
+
+
+def test_memory_does_not_grow_with_input(tmp_path: Path) -> None:
+    """Batches of about a megabase: a 4x larger input must not raise peak allocations much."""
+    import tracemalloc
+
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    peaks = []
+    for mbp in (2, 8):
+        src = tmp_path / f"r{mbp}.fa"
+        bases = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, mbp * 10**6)].tobytes()
+        src.write_bytes(b"".join(b">r%d\n%s\n" % (i, bases[i * 5000:(i + 1) * 5000])
+                                 for i in range(mbp * 200)))
+        tracemalloc.start()
+        run_prepare(inputs=[str(src)], outdir=tmp_path / f"o{mbp}", chunk_size=500)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 1.3 * peaks[0], peaks
