@@ -1,8 +1,8 @@
 """Six-frame translation and frame choice with the original's semantics (REFERENCE.md section 3).
 
-Vectorised over many chunks at once: every codon of a buffer is translated in one numpy pass on
-both strands, stop codons are located once, and a frame is checked for stops by a binary search
-in those positions, so Python only touches the frames that are kept.
+Vectorised over many chunks at once: every codon of a buffer is translated in one pass (numpy
+and bytes.translate) on both strands, stop codons are located once, and a frame is checked for
+stops by a binary search in those positions, so Python only touches the frames that are kept.
 
 Semantics kept from the original: the chunk is upper-cased; a codon that is not one of the 64
 ACGT codons is skipped (no `X`, no stop); a frame is kept iff its protein is non-empty and has no
