@@ -77,22 +77,49 @@ class Counters:
     windows: int = 0
 
 
+# Records are translated in groups of about this many bases: one vectorised kept_frames_batch
+# call per group instead of one per record (short records are dominated by per-call overhead).
+TRANSLATE_GROUP_BASES = 1 << 20
+
+
+def _translated(records: Iterator[Any], chunk_size: int) -> Iterator[tuple[Any, list, list]]:
+    """(record, its chunks, kept frames per chunk), translation batched over record groups."""
+    group: list[tuple[Any, list]] = []
+    size = 0
+
+    def flush() -> Iterator[tuple[Any, list, list]]:
+        frames = kept_frames_batch([c for _, chunks in group for c in chunks])
+        i = 0
+        for rec, chunks in group:
+            yield rec, chunks, frames[i:i + len(chunks)]
+            i += len(chunks)
+
+    for record in records:
+        group.append((record, chunk_sequence(record, chunk_size)))
+        size += len(record.seq)
+        if size >= TRANSLATE_GROUP_BASES:
+            yield from flush()
+            group = []
+            size = 0
+    if group:
+        yield from flush()
+
+
 def iter_windows(records: Iterator[Any], chunk_size: int, window_frames: int,
                  counters: Counters, on_bases: Any = None) -> Iterator[Window]:
     """Group kept frames into windows of >= `window_frames` frames, cut before a chunk."""
     current = Window(0)
-    for record in records:
+    for record, chunks, chunk_frames in _translated(records, chunk_size):
         if len(current.frame_ids) >= window_frames:
             yield current
             current = Window(current.index + 1)
-        chunks = chunk_sequence(record, chunk_size)
         counters.records += 1
         counters.bases += len(record.seq)
         counters.chunks += len(chunks)
         part = RecordPart(SequenceTally.for_record(record.id, record.seq, len(chunks)),
                           len(current.frame_ids))
         current.parts.append(part)
-        for frames in kept_frames_batch(chunks):
+        for frames in chunk_frames:
             if len(current.frame_ids) >= window_frames:
                 part.end = len(current.frame_ids)
                 yield current

@@ -21,7 +21,7 @@ TOY_WIDTH = 8
 TOY_CONFIG = """\
 name: "{name}"
 backend: "python"
-max_batch_size: 16
+max_batch_size: {max_batch_size}
 input [ {{ name: "SEQUENCE" data_type: TYPE_STRING dims: [ 1 ] }} ]
 output [ {{ name: "EMBEDDING" data_type: TYPE_FP32 dims: [ {dims} ] }} ]
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
@@ -62,7 +62,8 @@ class TritonPythonModel:
 
 
 def write_toy_repository(root: Path, delay: float = 0.0,
-                         models: tuple[str, ...] = ("dnabert_s", "esm2")) -> Path:
+                         models: tuple[str, ...] = ("dnabert_s", "esm2"),
+                         max_batch_size: int = 16) -> Path:
     """dnabert_s (fixed width in the config) and esm2 (width -1: the client must probe).
 
     `delay` seconds of sleep per execute() make a run slow enough to interrupt mid-way.
@@ -71,7 +72,8 @@ def write_toy_repository(root: Path, delay: float = 0.0,
         if name not in models:
             continue
         (root / name / "1").mkdir(parents=True, exist_ok=True)
-        (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(name=name, dims=dims))
+        (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(name=name, dims=dims,
+                                                                max_batch_size=max_batch_size))
         (root / name / "1" / "model.py").write_text(TOY_MODEL.format(delay=float(delay)))
     return root
 
