@@ -169,13 +169,17 @@ class DnabertEncoder(nn.Module):
         self.embeddings = _Embeddings(cfg)
         self.encoder = _Encoder(cfg)
         self._slopes = alibi_slopes(cfg.num_attention_heads)
+        self._slopes_on: dict[torch.device, torch.Tensor] = {}  # avoids a host copy per batch
 
     def attention_bias(self, keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """ALiBi -slope_h*|i-j| plus MASK_BIAS on padded keys: [b, h, t, t]."""
         t = keep.shape[1]
         pos = torch.arange(t, device=keep.device)
         dist = (pos[None, :] - pos[:, None]).abs().to(torch.float32)
-        slopes = torch.tensor(self._slopes, device=keep.device, dtype=torch.float32)
+        slopes = self._slopes_on.get(keep.device)
+        if slopes is None:
+            slopes = torch.tensor(self._slopes, dtype=torch.float32).to(keep.device)
+            self._slopes_on[keep.device] = slopes
         alibi = -slopes[:, None, None] * dist  # [h, t, t]
         pad = (~keep).to(torch.float32) * MASK_BIAS  # [b, t]
         return (alibi[None] + pad[:, None, None, :]).to(dtype)
@@ -250,7 +254,7 @@ def load_dnabert(
     tok = load_tokenizer(model_dir)
     weights = model_dir / WEIGHTS_FILE
     module = build_module(cfg, read_state_file(weights), str(weights))
-    module = module.to(device=dev, dtype=dtype)
+    module = module.to(device=dev).to(dtype=dtype)
 
     def tokenize(seqs: list[str]) -> list[np.ndarray]:
         encs = tok.encode_batch([s.upper() for s in seqs], add_special_tokens=True)

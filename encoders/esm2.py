@@ -152,8 +152,8 @@ class Esm2Encoder(nn.Module):
             observed = is_mask.sum(-1).to(x.dtype) / keep.sum(-1).to(x.dtype)
             x = x * (1 - MASK_RATIO_TRAIN) / (1 - observed)[:, None, None]
         x = x * keep[..., None].to(x.dtype)
-        # boolean key mask [b, 1, 1, t]; None when nothing is padded (lets SDPA pick flash)
-        mask = None if bool(keep.all()) else keep[:, None, None, :]
+        # boolean key mask [b, 1, 1, t], always passed: testing keep.all() would sync the device
+        mask = keep[:, None, None, :]
         cos, sin = self.rotary(tokens.shape[1], tokens.device)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
@@ -239,7 +239,8 @@ def load_esm2(
     dev = resolve_device(device)
     ckpt = find_checkpoint(Path(weights))
     cfg, state = read_checkpoint(ckpt)
-    module = build_module(cfg, state, str(ckpt)).to(device=dev, dtype=dtype)
+    # move first, then cast: a 3B fp16 checkpoint is cast on the GPU, not in host memory
+    module = build_module(cfg, state, str(ckpt)).to(device=dev).to(dtype=dtype)
     alpha = _Alphabet()
     return Embedder(
         name="esm2",

@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hub revision (commit) of zhihan1996/DNABERT-S to fetch")
     p.add_argument("--local-dir", default=None,
                    help="take the files from this folder instead of downloading (offline machines)")
-    p.add_argument("--skip-probe-embedding", action="store_true",
-                   help="check keys and shapes only (no 11 GB fp32 load of ESM-2 3B on CPU)")
+    p.add_argument("--probe", action="store_true",
+                   help="also embed a probe sequence on CPU (ESM-2 3B in fp32 needs ~12 GB RAM); "
+                        "by default keys, shapes and the tokenizer are checked")
     return parser
 
 
@@ -102,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_demo(out, args.seed)
         else:
             run_pretrained(out, args.dnabert_revision, args.local_dir,
-                           embed=not args.skip_probe_embedding)
+                           embed=args.probe)
         return 0
     except OrchestratorError as exc:
         print(f"export: error: {exc}", file=sys.stderr)

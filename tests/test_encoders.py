@@ -105,7 +105,8 @@ def _reference_dnabert(state: dict[str, torch.Tensor], cfg: DnabertConfig,
 
     x = S["embeddings.word_embeddings.weight"][ids] + S["embeddings.token_type_embeddings.weight"][0]
     x = ln(x, "embeddings.LayerNorm")
-    dist = torch.tensor([[abs(i - j) for j in range(t)] for i in range(t)], dtype=torch.float64)
+    pos = torch.arange(t, dtype=torch.float64)
+    dist = (pos[:, None] - pos[None, :]).abs()  # |i - j|
     for layer in range(cfg.num_hidden_layers):
         p = f"encoder.layer.{layer}."
         qkv = x @ S[p + "attention.self.Wqkv.weight"].T + S[p + "attention.self.Wqkv.bias"]
@@ -323,6 +324,18 @@ def test_esm2_checkpoint_needs_esm2_name_and_single_file(artifacts: Path, tmp_pa
         load_embedder("esm2", tmp_path)
 
 
+def test_esm2_legacy_torch_format_loads(artifacts: Path, tmp_path: Path) -> None:
+    """Older checkpoints use torch's pre-zip format, which cannot be memory-mapped."""
+    src = next(weights_dir(artifacts, "esm2").glob("esm2_t2_demo.pt"))
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = torch.load(src, weights_only=True)
+    legacy = tmp_path / "esm2_legacy.pt"
+    torch.save(data, legacy, _use_new_zipfile_serialization=False)
+    seqs = ["MKVLAAGIL", "MA"]
+    got = load_embedder("esm2", legacy).embed(seqs)
+    assert np.array_equal(got, load_embedder("esm2", src).embed(seqs))
+
+
 def test_unsafe_pickle_is_refused(tmp_path: Path) -> None:
     class Evil:
         def __reduce__(self):  # noqa: ANN204
@@ -437,3 +450,50 @@ def test_repository_parameters(artifacts: Path, tmp_path: Path) -> None:
         weights_for(tmp_path, "m")
     with pytest.raises(WeightsError, match="not found"):
         weights_for(tmp_path, "absent")
+
+
+# --------------------------------------------------------------------------- real weights
+
+GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "broad_fixtures"
+
+
+def _pretrained_artifacts() -> Path | None:
+    import json
+    import os
+
+    root = Path(os.environ.get("VIRNUCPRO_ARTIFACTS", REPO / "artifacts"))
+    try:
+        kind = json.loads((root / "export.json").read_text()).get("kind")
+    except (OSError, ValueError):
+        return None
+    return root if kind == "pretrained" else None
+
+
+def _two_line_fasta(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return {lines[i][1:]: lines[i + 1] for i in range(0, len(lines), 2)}
+
+
+@pytest.mark.skipif(_pretrained_artifacts() is None,
+                    reason="needs real weights: `python -m export pretrained --out artifacts` "
+                           "(or VIRNUCPRO_ARTIFACTS=<folder>); hubs are unreachable here")
+def test_real_weights_match_the_original_tools_embeddings() -> None:
+    """Cosine >= 0.9999 (fp32) against DNABERT-S / ESM-2 3B embeddings the vanilla tool wrote."""
+    root = _pretrained_artifacts()
+    assert root is not None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ref_dir = GOLDEN / "reference_vanilla_output"
+    cases = [
+        ("dnabert_s", "test_with_orfs_identified_nucleotide.fa", "output_1_DNABERT_S.pt",
+         "nucleotide", lambda d: np.array([r["mean_representation"] for r in d], np.float32)),
+        ("esm2", "test_with_orfs_identified_protein.faa", "output_1_ESM.pt",
+         "proteins", lambda d: np.stack([t.float().numpy() for t in d])),
+    ]
+    for kind, fasta, ref_file, id_key, to_array in cases:
+        ref = torch.load(ref_dir / ref_file, weights_only=True)
+        seqs = _two_line_fasta(GOLDEN / fasta)
+        expected = to_array(ref["data"])
+        got = load_embedder(kind, weights_dir(root, kind), device=device).embed(
+            [seqs[i] for i in ref[id_key]])
+        cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+        assert cos.min() >= 0.9999, (kind, cos)

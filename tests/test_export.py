@@ -160,7 +160,7 @@ def test_pretrained_from_local_dir_uses_the_same_checks(demo: Path, tmp_path: Pa
     for size in CHUNK_SIZES:
         shutil.copy(classifier_path(demo, size), local / f"{size}_model.pth")
     out = tmp_path / "out"
-    assert export_main(["pretrained", "--out", str(out), "--local-dir", str(local)]) == 0
+    assert export_main(["pretrained", "--out", str(out), "--local-dir", str(local), "--probe"]) == 0
     assert (weights_dir(out, "esm2") / "esm2_t36_3B_UR50D.pt").is_file()
     assert json.loads((out / "export.json").read_text())["kind"] == "pretrained"
     # a broken file is caught by the shared checks: exit 2 naming the file
