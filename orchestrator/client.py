@@ -6,7 +6,9 @@ come from the served model config: `batch_size = max_batch_size` and `max_in_fli
 count`, Triton's guidance for keeping every instance busy while the next batch already waits in
 the queue. A server that goes away is retried with exponential backoff until
 `VIRNUCPRO_RETRY_DEADLINE` seconds (default 60) pass without any successful response; then
-`ServerUnavailable` (exit 3) names the URL and the model.
+`ServerUnavailable` (exit 3) names the URL and the model. At start the server must be live and
+both models ready within `VIRNUCPRO_CONNECT_TIMEOUT` seconds (default 10); each request may take
+up to `VIRNUCPRO_REQUEST_TIMEOUT` seconds (default 600).
 """
 
 from __future__ import annotations

@@ -289,8 +289,8 @@ def run_predict(
 
             return json.loads(paths.run_json.read_text())
         if done:
-            log.info("resuming after window %d (%d windows reused from %s)",
-                     done, done, paths.state)
+            log.info("resuming from window %d (%d finished windows reused from %s)",
+                     done + 1, done, paths.state)
         else:
             log.info("starting: %d records, %d bp, chunk size %d, windows of %d frames",
                      scan.n_records, scan.n_bases, chunk_size, window)

@@ -294,3 +294,32 @@ def test_peak_memory_independent_of_input_size(tmp_path):
     frames_big = json.loads((tmp_path / "10x" / "run.json").read_text())["counts"]["frames"]
     assert frames_big >= 9 * frames_small > 0
     assert peaks["10x"] <= 1.25 * peaks["1x"], peaks
+
+
+def test_triton_backend_never_imports_torch(tmp_path, demo_artifacts, triton_server):
+    clf = Path(demo_artifacts) / "classifiers" / "500_model.pth"
+    code = (
+        "import sys\n"
+        "from orchestrator.cli import main\n"
+        f"rc = main(['predict', {str(ROOT / 'examples' / 'example.fa')!r}, '-o', "
+        f"{str(tmp_path / 'o')!r}, '--chunk-size', '500', '--classifier', {str(clf)!r}, "
+        f"'--server', {triton_server.grpc_url!r}, '-q'])\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "TORCH False" in proc.stdout
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys, demo_artifacts):
+    from orchestrator.demo import run_demo
+
+    out = tmp_path / "demo_out"
+    assert run_demo(artifacts=str(demo_artifacts), outdir=str(out), progress=False) == 0
+    captured = capsys.readouterr()
+    assert "MEANINGLESS" in captured.err
+    assert "24 records" in captured.out and str(out.resolve()) in captured.out
+    pred = _rows(out / "prediction_results.txt", PREDICTIONS_HEADER)
+    assert len(pred) == json.loads((out / "run.json").read_text())["counts"]["frames"] > 0
