@@ -9,9 +9,11 @@ state folder; the final files are assembled from the window parts at the end, at
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -204,6 +206,29 @@ def _check_args(chunk_size: int, window: int, batch_size: int | None,
         raise InputError("stdin (-) can be given only once")
 
 
+def _spooled_inputs(inputs: list[str], paths: OutputPaths) -> list[str]:
+    """Paths that can be read twice (scan, then predict): stdin and pipes are spooled first."""
+    read_paths = []
+    for i, p in enumerate(inputs):
+        if p == "-":
+            paths.state.mkdir(parents=True, exist_ok=True)
+            read_paths.append(spool_stdin(str(paths.state / STDIN_SPOOL_NAME)))
+        elif not os.path.exists(p):
+            raise InputError(f"{p}: no such file")
+        elif not os.path.isfile(p):  # a FIFO such as <(zcat x.gz): readable once only
+            paths.state.mkdir(parents=True, exist_ok=True)
+            dest = paths.state / f"input{i}.spool"
+            try:
+                with open(p, "rb") as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except OSError as exc:
+                raise InputError(f"{p}: cannot read ({exc.strerror})") from exc
+            read_paths.append(str(dest))
+        else:
+            read_paths.append(p)
+    return read_paths
+
+
 def _progress_bar(enabled: bool, total: int) -> Any:
     if not enabled:
         return None
@@ -236,15 +261,7 @@ def run_predict(
     ckpt = Checkpoint(paths)
     ckpt.refuse_foreign(restart)
 
-    # stdin can be read only once but we read inputs twice (scan, then predict): spool it.
-    read_paths = list(inputs)
-    if "-" in read_paths:
-        paths.state.mkdir(parents=True, exist_ok=True)
-        spooled = spool_stdin(str(paths.state / STDIN_SPOOL_NAME))
-        read_paths = [spooled if p == "-" else p for p in read_paths]
-    for p in read_paths:
-        if not os.path.isfile(p):
-            raise InputError(f"{p}: no such file")
+    read_paths = _spooled_inputs(list(inputs), paths)
 
     t0 = time.perf_counter()
     scan = scan_inputs(read_paths)  # format errors and duplicate IDs: InputError before any model
@@ -285,8 +302,6 @@ def run_predict(
         if done < 0:
             log.info("this run is already complete in %s; nothing to do "
                      "(pass --restart to run it again)", paths.outdir)
-            import json
-
             return json.loads(paths.run_json.read_text())
         if done:
             log.info("resuming from window %d (%d finished windows reused from %s)",
