@@ -6,14 +6,16 @@ token, as in the original tool); anything that could silently change tokenisatio
 control bytes, non-ASCII) is refused.
 
 Maximum lengths (VirNucPro frames are <= 500 nt / 167 aa, so these only stop abuse):
-- dnabert_s: 10,000 nt. ALiBi has no hard limit, but attention memory grows with length^2.
+- dnabert_s: 4,096 nt. ALiBi has no hard limit, but the additive attention bias is
+  heads x tokens^2 floats, and a run of unknown letters (N) costs one token per letter: at
+  4,097 tokens that is ~0.8 GB in fp32, at 10,000 it would be ~4.8 GB for one request.
 - esm2: 1,022 aa, i.e. 1,024 tokens with <cls>/<eos>: the longest context ESM-2 was trained on.
   (The reference pools residues 1..min(1024, n); with this limit that is always all residues.)
 """
 
 from __future__ import annotations
 
-MAX_LENGTH: dict[str, int] = {"dnabert_s": 10_000, "esm2": 1_022}
+MAX_LENGTH: dict[str, int] = {"dnabert_s": 4_096, "esm2": 1_022}
 
 
 def check_sequence(kind: str, seq: str | bytes) -> str | None:
