@@ -84,9 +84,16 @@ class _Alphabet:
         return out
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+def _rotary(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate q and k together: qk [b, t, 2, h, d]; cos/sin [t, 1, 1, d/2] (halves are equal).
+
+    Equals fair-esm's x*cos + rotate_half(x)*sin with fewer passes over memory; bf16 is rotated
+    in float32 (its 8-bit mantissa is too coarse for the angles), fp16/fp32 in their own dtype.
+    """
+    work = qk.float() if qk.dtype == torch.bfloat16 else qk
+    x1, x2 = work.chunk(2, dim=-1)
+    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return out.to(qk.dtype)
 
 
 class _Layer(nn.Module):
@@ -104,14 +111,11 @@ class _Layer(nn.Module):
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
         b, t, c = x.shape
-        d = c // self.heads
-        q, k, v = self.qkv(self.self_attn_layer_norm(x)).view(b, t, 3, self.heads, d).permute(
-            2, 0, 3, 1, 4
-        )  # 3 x [b, h, t, d]
-        q = q * d**-0.5  # fair-esm scales q before the rotary embedding
-        q = (q.float() * cos + _rotate_half(q.float()) * sin).to(x.dtype)
-        k = (k.float() * cos + _rotate_half(k.float()) * sin).to(x.dtype)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+        qkv = self.qkv(self.self_attn_layer_norm(x)).view(b, t, 3, self.heads, c // self.heads)
+        # rotary is linear, so scaling q by d^-0.5 inside SDPA equals fair-esm's scale-then-rotate
+        q, k = _rotary(qkv[:, :, :2], cos, sin).permute(2, 0, 3, 1, 4).unbind(0)  # [b, h, t, d]
+        v = qkv[:, :, 2].transpose(1, 2)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.out_proj(a.transpose(1, 2).reshape(b, t, c))
         return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
 
@@ -134,13 +138,14 @@ class Esm2Encoder(nn.Module):
         )
         self.emb_layer_norm_after = nn.LayerNorm(cfg.embed_dim)
 
-    def rotary(self, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [t, d] in float32, positions 0..t-1 (as fair-esm's RotaryEmbedding)."""
+    def rotary(self, t: int, device: torch.device, dtype: torch.dtype
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [t, 1, 1, d/2] for positions 0..t-1 (fair-esm's RotaryEmbedding, one half)."""
         d = self.config.embed_dim // self.config.attention_heads
         inv_freq = 1.0 / (10000 ** (torch.arange(0, d, 2, device=device).float() / d))
         freqs = torch.outer(torch.arange(t, device=device, dtype=torch.float32), inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos(), emb.sin()
+        work = torch.float32 if dtype == torch.bfloat16 else dtype
+        return freqs.cos()[:, None, None].to(work), freqs.sin()[:, None, None].to(work)
 
     def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
         """Representation after the final LayerNorm [b, t, c] (fair-esm's last repr layer)."""
@@ -154,7 +159,7 @@ class Esm2Encoder(nn.Module):
         x = x * keep[..., None].to(x.dtype)
         # boolean key mask [b, 1, 1, t], always passed: testing keep.all() would sync the device
         mask = keep[:, None, None, :]
-        cos, sin = self.rotary(tokens.shape[1], tokens.device)
+        cos, sin = self.rotary(tokens.shape[1], tokens.device, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
         return self.emb_layer_norm_after(x)

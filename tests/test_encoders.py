@@ -217,15 +217,18 @@ def test_dnabert_pooling_is_masked_mean_including_specials() -> None:
     assert out[1, 0].item() == pytest.approx(sum(range(6)) / 6)
 
 
-def test_bf16_on_cpu_is_close_to_fp32(artifacts: Path) -> None:
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("kind", ["dnabert_s", "esm2"])
+def test_half_precisions_are_close_to_fp32(artifacts: Path, kind: str, precision: str) -> None:
     rng = np.random.default_rng(7)
-    seqs = [_rand_dna(rng, 400) for _ in range(4)]
-    wd = weights_dir(artifacts, "dnabert_s")
-    a = load_embedder("dnabert_s", wd).embed(seqs)
-    b = load_embedder("dnabert_s", wd, precision="bf16").embed(seqs)
-    assert b.dtype == np.float32
+    letters = list("ACGT") if kind == "dnabert_s" else list("ACDEFGHIKLMNPQRSTVWY")
+    seqs = ["".join(rng.choice(letters, int(n))) for n in (400, 166, 20, 99)]
+    wd = weights_dir(artifacts, kind)
+    a = load_embedder(kind, wd).embed(seqs)
+    b = load_embedder(kind, wd, precision=precision).embed(seqs)
+    assert b.dtype == np.float32 and not np.array_equal(a, b)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert cos.min() > 0.99
+    assert cos.min() > 0.999
 
 
 # --------------------------------------------------------------------------- ESM-2
