@@ -192,10 +192,9 @@ def map_state_dict(state: Mapping[str, torch.Tensor], num_layers: int) -> dict[s
             parts = [f"layers.{i}.self_attn.{p}_proj.{kind}" for p in "qkv"]
             if all(p in out for p in parts):
                 out[f"layers.{i}.qkv.{kind}"] = torch.cat([out.pop(p) for p in parts])
-        for old, new in (("self_attn.out_proj", "out_proj"),):
-            for kind in ("weight", "bias"):
-                if f"layers.{i}.{old}.{kind}" in out:
-                    out[f"layers.{i}.{new}.{kind}"] = out.pop(f"layers.{i}.{old}.{kind}")
+            old = f"layers.{i}.self_attn.out_proj.{kind}"
+            if old in out:
+                out[f"layers.{i}.out_proj.{kind}"] = out.pop(old)
     return out
 
 
