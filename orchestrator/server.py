@@ -70,10 +70,22 @@ def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
-def _set_parent_death_signal() -> None:
-    """In the child: get SIGTERM if the parent dies, so a killed test run leaves no server behind."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A preexec_fn making the child get SIGTERM when its parent dies (Linux), so a killed test
+    run leaves no server behind. libc is resolved here, in the parent: loading a library in the
+    forked child of a threaded process can deadlock. (Linux sends it when the *thread* that
+    started the server ends: start servers from the main thread or a long-lived one.)"""
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return preexec
 
 
 class TritonServer:
@@ -155,7 +167,7 @@ class TritonServer:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # terminal Ctrl-C reaches us; we forward it (serve)
-            preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+            preexec_fn=_parent_death_signal(),
         )
 
     def _flags(self, backends: Path | None) -> list[str]:
