@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
-from orchestrator.errors import ServerUnavailable
+from orchestrator.errors import InputError, ServerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +141,11 @@ class TritonServer:
         if self.process is not None:
             raise RuntimeError("server already started")
         if not self.model_repository.is_dir():
-            raise ServerUnavailable(f"model repository {self.model_repository} is not a folder")
+            raise InputError(f"model repository {self.model_repository} is not a folder")
+        self._check_ports()
         self.models = model_names(self.model_repository)
         if not self.models:
-            raise ServerUnavailable(
+            raise InputError(
                 f"model repository {self.model_repository} holds no model "
                 "(no <model>/config.pbtxt); build one with `python -m export demo --out DIR`"
             )
@@ -169,6 +170,14 @@ class TritonServer:
             start_new_session=True,  # terminal Ctrl-C reaches us; we forward it (serve)
             preexec_fn=_parent_death_signal(),
         )
+
+    def _check_ports(self) -> None:
+        ports = {"gRPC": self.grpc_port, "HTTP": self.http_port, "metrics": self.metrics_port}
+        for label, port in ports.items():
+            if not 0 < port < 65536:
+                raise InputError(f"{label} port {port} is not a TCP port number (1-65535)")
+        if len(set(ports.values())) < len(ports):
+            raise InputError(f"the gRPC, HTTP and metrics ports must differ, got {ports}")
 
     def _flags(self, backends: Path | None) -> list[str]:
         flags = [
@@ -320,14 +329,18 @@ _GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [^\]]+\] ")
 
 
 def _meaningful_line(lines: list[str]) -> str:
-    """Prefer the first model-load failure, then the last error line, then the last plain line."""
+    """The first model-load failure, else the server's closing message, else its last error."""
     lines = [ln.strip() for ln in lines if ln.strip()]
     lines = [ln for ln in lines if not any(n in ln for n in _NOISE)]
     lines = [ln for ln in lines if not ln.startswith(("+", "|"))]  # status tables
+    if not lines:
+        return "(empty server log)"
     chosen = next((ln for ln in lines if "failed to load '" in ln and "version" in ln), None)
+    if chosen is None and not _GLOG_PREFIX.match(lines[-1]):
+        chosen = lines[-1]  # tritonserver's own last word, e.g. a usage or "creating server" error
     if chosen is None:
-        errors = [ln for ln in lines if re.match(r"^E\d{4} ", ln) or "error" in ln.lower()]
-        chosen = errors[-1] if errors else lines[-1] if lines else "(empty server log)"
+        errors = [ln for ln in lines if re.match(r"^E\d{4} ", ln)]
+        chosen = errors[-1] if errors else lines[-1]
     return _clean(chosen)
 
 

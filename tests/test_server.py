@@ -21,7 +21,7 @@ import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 
-from orchestrator.errors import ServerUnavailable
+from orchestrator.errors import InputError, ServerUnavailable
 from orchestrator.server import TritonServer, _meaningful_line, free_port, port_in_use
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +160,28 @@ def test_meaningful_line_prefers_the_model_failure() -> None:
     assert _meaningful_line(lines[:1] + lines[2:]) == (
         "error: creating server: Internal - failed to load all models"
     )
+    usage = ["I1128 14:19:06.157605 23472 cuda_memory_manager.cc:117] \"CUDA memory pool disabled\"",
+             "  --trace-count <integer>", "\tthe number of traces, -1: no error limit.",
+             "The server cannot listen to HTTP requests and metrics requests at the same address"]
+    assert _meaningful_line(usage) == usage[-1]
     assert _meaningful_line([]) == "(empty server log)"
+
+
+@pytest.mark.parametrize(("ports", "message"), [
+    ({"grpc_port": 0}, "gRPC port 0 is not a TCP port number"),
+    ({"http_port": 70000}, "HTTP port 70000 is not a TCP port number"),
+    ({"http_port": 8123, "metrics_port": 8123}, "ports must differ"),
+])
+def test_bad_port_numbers_are_usage_errors(toy_repo: Path, ports: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        TritonServer(toy_repo, **ports).start()
+
+
+def test_repository_without_models_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="holds no model"):
+        TritonServer(tmp_path).start()
+    with pytest.raises(InputError, match="is not a folder"):
+        TritonServer(tmp_path / "missing").start()
 
 
 # -- `orchestrator serve` as a real foreground process ----------------------------------------
