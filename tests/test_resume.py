@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from predict_fixtures import (
+    GOLDEN,
     ROOT,
     orchestrator_cmd,
     outputs_of,
@@ -145,3 +146,18 @@ def test_changed_input_refused(tmp_path, job):
     proc = run_cli("predict", str(other), *args[1:], "-o", str(out))
     assert proc.returncode == 2
     assert "inputs_sha256" in proc.stderr
+
+
+def test_resume_with_demo_encoders_is_byte_identical(tmp_path, demo_artifacts, triton_server):
+    """The same through the real encoder code (demo weights) served by the session server."""
+    args = [str(GOLDEN / "pub_mixed_500.fa"), "--chunk-size", "500", "--classifier",
+            str(Path(demo_artifacts) / "classifiers" / "500_model.pth"), "--server",
+            triton_server.grpc_url, "--window", "64"]
+    proc = run_cli("predict", *args, "-o", str(tmp_path / "ref"))
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    assert _start_and_interrupt(args, out, signal.SIGKILL) == -signal.SIGKILL
+    assert 1 <= _manifest(out)["windows_done"] < 6
+    proc = run_cli("predict", *args, "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert outputs_of(out) == outputs_of(tmp_path / "ref")
