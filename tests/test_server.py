@@ -269,3 +269,20 @@ def test_serve_busy_port_exits_nonzero(toy_repo: Path) -> None:
         )
     assert proc.returncode == 3
     assert f"gRPC port {port} on 127.0.0.1 is already in use" in proc.stderr
+
+
+def test_serve_signal_while_models_load_stops_promptly(tmp_path: Path) -> None:
+    repo = write_toy_repository(tmp_path, init="import time; time.sleep(600)")
+    proc, ports = _serve(repo)
+    try:
+        time.sleep(3)  # the server is up, its model still in initialize()
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert time.monotonic() - start < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not any(port_in_use("127.0.0.1", p) for p in ports)
+    assert not list(Path("/dev/shm").glob(f"virnucpro_{proc.pid}_*"))

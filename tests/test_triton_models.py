@@ -19,6 +19,7 @@ import tritonclient.grpc as grpcclient
 from encoders import MAX_LENGTH, load_embedder
 from encoders.common import Embedder
 from encoders.repository import token_budget, weights_for
+from encoders.triton_adapter import split_requests
 from orchestrator.server import TritonServer
 
 KINDS = ("dnabert_s", "esm2")
@@ -184,3 +185,15 @@ def test_bad_request_fails_alone_in_a_merged_batch(client, local, kind: str) -> 
             assert err is None, err
             expected = local[kind].embed([r.decode() for r in requests[i]])
             assert np.abs(emb - expected).max() <= TOL
+
+
+def test_split_requests_keeps_good_requests_and_names_the_bad_row() -> None:
+    batches = [
+        np.array([[b"ACGT"], [b"GG"]], dtype=object),
+        np.array([[b"ACGT"], [b"A\xffC"]], dtype=object),
+        np.array([[b"TTT"]], dtype=object),
+    ]
+    split = split_requests("dnabert_s", batches)
+    assert split.sequences == ["ACGT", "GG", "TTT"]
+    assert split.parts[0] == slice(0, 2) and split.parts[2] == slice(2, 3)
+    assert split.parts[1] == "dnabert_s: row 1 of the request: not ASCII text (undecodable bytes)"
