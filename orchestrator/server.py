@@ -429,8 +429,8 @@ def serve(
             server.start()
             server.wait_ready(should_stop=lambda: bool(received))
             if not received:
-                log.info("ready: grpc %s http %s models: %s (server log: %s)",
-                         server.grpc_url, server.http_url, ", ".join(server.models),
+                log.info("ready: grpc %s models: %s (http %s, server log %s)",
+                         server.grpc_url, ", ".join(server.models), server.http_url,
                          server.log_path)
             while not received:
                 code = server.poll()
