@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Any
 
 from orchestrator.errors import InputError, ServerUnavailable
 
@@ -120,7 +121,7 @@ class TritonServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.models: list[str] = []
         self._workdir: Path | None = None
-        self._log_file: object | None = None
+        self._log_file: IO[bytes] | None = None
 
     # -- addresses ---------------------------------------------------------------------------
     @property
@@ -235,19 +236,19 @@ class TritonServer:
         self.stop()
         raise ServerUnavailable(f"{reason}: {self.last_log_line()}")
 
-    def _all_ready(self, client: object) -> bool:
+    def _all_ready(self, client: Any) -> bool:
         from tritonclient.utils import InferenceServerException
 
         try:
-            return all(client.is_model_ready(m) for m in self.models)  # type: ignore[attr-defined]
+            return all(client.is_model_ready(m) for m in self.models)
         except InferenceServerException:
             return False  # gRPC endpoint not up yet
 
-    def _not_ready(self, client: object) -> list[str]:
+    def _not_ready(self, client: Any) -> list[str]:
         from tritonclient.utils import InferenceServerException
 
         try:
-            return [m for m in self.models if not client.is_model_ready(m)]  # type: ignore[attr-defined]
+            return [m for m in self.models if not client.is_model_ready(m)]
         except InferenceServerException:
             return list(self.models)  # the endpoint opens only after every model has loaded
 
@@ -272,11 +273,11 @@ class TritonServer:
                     self.process.kill()
                     self.process.wait()
             code = self.process.returncode
-            # The stubs are children of the server; a killed server may orphan them.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            if code != 0:  # the stubs are children of the server; a killed server may orphan them
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
         if self._log_file is not None:
-            self._log_file.close()  # type: ignore[attr-defined]
+            self._log_file.close()
             self._log_file = None
         left = self.leftover_shm()
         for path in left:
@@ -301,7 +302,7 @@ class TritonServer:
         if self.log_path is None or not self.log_path.is_file():
             return "(no server log)"
         if self._log_file is not None:
-            self._log_file.flush()  # type: ignore[attr-defined]
+            self._log_file.flush()
         lines = self.log_path.read_text(errors="replace").splitlines()
         return _meaningful_line(lines)
 
