@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -127,10 +127,11 @@ def bench_backends(fasta: Path) -> dict:
 def bench_client(inputs: dict[str, Path]) -> dict:
     """Client cost and peak RSS against toy models (server cost ~0, so the client dominates)."""
     # max_batch_size 64 as in the demo CPU config (the GPU config batches more, so fewer calls).
-    repo = write_toy_repository(DATA / "toy_repo_run" / str(time.time_ns()), max_batch_size=64)
+    tmp = tempfile.TemporaryDirectory(dir=DATA)
+    repo = write_toy_repository(Path(tmp.name) / "repo", max_batch_size=64)
     clf = write_toy_classifier(DATA / "toy_classifier.safetensors")
     out: dict = {}
-    with TritonServer(repo) as server:
+    with tmp, TritonServer(repo) as server:
         for name, fasta in inputs.items():
             outdir = DATA / f"out_client_{name}"
             fig = run_measured(["predict", str(fasta), "-o", str(outdir), "--chunk-size", "500",
