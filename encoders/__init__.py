@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 KINDS = ("dnabert_s", "esm2")
 
-__all__ = ["KINDS", "MAX_LENGTH", "check_sequence", "load_dnabert", "load_esm2", "load_embedder"]
+__all__ = ["KINDS", "MAX_LENGTH", "check_sequence", "load_dnabert", "load_esm2", "load_embedder", "weights_sha256"]
 
 
 def load_dnabert(model_dir: str | Path, device: str = "cpu", precision: str = "fp32",
@@ -43,4 +43,20 @@ def load_embedder(kind: str, weights_path: str | Path, device: str = "cpu",
         return load_dnabert(weights_path, device, precision, token_budget)
     if kind == "esm2":
         return load_esm2(weights_path, device, precision, token_budget)
+    raise ValueError(f"unknown encoder kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def weights_sha256(kind: str, weights_path: str | Path) -> str:
+    """The checksum an Embedder of this kind reports, computed from the files alone (no model is built)."""
+    from encoders.common import sha256_files
+
+    path = Path(weights_path)
+    if kind == "dnabert_s":
+        from encoders.dnabert import weight_files
+
+        return sha256_files(weight_files(path))
+    if kind == "esm2":
+        from encoders.esm2 import find_checkpoint
+
+        return sha256_files([find_checkpoint(path)])
     raise ValueError(f"unknown encoder kind {kind!r}; expected one of {', '.join(KINDS)}")

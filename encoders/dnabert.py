@@ -238,6 +238,11 @@ def load_tokenizer(model_dir: Path):  # -> tokenizers.Tokenizer
     return tok
 
 
+def weight_files(model_dir: Path) -> list[Path]:
+    """The files whose bytes decide DNABERT-S's embeddings (their sha256 identifies the weights)."""
+    return [model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE, model_dir / TOKENIZER_FILE]
+
+
 def load_dnabert(
     model_dir: str | Path,
     device: str | torch.device = "cpu",
@@ -270,5 +275,5 @@ def load_dnabert(
         device=dev,
         precision=precision,
         token_budget=token_budget or DEFAULT_TOKEN_BUDGET,
-        weight_files=[model_dir / CONFIG_FILE, weights, model_dir / TOKENIZER_FILE],
+        weight_files=weight_files(model_dir),
     )

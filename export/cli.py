@@ -58,6 +58,7 @@ def run_demo(out: Path, seed: int) -> None:
     demo.write_classifiers(out, width, seed)
     hidden = check_weights(out, embed=True)
     check_classifiers(out, hidden)
+    stamp_all(out, hidden)
     manifest = write_manifest(out, "demo", {"seed": seed, "hidden": hidden})
     _report(out, manifest, time.perf_counter() - start)
     print("export: WARNING: these are RANDOM demo weights; their predictions are meaningless. "
@@ -80,10 +81,20 @@ def run_pretrained(out: Path, revision: str | None, local_dir: str | None, embed
     pretrained.fetch_all(out, dnabert_revision=rev, local_dir=local)
     hidden = check_weights(out, embed=embed)
     check_classifiers(out, hidden)
+    stamp_all(out, hidden)
     extra = {"hidden": hidden, "dnabert_s_revision": rev,
              "sources": [s.url for s in pretrained.sources(rev)]}
     manifest = write_manifest(out, "pretrained", extra)
     _report(out, manifest, time.perf_counter() - start)
+
+
+def stamp_all(out: Path, hidden: dict[str, int]) -> None:
+    """Write each model's width and weights checksum into its exported configs."""
+    from encoders import weights_sha256
+    from export.layout import MODELS, stamp_configs, weights_dir
+
+    for model in MODELS:
+        stamp_configs(out, model, hidden[model], weights_sha256(model, weights_dir(out, model)))
 
 
 def _report(out: Path, manifest: Path, seconds: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -45,6 +46,28 @@ def prepare_model_dir(out: Path, model: str, source: Path = SOURCE_REPOSITORY) -
     wdir = weights_dir(out, model)
     wdir.mkdir(parents=True, exist_ok=True)
     return wdir
+
+
+_EMBEDDING_DIMS = re.compile(r'(name:\s*"EMBEDDING"[^}]*?dims:\s*)\[\s*-1\s*\]', re.S)
+_PARAMETERS = re.compile(r"^parameters\s*\[\n", re.M)
+
+
+def stamp_configs(out: Path, model: str, hidden: int, sha256: str) -> None:
+    """Write what the weights decide into every exported config of `model` (CPU and GPU).
+
+    `EMBEDDING` dims become `[hidden]`, so model metadata states the width the orchestrator
+    checks against the classifier; a `weights_sha256` parameter lets clients record which weights
+    the server holds. The committed configs keep `[-1]`: their width is unknown until export.
+    """
+    model_dir = repository_dir(out) / model
+    for config in [model_dir / "config.pbtxt", *sorted((model_dir / "configs").glob("*.pbtxt"))]:
+        text = config.read_text()
+        text, n_dims = _EMBEDDING_DIMS.subn(rf"\g<1>[ {hidden} ]", text)
+        entry = f'  {{\n    key: "weights_sha256"\n    value: {{ string_value: "{sha256}" }}\n  }},\n'
+        text, n_params = _PARAMETERS.subn(lambda m, e=entry: m.group(0) + e, text)
+        if n_dims != 1 or n_params != 1:
+            raise RuntimeError(f"{config}: expected one EMBEDDING dims [-1] and one parameters block")
+        config.write_text(text)
 
 
 def file_sha256(path: Path) -> str:

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from encoders import load_embedder
+from encoders import load_embedder, weights_sha256
+from encoders.repository import read_config
 from export.cli import main as export_main
 from export.layout import CHUNK_SIZES, MODELS, classifier_path, weights_dir
 
@@ -46,13 +47,28 @@ def test_demo_layout(demo: Path) -> None:
         assert classifier_path(demo, size).is_file()
     for model in MODELS:
         src = REPO / "model_repository" / model
-        for name in ("config.pbtxt", "configs/gpu.pbtxt", "1/model.py"):
-            if (src / name).is_file():
-                assert (demo / "model_repository" / model / name).read_bytes() == (
-                    src / name).read_bytes()
+        dest = demo / "model_repository" / model
+        assert (dest / "1/model.py").read_bytes() == (src / "1/model.py").read_bytes()
     manifest = json.loads((demo / "export.json").read_text())
     assert manifest["kind"] == "demo" and manifest["hidden"] == {"dnabert_s": 48, "esm2": 64}
     assert "model_repository/esm2/1/weights/esm2_t2_demo.pt" in manifest["files"]
+
+
+@pytest.mark.parametrize("config_name", ["config.pbtxt", "configs/gpu.pbtxt"])
+@pytest.mark.parametrize("model", MODELS)
+def test_exported_configs_state_width_and_checksum(demo: Path, model: str, config_name: str) -> None:
+    """The committed config plus exactly two facts from the weights: width and checksum."""
+    committed = read_config(REPO / "model_repository" / model / config_name)
+    exported = read_config(demo / "model_repository" / model / config_name)
+    emb = load_embedder(model, weights_dir(demo, model))
+    (output,) = exported.output
+    assert list(output.dims) == [emb.hidden_size]
+    assert exported.parameters["weights_sha256"].string_value == emb.weights_sha256
+    assert emb.weights_sha256 == weights_sha256(model, weights_dir(demo, model))
+    del exported.output[0].dims[:]
+    exported.output[0].dims.append(-1)
+    del exported.parameters["weights_sha256"]
+    assert exported == committed
 
 
 def test_demo_dnabert_is_in_the_published_format(demo: Path) -> None:

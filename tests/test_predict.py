@@ -140,6 +140,10 @@ def test_triton_matches_in_process(golden_runs, name):
     if len(t):
         assert np.abs(t - loc).max() <= 1e-5
     assert [m["width"] for m in t_rec["models"]] == [m["width"] for m in l_rec["models"]]
+    # the server reports the checksum export stamped into its config; the local backend hashes
+    # the same files, so both runs name the same weights
+    assert [m["weights_sha256"] for m in t_rec["models"]] == [m["weights_sha256"] for m in l_rec["models"]]
+    assert all(len(m["weights_sha256"]) == 64 for m in t_rec["models"])
     assert t_rec["backend"] == "triton" and l_rec["backend"] == "local"
 
 

@@ -101,13 +101,15 @@ def settled_stats(client: grpcclient.InferenceServerClient, model: str) -> tuple
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_model_ready_with_contract_metadata(client, kind: str) -> None:
+def test_model_ready_with_contract_metadata(client, local, kind: str) -> None:
     assert client.is_model_ready(kind)
     meta = client.get_model_metadata(kind, as_json=True)
     assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == [
         ("SEQUENCE", "BYTES", ["-1", "1"])
     ]
-    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("EMBEDDING", "FP32")]
+    assert [(o["name"], o["datatype"], o["shape"]) for o in meta["outputs"]] == [
+        ("EMBEDDING", "FP32", ["-1", str(local[kind].hidden_size)])
+    ]
     config = client.get_model_config(kind, as_json=True)["config"]
     assert int(config["max_batch_size"]) > 0
     assert "dynamic_batching" in config

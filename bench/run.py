@@ -1,0 +1,31 @@
+"""`make bench`: every benchmark of the project, one after the other, figures printed side by side.
+
+Each bench module measures our path and its baseline in the same run and returns its figures;
+this script only runs them and prints one summary at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_predict  # noqa: E402
+import bench_prepare  # noqa: E402
+import bench_triton  # noqa: E402
+
+
+def main() -> int:
+    figures = {}
+    for name, module in (("prepare", bench_prepare), ("triton", bench_triton), ("predict", bench_predict)):
+        print(f"\n=== bench: {name} ===", flush=True)
+        figures[name] = module.main()
+    print("\n=== summary (JSON) ===")
+    print(json.dumps(figures, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
