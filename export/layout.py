@@ -60,11 +60,11 @@ def stamp_configs(out: Path, model: str, hidden: int, sha256: str) -> None:
     the server holds. The committed configs keep `[-1]`: their width is unknown until export.
     """
     model_dir = repository_dir(out) / model
+    entry = f'  {{\n    key: "weights_sha256"\n    value: {{ string_value: "{sha256}" }}\n  }},\n'
     for config in [model_dir / "config.pbtxt", *sorted((model_dir / "configs").glob("*.pbtxt"))]:
         text = config.read_text()
         text, n_dims = _EMBEDDING_DIMS.subn(rf"\g<1>[ {hidden} ]", text)
-        entry = f'  {{\n    key: "weights_sha256"\n    value: {{ string_value: "{sha256}" }}\n  }},\n'
-        text, n_params = _PARAMETERS.subn(lambda m, e=entry: m.group(0) + e, text)
+        text, n_params = _PARAMETERS.subn(lambda m: m.group(0) + entry, text)
         if n_dims != 1 or n_params != 1:
             raise RuntimeError(f"{config}: expected one EMBEDDING dims [-1] and one parameters block")
         config.write_text(text)

@@ -433,8 +433,6 @@ def test_token_budget_batches_small_cases() -> None:
 
 def test_repository_parameters(artifacts: Path, tmp_path: Path) -> None:
     repo = artifacts / "model_repository"
-    if not (repo / "esm2" / "config.pbtxt").is_file():
-        pytest.skip("model_repository/esm2/config.pbtxt not committed yet")
     path, params = weights_for(repo, "esm2")
     assert path == repo / "esm2" / "1" / "weights"
     assert params["precision"] in ("fp32", "fp16", "bf16")
