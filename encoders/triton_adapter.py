@@ -7,12 +7,18 @@ bad row (undecodable bytes, empty, too long) gets its own error; the other reque
 
 `triton_python_backend_utils` exists only inside the server's Python stub, so it is imported in
 `initialize`; `split_requests` is plain Python and testable anywhere.
+
+On CPU instances the config parameter `cpu_threads` sets torch's intra-op threads: an integer, or
+"auto" = half the usable cores (at least 1), because the two encoders run side by side in two stub
+processes and torch's default (every core each) oversubscribes the machine whenever both execute.
+Absent or empty: torch's default. GPU instances ignore it.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +71,29 @@ def _configured_width(model_config: dict[str, Any]) -> int:
     return -1
 
 
+def cpu_threads(value: str | None, usable_cores: int) -> int | None:
+    """Torch threads for a CPU instance from the `cpu_threads` parameter (None: leave torch's)."""
+    raw = (value or "").strip().lower()
+    if not raw:
+        return None
+    if raw == "auto":
+        return max(1, usable_cores // 2)
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"cpu_threads must be an integer or 'auto', got {value!r}") from None
+    if n < 1:
+        raise ValueError(f"cpu_threads must be >= 1, got {n}")
+    return n
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class EmbeddingModel:
     """Base for `TritonPythonModel`; subclasses set `kind` ("dnabert_s" or "esm2")."""
 
@@ -83,6 +112,11 @@ class EmbeddingModel:
             device = f"cuda:{args['model_instance_device_id']}"
         else:
             device = "cpu"
+            threads = cpu_threads(params.get("cpu_threads"), _usable_cores())
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
         self.embedder = load_embedder(
             self.kind, weights, device=device, precision=params["precision"],
             token_budget=token_budget(params),

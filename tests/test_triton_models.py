@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ import tritonclient.grpc as grpcclient
 from encoders import MAX_LENGTH, load_embedder
 from encoders.common import Embedder
 from encoders.repository import token_budget, weights_for
-from encoders.triton_adapter import split_requests
+from encoders.triton_adapter import cpu_threads, split_requests
 from orchestrator.server import TritonServer
 
 KINDS = ("dnabert_s", "esm2")
@@ -199,3 +200,21 @@ def test_split_requests_keeps_good_requests_and_names_the_bad_row() -> None:
     assert split.sequences == ["ACGT", "GG", "TTT"]
     assert split.parts[0] == slice(0, 2) and split.parts[2] == slice(2, 3)
     assert split.parts[1] == "dnabert_s: row 1 of the request: not ASCII text (undecodable bytes)"
+
+
+def test_cpu_threads_parameter() -> None:
+    assert cpu_threads(None, 8) is None and cpu_threads("", 8) is None
+    assert cpu_threads("auto", 8) == 4 and cpu_threads("AUTO", 2) == 1 and cpu_threads("auto", 1) == 1
+    assert cpu_threads(" 3 ", 8) == 3
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(ValueError, match="cpu_threads"):
+            cpu_threads(bad, 8)
+
+
+def test_committed_cpu_configs_share_the_cores() -> None:
+    """Both encoders run at once on CPU: each config must not leave torch at every core."""
+    from encoders.repository import parameters, read_config
+
+    repo = Path(__file__).resolve().parents[1] / "model_repository"
+    for kind in ("dnabert_s", "esm2"):
+        assert parameters(read_config(repo / kind / "config.pbtxt"))["cpu_threads"] == "auto"
