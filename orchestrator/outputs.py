@@ -130,6 +130,26 @@ def format_highest_row(chunk_id: str, max_score_0: float, max_score_1: float) ->
     return f"{chunk_id}\t{bool(m1 >= m0)}\t{format_score(m0)}\t{format_score(m1)}\n"
 
 
+def chunk_maxima(chunk_starts: Sequence[int], probs: np.ndarray) -> np.ndarray:
+    """[g, 2] column maxima of probs over frame groups starting at chunk_starts (ascending, from 0).
+
+    The vectorised form of highest_rows for frames that come grouped by chunk, as predict's
+    windows hold them (a chunk's kept frames are consecutive and a chunk never spans windows).
+    """
+    p = np.asarray(probs, dtype=np.float32)
+    if not len(chunk_starts):
+        return np.empty((0, 2), np.float32)
+    return np.maximum.reduceat(p, np.asarray(chunk_starts, np.intp), axis=0)
+
+
+def format_highest_rows(chunk_ids: Sequence[str], maxima: np.ndarray) -> list[str]:
+    """format_highest_row for many chunks at once (maxima [g, 2] float32), in the given order."""
+    m = _as_probs(maxima, len(chunk_ids))
+    virus = (m[:, 1] >= m[:, 0]).tolist()
+    return [f"{cid}\t{v}\t{a}\t{b}\n" for cid, v, a, b
+            in zip(chunk_ids, virus, format_scores(m[:, 0]), format_scores(m[:, 1]), strict=True)]
+
+
 def highest_text(rows: Iterable[HighestRow]) -> str:
     """The whole highestscore file: header + rows sorted by Modified_ID as plain strings.
 
@@ -182,6 +202,22 @@ class SequenceTally:
                 cur[0] = max(cur[0], m0)
                 cur[1] = max(cur[1], m1)
         self.n_frames += len(frame_ids)
+
+    def add_chunk_maxima(self, chunk_ids: Sequence[str], maxima: np.ndarray, n_frames: int) -> None:
+        """Like add_frames, from per-chunk maxima [g, 2] (chunk_maxima) of n_frames frames."""
+        chunks = self._chunks
+        # tolist(): float32 values as exact Python floats; comparisons and to_dict are unchanged
+        for cid, m0, m1 in zip(chunk_ids, maxima[:, 0].tolist(), maxima[:, 1].tolist(),
+                               strict=True):
+            cur = chunks.get(cid)
+            if cur is None:
+                chunks[cid] = [m0, m1]
+            else:
+                if m0 > cur[0]:
+                    cur[0] = m0
+                if m1 > cur[1]:
+                    cur[1] = m1
+        self.n_frames += n_frames
 
     def row(self) -> str:
         """The tab-separated line; scores NA when no frame of the record was kept."""

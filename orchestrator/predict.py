@@ -16,6 +16,7 @@ import platform
 import shutil
 import sys
 import time
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,8 +38,8 @@ from orchestrator.outputs import (
     SUMMARY_HEADER,
     OutputPaths,
     SequenceTally,
-    format_highest_row,
-    highest_rows,
+    chunk_maxima,
+    format_highest_rows,
     prediction_rows,
 )
 
@@ -63,11 +64,15 @@ class RecordPart:
 
 @dataclass
 class Window:
+    """Kept frames of a run of chunks; `chunk_ids[k]` owns frames from `chunk_starts[k]` on."""
+
     index: int
     frame_ids: list[str] = field(default_factory=list)
     nucleotides: list[str] = field(default_factory=list)
     proteins: list[str] = field(default_factory=list)
     parts: list[RecordPart] = field(default_factory=list)
+    chunk_ids: list[str] = field(default_factory=list)
+    chunk_starts: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -121,13 +126,16 @@ def iter_windows(records: Iterator[Any], chunk_size: int, window_frames: int,
         part = RecordPart(SequenceTally.for_record(record.id, record.seq, len(chunks)),
                           len(current.frame_ids))
         current.parts.append(part)
-        for frames in chunk_frames:
+        for chunk, frames in zip(chunks, chunk_frames, strict=True):
             if len(current.frame_ids) >= window_frames:
                 part.end = len(current.frame_ids)
                 yield current
                 current = Window(current.index + 1)
                 part = RecordPart(None, 0)
                 current.parts.append(part)
+            if frames:
+                current.chunk_ids.append(chunk.id)
+                current.chunk_starts.append(len(current.frame_ids))
             for frame in frames:
                 current.frame_ids.append(frame.frame_id)
                 current.nucleotides.append(frame.nucleotide)
@@ -158,17 +166,28 @@ def _score_window(window: Window, backend: Any, classifier: Classifier,
 
 def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | None
                   ) -> tuple[str, str, str, SequenceTally | None]:
-    """The window's prediction rows, sorted highestscore rows, finished summary rows, carry."""
+    """The window's prediction rows, sorted highestscore rows, finished summary rows, carry.
+
+    Chunk maxima are taken once per window (chunk IDs are unique across a run, a chunk's frames
+    are consecutive and each record part covers whole chunks), then shared by both outputs.
+    """
     predictions = prediction_rows(window.frame_ids, probs)
-    high = sorted(highest_rows(window.frame_ids, probs), key=lambda r: r[0])
-    highest = "".join(format_highest_row(cid, m0, m1) for cid, m0, m1 in high)
+    ids = window.chunk_ids
+    starts = window.chunk_starts
+    maxima = chunk_maxima(starts, probs)
+    rows = format_highest_rows(ids, maxima)
+    highest = "".join(row for _, row in sorted(zip(ids, rows, strict=True)))
     summary: list[str] = []
+    g = 0
     for part in window.parts:
         tally = part.tally if part.tally is not None else carried
         if tally is None:
             raise RuntimeError("record continues from a previous window but no tally was carried")
         if part.end > part.start:
-            tally.add_frames(window.frame_ids[part.start:part.end], probs[part.start:part.end])
+            g = bisect_left(starts, part.start, g)  # the part's chunk groups: [g, g_end)
+            g_end = bisect_left(starts, part.end, g)
+            tally.add_chunk_maxima(ids[g:g_end], maxima[g:g_end], part.end - part.start)
+            g = g_end
         if part.ends:
             summary.append(tally.row())
             carried = None

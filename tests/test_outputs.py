@@ -267,3 +267,27 @@ def test_write_json_atomic(tmp_path: Path) -> None:
     text = (tmp_path / "run.json").read_text(encoding="utf-8")
     assert text.endswith("}\n")
     assert json.loads(text) == obj
+
+
+def test_chunk_maxima_match_highest_rows_and_add_frames() -> None:
+    """The per-window vectorised path predict uses gives the same rows and tallies."""
+    rng = np.random.default_rng(3)
+    sizes = [1, 3, 6, 2, 1, 4]
+    ids = [f"r_chunk_{k}{lab}" for k, n in enumerate(sizes, 1)
+           for lab in ("F1", "F2", "F3", "R1", "R2", "R3")[:n]]
+    p1 = rng.random(len(ids)).astype(np.float32)
+    p1[:4] = 0.5  # ties: Is_Virus and n_viral use >=
+    probs = np.stack([1 - p1, p1], axis=1).astype(np.float32)
+    starts = np.cumsum([0, *sizes[:-1]]).tolist()
+    chunk_ids = [f"r_chunk_{k}" for k in range(1, len(sizes) + 1)]
+    maxima = outputs.chunk_maxima(starts, probs)
+    expected = [format_highest_row(*r) for r in highest_rows(ids, probs)]
+    assert outputs.format_highest_rows(chunk_ids, maxima) == expected
+    a = SequenceTally("r", 100, 6, 0)
+    a.add_frames(ids[:10], probs[:10])
+    a.add_frames(ids[10:], probs[10:])
+    b = SequenceTally("r", 100, 6, 0)
+    b.add_chunk_maxima(chunk_ids[:3], maxima[:3], 10)
+    b.add_chunk_maxima(chunk_ids[3:], maxima[3:], len(ids) - 10)
+    assert a.row() == b.row() and a.to_dict() == b.to_dict()
+    assert outputs.chunk_maxima([], probs[:0]).shape == (0, 2)
