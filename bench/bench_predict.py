@@ -145,8 +145,12 @@ def bench_backends(fasta: Path) -> dict:
     return out
 
 
-def bench_client(inputs: dict[str, Path]) -> dict:
-    """Client cost and peak RSS against toy models (server cost ~0, so the client dominates)."""
+def bench_client(inputs: dict[str, Path], repeats: dict[str, int] | None = None) -> dict:
+    """Client cost and peak RSS against toy models (server cost ~0, so the client dominates).
+
+    `repeats[name]` runs of an input (default 1); the run with the median CPU time is reported.
+    """
+    repeats = repeats or {}
     # max_batch_size 64 as in the demo CPU config (the GPU config batches more, so fewer calls).
     tmp = tempfile.TemporaryDirectory(dir=DATA)
     repo = write_toy_repository(Path(tmp.name) / "repo", max_batch_size=64)
@@ -155,20 +159,27 @@ def bench_client(inputs: dict[str, Path]) -> dict:
     with tmp, TritonServer(repo) as server:
         for name, fasta in inputs.items():
             outdir = DATA / f"out_client_{name}"
-            fig = run_measured(["predict", str(fasta), "-o", str(outdir), "--chunk-size", "500",
-                                "--classifier", str(clf), "--server", server.grpc_url,
-                                "--window", str(CLIENT_WINDOW), "--restart", "-q"])
-            rec = _run_json(outdir)
+            runs = []
+            for _ in range(repeats.get(name, 1)):
+                fig = run_measured(["predict", str(fasta), "-o", str(outdir), "--chunk-size",
+                                    "500", "--classifier", str(clf), "--server", server.grpc_url,
+                                    "--window", str(CLIENT_WINDOW), "--restart", "-q"])
+                runs.append((fig, _run_json(outdir)))
+            # CPU time only grows under other load: the median run is reported, the best beside it
+            runs.sort(key=lambda r: r[0]["cpu_s"])
+            fig, rec = runs[len(runs) // 2]
             frames = rec["counts"]["frames"]
             out[name] = {
                 "bases": rec["counts"]["bases"],
                 "frames": frames,
+                "runs": len(runs),
                 "wall_s": round(fig["wall_s"], 2),
                 "client_cpu_s": round(fig["cpu_s"], 2),
                 "frames_per_client_cpu_s": round(frames / fig["cpu_s"], 1),
+                "frames_per_client_cpu_s_best": round(frames / runs[0][0]["cpu_s"], 1),
                 # process_time inside run_predict: without interpreter start and imports
                 "frames_per_client_cpu_s_in_run": rec["throughput"]["frames_per_client_cpu_s"],
-                "peak_rss_mb": round(fig["peak_rss_mb"], 1),
+                "peak_rss_mb": round(max(f["peak_rss_mb"] for f, _ in runs), 1),
             }
     return out
 
@@ -190,7 +201,8 @@ def summary_lines(figures: dict) -> list[str]:
         f"Triton / in-process, embedding only (median): {med['ratio_triton_vs_local_embed']:.3f}"
         "   (goal >= 0.7)",
         f"client frames per CPU-second, coding 5 Mbp, process start included: "
-        f"{c['frames_per_client_cpu_s']:.0f}   (goal >= 10000)",
+        f"{c['frames_per_client_cpu_s']:.0f} (median of {c['runs']} runs; best "
+        f"{c['frames_per_client_cpu_s_best']:.0f})   (goal >= 10000)",
         f"client frames per CPU-second, inside run_predict: {c['frames_per_client_cpu_s_in_run']}",
         f"peak RSS: 1x {figures['client']['mixed_1x']['peak_rss_mb']} MB, 10x "
         f"{figures['client']['mixed_10x']['peak_rss_mb']} MB, ratio "
@@ -207,7 +219,7 @@ def main(repeats: int = 2) -> dict:
     figures: dict = {}
     print("bench_predict: client cost and memory (toy models) ...", flush=True)
     figures["client"] = bench_client({"mixed_1x": mixed_1x, "mixed_10x": mixed_10x,
-                                      "coding_5mbp": coding})
+                                      "coding_5mbp": coding}, {"coding_5mbp": 3})
     c = figures["client"]
     figures["peak_rss_ratio_10x_vs_1x"] = round(c["mixed_10x"]["peak_rss_mb"]
                                                 / c["mixed_1x"]["peak_rss_mb"], 3)
