@@ -8,10 +8,13 @@ bad row (undecodable bytes, empty, too long) gets its own error; the other reque
 `triton_python_backend_utils` exists only inside the server's Python stub, so it is imported in
 `initialize`; `split_requests` is plain Python and testable anywhere.
 
-On CPU instances the config parameter `cpu_threads` sets torch's intra-op threads: an integer, or
-"auto" = half the usable cores (at least 1), because the two encoders run side by side in two stub
-processes and torch's default (every core each) oversubscribes the machine whenever both execute.
-Absent or empty: torch's default. GPU instances ignore it.
+On CPU the two encoders run side by side in two stub processes and share the cores. torch's
+OpenMP threads busy-wait at every barrier by default, so whenever both models execute, each
+spins on cores the other needs; a CPU instance therefore sets OMP_WAIT_POLICY=PASSIVE (unless
+the environment already sets it) before torch is first imported in the stub. The config parameter
+`cpu_threads` sets torch's intra-op threads: an integer, or "auto" = every usable core (with
+passive waiting a model running alone still uses the whole machine). Absent or empty: torch's
+default. GPU instances ignore both.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +81,7 @@ def cpu_threads(value: str | None, usable_cores: int) -> int | None:
     if not raw:
         return None
     if raw == "auto":
-        return max(1, usable_cores // 2)
+        return max(1, usable_cores)
     try:
         n = int(raw)
     except ValueError:
@@ -112,6 +116,8 @@ class EmbeddingModel:
             device = f"cuda:{args['model_instance_device_id']}"
         else:
             device = "cpu"
+            if "torch" not in sys.modules:  # libgomp reads it once, when torch loads it
+                os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             threads = cpu_threads(params.get("cpu_threads"), _usable_cores())
             if threads is not None:
                 import torch
