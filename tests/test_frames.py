@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from itertools import product
+
+from Bio.Data.CodonTable import standard_dna_table
 from Bio.Seq import Seq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.chunking import Chunk
-from orchestrator.frames import Frame, kept_frames, kept_frames_batch, scan
+from orchestrator.frames import STANDARD_CODE, Frame, kept_frames, kept_frames_batch, scan
 
 ACGT = set("ACGT")
 SENSE = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT"
@@ -116,3 +119,12 @@ def test_empty_and_tiny_chunks_keep_nothing() -> None:
     for seq in (b"", b"A", b"AC", b"NNN", b"N" * 600):
         assert kept_frames(Chunk("t", seq)) == []
     assert kept_frames(Chunk("t", b"ATG")) == [Frame("tF1", "ATG", "M"), Frame("tR1", "CAT", "H")]
+
+
+def test_written_out_code_is_ncbi_table_1() -> None:
+    """STANDARD_CODE (written out for start-up time) is Biopython's standard table, codon by codon."""
+    codons = ["".join(c) for c in product("ACGT", repeat=3)]
+    expected = "".join(
+        "*" if c in standard_dna_table.stop_codons else standard_dna_table.forward_table[c] for c in codons
+    )
+    assert STANDARD_CODE == expected
