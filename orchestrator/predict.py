@@ -15,9 +15,10 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,6 +74,7 @@ class Window:
     parts: list[RecordPart] = field(default_factory=list)
     chunk_ids: list[str] = field(default_factory=list)
     chunk_starts: list[int] = field(default_factory=list)
+    progress: dict[str, int] = field(default_factory=dict)  # run totals up to this window
 
 
 @dataclass
@@ -148,20 +150,38 @@ def iter_windows(records: Iterator[Any], chunk_size: int, window_frames: int,
         yield current
 
 
-def _score_window(window: Window, backend: Any, classifier: Classifier,
-                  timings: dict[str, float]) -> np.ndarray:
-    """Embed both ways, concatenate [n, dna + protein] and classify: probabilities [n, 2]."""
-    t0 = time.perf_counter()
-    dna, prot = backend.embed(window.nucleotides, window.proteins)
-    t1 = time.perf_counter()
-    if window.frame_ids:
-        probs = classifier.predict_proba(np.concatenate([dna, prot], axis=1))
-    else:
-        probs = np.empty((0, 2), dtype=np.float32)
-    t2 = time.perf_counter()
-    timings["embed"] += t1 - t0
-    timings["classify"] += t2 - t1
-    return np.asarray(probs, dtype=np.float32)
+def _embed_in_background(backend: Any, window: Window) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    """Start embedding a window on a thread; the returned callable waits for [n, dna], [n, protein].
+
+    While the models embed window k the main thread reads and translates window k+1 and classifies
+    and writes window k-1, so the server does not sit idle while the client works. The thread is a
+    daemon: an interrupted run exits at once instead of waiting for its last requests.
+    """
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = backend.embed(window.nucleotides, window.proteins)
+        except BaseException as exc:  # handed to the main thread by wait()
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"embed-window-{window.index}", daemon=True)
+    thread.start()
+
+    def wait() -> tuple[np.ndarray, np.ndarray]:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    return wait
+
+
+def _classify(classifier: Classifier, dna: np.ndarray, prot: np.ndarray) -> np.ndarray:
+    """concat [n, dna + protein] -> probabilities [n, 2] float32."""
+    if not len(dna):
+        return np.empty((0, 2), dtype=np.float32)
+    return np.asarray(classifier.predict_proba(np.concatenate([dna, prot], axis=1)), dtype=np.float32)
 
 
 def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | None
@@ -367,6 +387,31 @@ def _run_windows(*, read_paths: list[str], paths: OutputPaths, ckpt: Checkpoint,
     carried = SequenceTally.from_dict(carried_dict) if carried_dict else None
     frames_embedded = 0
     windows_run = 0
+
+    def finish(w: Window, embeddings: tuple[np.ndarray, np.ndarray]) -> None:
+        nonlocal carried, frames_embedded, windows_run
+        t0 = time.perf_counter()
+        probs = _classify(clf, *embeddings)
+        t1 = time.perf_counter()
+        pred, high, summ, carried = _window_texts(w, probs, carried)
+        ckpt.commit_window(
+            w.index, predictions=pred, highest=high, summary=summ,
+            carried_tally=carried.to_dict() if carried is not None else None,
+            counters=w.progress,
+        )
+        timings["classify"] += t1 - t0
+        timings["write"] += time.perf_counter() - t1
+        frames_embedded += len(w.frame_ids)
+        windows_run += 1
+        log.debug("window %d: %d frames", w.index, len(w.frame_ids))
+
+    def wait_for(wait: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        embeddings = wait()
+        timings["embed"] += time.perf_counter() - t0
+        return embeddings
+
+    embedding: tuple[Window, Callable[[], tuple[np.ndarray, np.ndarray]]] | None = None
     try:
         windows = iter_windows(read_records(read_paths), chunk_size, window, counters,
                                bar.update if bar is not None else None)
@@ -378,20 +423,17 @@ def _run_windows(*, read_paths: list[str], paths: OutputPaths, ckpt: Checkpoint,
                 break
             counters.windows += 1
             counters.frames += len(w.frame_ids)
+            w.progress = {"frames": counters.frames, "records": counters.records}
             if w.index < done:
                 continue
-            probs = _score_window(w, backend, clf, timings)
-            t0 = time.perf_counter()
-            pred, high, summ, carried = _window_texts(w, probs, carried)
-            ckpt.commit_window(
-                w.index, predictions=pred, highest=high, summary=summ,
-                carried_tally=carried.to_dict() if carried is not None else None,
-                counters={"frames": counters.frames, "records": counters.records},
-            )
-            timings["write"] += time.perf_counter() - t0
-            frames_embedded += len(w.frame_ids)
-            windows_run += 1
-            log.debug("window %d: %d frames", w.index, len(w.frame_ids))
+            # one window embeds at a time; the previous one is classified and written meanwhile
+            previous = embedding
+            embeddings = wait_for(previous[1]) if previous is not None else None
+            embedding = (w, _embed_in_background(backend, w))
+            if previous is not None:
+                finish(previous[0], embeddings)
+        if embedding is not None:
+            finish(embedding[0], wait_for(embedding[1]))
     finally:
         if bar is not None:
             bar.close()
