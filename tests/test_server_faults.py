@@ -67,6 +67,13 @@ def _wait_for_window(proc: subprocess.Popen, outdir: Path) -> None:
         time.sleep(0.02)
 
 
+def _crash(server: TritonServer) -> None:
+    """SIGKILL, as when a node dies: the outage starts at once, mid-run (a graceful stop lets
+    in-flight work finish and could let a short run complete first)."""
+    server.process.kill()
+    server.process.wait()
+
+
 def test_no_server_exit_3_in_bounded_time(tmp_path, toy):
     _, _, fasta, clf = toy
     url = f"127.0.0.1:{free_port()}"
@@ -103,7 +110,8 @@ def test_server_restarted_mid_run_completes_identically(tmp_path, toy, reference
             orchestrator_cmd("predict", *_args(fasta, clf, first.grpc_url), "-o", str(out)),
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_for_window(proc, out)
-    # The server is gone now (context left); bring a new one up on the same ports.
+        _crash(first)
+    # The server is gone now (killed, then cleaned up); bring a new one up on the same ports.
     time.sleep(1.0)
     try:
         with TritonServer(repo, **ports):
@@ -132,6 +140,7 @@ def test_server_gone_past_deadline_exit_3_then_resume(tmp_path, toy, reference):
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, **env})
         _wait_for_window(proc, out)
+        _crash(server)
     try:
         _, err = proc.communicate(timeout=60)
     finally:
