@@ -36,8 +36,13 @@ class LocalBackend:
         repo = Path(model_repository)
         if not repo.is_dir():
             raise InputError(f"model repository {repo} is not a folder")
+        import torch
+
         from encoders import load_embedder
         from encoders.repository import token_budget, weights_for
+
+        # the standard path runs where the machine allows: the first GPU if there is one
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
 
         self.url = None
         self._embedders: dict[str, Any] = {}
@@ -46,7 +51,7 @@ class LocalBackend:
         for model in (DNA_MODEL, PROTEIN_MODEL):
             try:
                 weights, params = weights_for(repo, model)
-                embedder = load_embedder(model, weights,
+                embedder = load_embedder(model, weights, device=device,
                                          precision=params.get("precision", "fp32"),
                                          token_budget=token_budget(params))
             except (OSError, ValueError) as exc:
@@ -59,6 +64,7 @@ class LocalBackend:
                 "weights_sha256": getattr(embedder, "weights_sha256", "unknown") or "unknown",
                 "width": int(embedder.hidden_size),
                 "weights": str(weights),
+                "device": device,
             })
             self._stats[model] = {"requests": 0, "frames": 0, "seconds": 0.0, "retries": 0}
         self.widths = (int(self._embedders[DNA_MODEL].hidden_size),
