@@ -1,7 +1,9 @@
 """Fetch the published weights into the artifacts layout (needs network access to the hubs).
 
-Sources are pinned: DNABERT-S at a hub revision, ESM-2 3B from fair-esm's download site, the
-classifiers from the original VirNucPro repository at the commit the golden files come from.
+Sources: DNABERT-S at the hub revision `--dnabert-revision` names (default `main`: no commit hash
+could be looked up offline; export.json records every fetched file's sha256), ESM-2 3B from
+fair-esm's download site, the classifiers from the original VirNucPro repository at the commit the
+golden files come from.
 `--local-dir DIR` takes files already copied onto an offline machine (same file names) instead.
 Every file is checked by the same loader functions the demo path and the servers use.
 """
