@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +59,6 @@ class OutputPaths:
         """The user-facing files, in the order they are usually read."""
         return (self.predictions, self.highest, self.summary, self.run_json)
 
-    def make_dirs(self) -> None:
-        self.state.mkdir(parents=True, exist_ok=True)
-
 
 # --------------------------------------------------------------------------- scores
 
@@ -98,43 +95,12 @@ def prediction_rows(frame_ids: Sequence[str], probs: np.ndarray) -> str:
 # --------------------------------------------------------------------------- chunk consensus
 
 
-def chunk_id_of(frame_id: str) -> str:
-    """Modified_ID: the frame ID minus its 2-character frame tag (F1..R3)."""
-    return frame_id[:-2]
-
-
-HighestRow = tuple[str, np.float32, np.float32]
-
-
-def highest_rows(frame_ids: Sequence[str], probs: np.ndarray) -> list[HighestRow]:
-    """Per chunk, in order of first appearance: (chunk_id, max p0, max p1) over its frames."""
-    p = _as_probs(probs, len(frame_ids))
-    best: dict[str, list[np.float32]] = {}
-    for fid, p0, p1 in zip(frame_ids, p[:, 0], p[:, 1], strict=True):
-        cid = chunk_id_of(fid)
-        cur = best.get(cid)
-        if cur is None:
-            best[cid] = [p0, p1]
-        else:
-            if p0 > cur[0]:
-                cur[0] = p0
-            if p1 > cur[1]:
-                cur[1] = p1
-    return [(cid, m[0], m[1]) for cid, m in best.items()]
-
-
-def format_highest_row(chunk_id: str, max_score_0: float, max_score_1: float) -> str:
-    """One highestscore row; Is_Virus = max_score_1 >= max_score_0, as the original decides it."""
-    m0 = np.float32(max_score_0)
-    m1 = np.float32(max_score_1)
-    return f"{chunk_id}\t{bool(m1 >= m0)}\t{format_score(m0)}\t{format_score(m1)}\n"
-
-
 def chunk_maxima(chunk_starts: Sequence[int], probs: np.ndarray) -> np.ndarray:
     """[g, 2] column maxima of probs over frame groups starting at chunk_starts (ascending, from 0).
 
-    The vectorised form of highest_rows for frames that come grouped by chunk, as predict's
-    windows hold them (a chunk's kept frames are consecutive and a chunk never spans windows).
+    Per chunk: max_score_0 = max p0 and max_score_1 = max p1 over its frames, which may come from
+    different frames. Frames come grouped by chunk, as predict's windows hold them (a chunk's kept
+    frames are consecutive and a chunk never spans windows).
     """
     p = np.asarray(probs, dtype=np.float32)
     if not len(chunk_starts):
@@ -143,28 +109,14 @@ def chunk_maxima(chunk_starts: Sequence[int], probs: np.ndarray) -> np.ndarray:
 
 
 def format_highest_rows(chunk_ids: Sequence[str], maxima: np.ndarray) -> list[str]:
-    """format_highest_row for many chunks at once (maxima [g, 2] float32), in the given order."""
+    """highestscore rows for chunks with maxima [g, 2] float32, in the given order.
+
+    Is_Virus = max_score_1 >= max_score_0, as the original decides it (a tie is True).
+    """
     m = _as_probs(maxima, len(chunk_ids))
     virus = (m[:, 1] >= m[:, 0]).tolist()
     return [f"{cid}\t{v}\t{a}\t{b}\n" for cid, v, a, b
             in zip(chunk_ids, virus, format_scores(m[:, 0]), format_scores(m[:, 1]), strict=True)]
-
-
-def highest_text(rows: Iterable[HighestRow]) -> str:
-    """The whole highestscore file: header + rows sorted by Modified_ID as plain strings.
-
-    Rows for the same chunk (e.g. from different windows) are merged by taking the maxima.
-    """
-    merged: dict[str, list[np.float32]] = {}
-    for cid, m0, m1 in rows:
-        cur = merged.get(cid)
-        if cur is None:
-            merged[cid] = [np.float32(m0), np.float32(m1)]
-        else:
-            cur[0] = max(cur[0], np.float32(m0))
-            cur[1] = max(cur[1], np.float32(m1))
-    body = "".join(format_highest_row(cid, *merged[cid]) for cid in sorted(merged))
-    return HIGHEST_HEADER + body
 
 
 # --------------------------------------------------------------------------- per-record summary
@@ -192,19 +144,11 @@ class SequenceTally:
     def for_record(cls, seq_id: str, seq: bytes, n_chunks: int) -> SequenceTally:
         return cls(seq_id, len(seq), n_chunks, count_ambiguous(seq))
 
-    def add_frames(self, frame_ids: Sequence[str], probs: np.ndarray) -> None:
-        """Fold in scored frames of this record (any subset, any order)."""
-        for cid, m0, m1 in highest_rows(frame_ids, probs):
-            cur = self._chunks.get(cid)
-            if cur is None:
-                self._chunks[cid] = [m0, m1]
-            else:
-                cur[0] = max(cur[0], m0)
-                cur[1] = max(cur[1], m1)
-        self.n_frames += len(frame_ids)
-
     def add_chunk_maxima(self, chunk_ids: Sequence[str], maxima: np.ndarray, n_frames: int) -> None:
-        """Like add_frames, from per-chunk maxima [g, 2] (chunk_maxima) of n_frames frames."""
+        """Fold in scored chunks of this record: maxima [g, 2] (chunk_maxima) of n_frames frames.
+
+        A chunk seen again (its frames in another call) keeps the larger maxima.
+        """
         chunks = self._chunks
         # tolist(): float32 values as exact Python floats; comparisons and to_dict are unchanged
         for cid, m0, m1 in zip(chunk_ids, maxima[:, 0].tolist(), maxima[:, 1].tolist(),

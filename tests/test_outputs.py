@@ -19,13 +19,11 @@ from orchestrator.outputs import (
     SUMMARY_HEADER,
     OutputPaths,
     SequenceTally,
-    chunk_id_of,
+    chunk_maxima,
     count_ambiguous,
-    format_highest_row,
+    format_highest_rows,
     format_score,
     format_scores,
-    highest_rows,
-    highest_text,
     prediction_rows,
     write_atomic,
     write_json_atomic,
@@ -43,6 +41,23 @@ def parse_predictions(path: Path) -> tuple[list[str], np.ndarray]:
     return ids, probs
 
 
+def chunk_id_of(frame_id: str) -> str:
+    """Modified_ID as the original derives it: the frame ID minus its last 2 characters (F1..R3)."""
+    return frame_id[:-2]
+
+
+def chunk_groups(frame_ids: list[str]) -> tuple[list[str], list[int]]:
+    """(chunk IDs, index of each chunk's first frame) for frames grouped by chunk, as in a window."""
+    ids: list[str] = []
+    starts: list[int] = []
+    for i, fid in enumerate(frame_ids):
+        cid = chunk_id_of(fid)
+        if not ids or ids[-1] != cid:
+            ids.append(cid)
+            starts.append(i)
+    return ids, starts
+
+
 # --------------------------------------------------------------------------- golden files
 
 
@@ -54,7 +69,9 @@ def test_prediction_results_reproduced_byte_for_byte() -> None:
 
 def test_highestscore_first_two_columns_match_original() -> None:
     ids, probs = parse_predictions(MERGED / "prediction_results.txt")
-    ours = highest_text(highest_rows(ids, probs)).splitlines()
+    chunk_ids, starts = chunk_groups(ids)
+    rows = format_highest_rows(chunk_ids, chunk_maxima(starts, probs))
+    ours = (HIGHEST_HEADER + "".join(sorted(rows))).splitlines()
     original = (MERGED / "prediction_results_highestscore.csv").read_text().splitlines()
     assert ours[0] == "Modified_ID\tIs_Virus\tmax_score_0\tmax_score_1"
     assert ["\t".join(line.split("\t")[:2]) for line in ours] == original
@@ -140,40 +157,22 @@ def test_prediction_labels_and_ties() -> None:
         prediction_rows(ids, probs[:2])
 
 
-def test_chunk_id_drops_frame_tag() -> None:
-    assert chunk_id_of("seq7_chunk_2R3") == "seq7_chunk_2"
-    assert chunk_id_of("x y_chunk_10F1") == "x y_chunk_10"
-
-
-def test_highest_rows_take_maxima_per_chunk() -> None:
+def test_chunk_maxima_per_chunk_from_different_frames() -> None:
     ids = ["s_chunk_1F1", "s_chunk_1R2", "s_chunk_2F3", "t_chunk_1R1"]
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]], np.float32)
-    rows = highest_rows(ids, probs)
-    assert [r[0] for r in rows] == ["s_chunk_1", "s_chunk_2", "t_chunk_1"]
-    assert rows[0][1] == np.float32(0.9) and rows[0][2] == np.float32(0.7)
-    assert isinstance(rows[0][1], np.float32)
+    chunk_ids, starts = chunk_groups(ids)
+    maxima = chunk_maxima(starts, probs)
+    assert chunk_ids == ["s_chunk_1", "s_chunk_2", "t_chunk_1"]
+    expected = np.array([[0.9, 0.7], [0.6, 0.4], [0.2, 0.8]], np.float32)
+    assert maxima.dtype == np.float32 and np.array_equal(maxima, expected)
     # The two maxima come from different frames: 0.9 (others) vs 0.7 -> not virus.
-    assert format_highest_row(*rows[0]) == "s_chunk_1\tFalse\t0.9\t0.7\n"
+    assert format_highest_rows(chunk_ids, maxima) == [
+        "s_chunk_1\tFalse\t0.9\t0.7\n", "s_chunk_2\tFalse\t0.6\t0.4\n", "t_chunk_1\tTrue\t0.2\t0.8\n"]
 
 
 def test_is_virus_tie_is_true() -> None:
-    assert format_highest_row("c", 0.5, 0.5) == "c\tTrue\t0.5\t0.5\n"
-
-
-def test_highest_sorted_as_plain_strings_and_merged_across_windows() -> None:
-    rows = [
-        ("x_chunk_2", np.float32(0.1), np.float32(0.9)),
-        ("x_chunk_10", np.float32(0.6), np.float32(0.4)),
-        ("X_chunk_1", np.float32(0.5), np.float32(0.2)),
-        ("x_chunk_2", np.float32(0.8), np.float32(0.3)),  # same chunk, another window
-    ]
-    assert highest_text(rows) == (
-        HIGHEST_HEADER
-        + "X_chunk_1\tFalse\t0.5\t0.2\n"
-        + "x_chunk_10\tFalse\t0.6\t0.4\n"
-        + "x_chunk_2\tTrue\t0.8\t0.9\n"
-    )
-    assert highest_text([]) == HIGHEST_HEADER
+    assert format_highest_rows(["c"], np.array([[0.5, 0.5]], np.float32)) == ["c\tTrue\t0.5\t0.5\n"]
+    assert chunk_maxima([], np.empty((0, 2), np.float32)).shape == (0, 2)
 
 
 # --------------------------------------------------------------------------- sequence summary
@@ -203,19 +202,18 @@ def test_tally_without_frames_says_na() -> None:
 def test_tally_counts_chunks_frames_and_scores() -> None:
     t = SequenceTally.for_record("r", b"ACGTN" * 200, n_chunks=3)
     # chunk 1: two frames, max p0 0.9 / max p1 0.7 -> not viral; chunk 3 viral; chunk 2 unscored.
-    t.add_frames(["r_chunk_1F1", "r_chunk_1R2"],
-                 np.array([[0.9, 0.1], [0.3, 0.7]], np.float32))
-    t.add_frames(["r_chunk_3F2"], np.array([[0.25, 0.75]], np.float32))
+    t.add_chunk_maxima(["r_chunk_1", "r_chunk_3"],
+                       np.array([[0.9, 0.7], [0.25, 0.75]], np.float32), n_frames=3)
     mean = format_score(np.float32((np.float64(np.float32(0.7)) + np.float32(0.75)) / 2))
     assert t.row() == f"r\t1000\t3\t2\t3\t1\t0.75\t{mean}\t200\n"
     # A later window with another frame of chunk 1 raises its maximum.
-    t.add_frames(["r_chunk_1F3"], np.array([[0.05, 0.95]], np.float32))
+    t.add_chunk_maxima(["r_chunk_1"], np.array([[0.05, 0.95]], np.float32), n_frames=1)
     assert t.row().split("\t")[3:8] == ["2", "4", "2", "0.95", format_score(0.85)]
 
 
 def test_tally_checkpoint_round_trip() -> None:
     t = SequenceTally.for_record("r", b"ACGTRY", n_chunks=1)
-    t.add_frames(["r_chunk_1F1"], np.array([[0.0020767080, 0.9979233]], np.float32))
+    t.add_chunk_maxima(["r_chunk_1"], np.array([[0.0020767080, 0.9979233]], np.float32), n_frames=1)
     back = SequenceTally.from_dict(json.loads(json.dumps(t.to_dict())))
     assert back.row() == t.row()
     assert t.row() == "r\t6\t1\t1\t1\t1\t0.9979233\t0.9979233\t2\n"
@@ -231,9 +229,7 @@ def test_output_paths(tmp_path: Path) -> None:
     assert paths.summary.name == "sequence_summary.tsv"
     assert paths.run_json.name == "run.json"
     assert paths.state == tmp_path / "out" / ".virnucpro_state"
-    paths.make_dirs()
-    assert paths.state.is_dir()
-    assert len(paths.results()) == 4
+    assert paths.results() == (paths.predictions, paths.highest, paths.summary, paths.run_json)
 
 
 def test_write_atomic_replaces_and_leaves_no_temp_files(tmp_path: Path) -> None:
@@ -269,8 +265,8 @@ def test_write_json_atomic(tmp_path: Path) -> None:
     assert json.loads(text) == obj
 
 
-def test_chunk_maxima_match_highest_rows_and_add_frames() -> None:
-    """The per-window vectorised path predict uses gives the same rows and tallies."""
+def test_chunk_maxima_and_tally_match_a_per_frame_reference() -> None:
+    """The vectorised per-window path equals a plain loop over frames, ties and window cuts included."""
     rng = np.random.default_rng(3)
     sizes = [1, 3, 6, 2, 1, 4]
     ids = [f"r_chunk_{k}{lab}" for k, n in enumerate(sizes, 1)
@@ -278,16 +274,22 @@ def test_chunk_maxima_match_highest_rows_and_add_frames() -> None:
     p1 = rng.random(len(ids)).astype(np.float32)
     p1[:4] = 0.5  # ties: Is_Virus and n_viral use >=
     probs = np.stack([1 - p1, p1], axis=1).astype(np.float32)
-    starts = np.cumsum([0, *sizes[:-1]]).tolist()
-    chunk_ids = [f"r_chunk_{k}" for k in range(1, len(sizes) + 1)]
-    maxima = outputs.chunk_maxima(starts, probs)
-    expected = [format_highest_row(*r) for r in highest_rows(ids, probs)]
-    assert outputs.format_highest_rows(chunk_ids, maxima) == expected
-    a = SequenceTally("r", 100, 6, 0)
-    a.add_frames(ids[:10], probs[:10])
-    a.add_frames(ids[10:], probs[10:])
-    b = SequenceTally("r", 100, 6, 0)
-    b.add_chunk_maxima(chunk_ids[:3], maxima[:3], 10)
-    b.add_chunk_maxima(chunk_ids[3:], maxima[3:], len(ids) - 10)
-    assert a.row() == b.row() and a.to_dict() == b.to_dict()
-    assert outputs.chunk_maxima([], probs[:0]).shape == (0, 2)
+    reference: dict[str, list[float]] = {}
+    for fid, (a, b) in zip(ids, probs.tolist(), strict=True):
+        m = reference.setdefault(chunk_id_of(fid), [a, b])
+        m[0], m[1] = max(m[0], a), max(m[1], b)
+    chunk_ids, starts = chunk_groups(ids)
+    maxima = chunk_maxima(starts, probs)
+    assert chunk_ids == list(reference) and maxima.tolist() == list(reference.values())
+    expected_rows = [f"{c}\t{b >= a}\t{format_score(a)}\t{format_score(b)}\n"
+                     for c, (a, b) in reference.items()]
+    assert format_highest_rows(chunk_ids, maxima) == expected_rows
+    # one record cut across two windows gives the same summary row as in one piece
+    whole = SequenceTally("r", 100, 6, 0)
+    whole.add_chunk_maxima(chunk_ids, maxima, len(ids))
+    cut = SequenceTally("r", 100, 6, 0)
+    cut.add_chunk_maxima(chunk_ids[:3], maxima[:3], 10)
+    cut.add_chunk_maxima(chunk_ids[3:], maxima[3:], len(ids) - 10)
+    assert whole.row() == cut.row() and whole.to_dict() == cut.to_dict()
+    viral = sum(b >= a for a, b in reference.values())
+    assert whole.row().split("\t")[3:6] == ["6", str(len(ids)), str(viral)]
