@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -70,16 +69,10 @@ def stamp_configs(out: Path, model: str, hidden: int, sha256: str) -> None:
         config.write_text(text)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_manifest(out: Path, kind: str, extra: dict[str, object]) -> Path:
     """OUT/export.json: what was exported and the sha256 of every weight and classifier file."""
+    from encoders.common import sha256_files
+
     files = sorted(
         p for p in out.rglob("*")
         if p.is_file() and ("weights" in p.parts or "classifiers" in p.parts)
@@ -87,7 +80,7 @@ def write_manifest(out: Path, kind: str, extra: dict[str, object]) -> Path:
     manifest = {
         "kind": kind,
         **extra,
-        "files": {str(p.relative_to(out)): file_sha256(p) for p in files},
+        "files": {str(p.relative_to(out)): sha256_files([p]) for p in files},
     }
     path = out / "export.json"
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

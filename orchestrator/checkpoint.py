@@ -13,7 +13,6 @@ decides whether a checkpoint may be continued: a different one is refused, never
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
 import logging
@@ -32,15 +31,6 @@ log = logging.getLogger("orchestrator")
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 _PART_SUFFIXES = (".pred", ".high", ".summary")
-
-
-def sha256_file(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in blocks (inputs can be many GB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def describe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

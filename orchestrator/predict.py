@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator import __version__
-from orchestrator.checkpoint import Checkpoint, sha256_file
+from orchestrator.checkpoint import Checkpoint
 from orchestrator.chunking import chunk_sequence
 from orchestrator.classifier import Classifier, load_classifier
 from orchestrator.errors import InputError
@@ -306,7 +306,7 @@ def run_predict(
     scan = scan_inputs(read_paths)  # format errors and duplicate IDs: InputError before any model
     scan_seconds = time.perf_counter() - t0
     clf = load_classifier(classifier)
-    clf_sha = sha256_file(classifier)
+    clf_sha = clf.sha256  # of the bytes it was loaded from
     input_digests = [scan.sha256[p] for p in read_paths]
 
     parameters = {
