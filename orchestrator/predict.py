@@ -334,7 +334,7 @@ def run_predict(
             "window": window,
             "backend": backend,
             "classifier_sha256": clf_sha,
-            "models": [{k: m.get(k) for k in ("name", "version", "weights_sha256", "width")}
+            "models": [{k: m.get(k) for k in ("name", "version", "weights_sha256", "width", "batch_size")}
                        for m in models],
         }
         done = ckpt.open(fingerprint, restart)

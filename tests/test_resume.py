@@ -128,6 +128,10 @@ def test_changed_parameter_refused_and_restart_works(tmp_path, job):
     proc = run_cli("predict", *changed, "-o", str(out))
     assert proc.returncode == 2
     assert "window" in proc.stderr and "--restart" in proc.stderr
+    # the request size decides how frames are batched on the server, so it is part of the run too
+    other_batch = [a if a != "8" else "4" for a in args]
+    proc = run_cli("predict", *other_batch, "-o", str(out))
+    assert proc.returncode == 2 and "models" in proc.stderr
     proc = run_cli("predict", *changed, "-o", str(out), "--restart")
     assert proc.returncode == 0, proc.stderr
     assert "starting" in proc.stderr
