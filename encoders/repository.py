@@ -48,18 +48,23 @@ def parameters(config: Any) -> dict[str, str]:
     return out
 
 
-def token_budget(params: Mapping[str, str]) -> int | None:
-    """The `token_budget` parameter as an int (None when absent or empty)."""
-    raw = params.get("token_budget", "").strip()
-    if not raw:
+def positive_int(name: str, raw: str | None) -> int | None:
+    """A config parameter that must be an integer >= 1 (None when absent or empty)."""
+    text = (raw or "").strip()
+    if not text:
         return None
     try:
-        value = int(raw)
+        value = int(text)
     except ValueError:
-        raise WeightsError(f"token_budget must be an integer, got {raw!r}") from None
+        raise WeightsError(f"{name} must be an integer, got {raw!r}") from None
     if value < 1:
-        raise WeightsError(f"token_budget must be >= 1, got {value}")
+        raise WeightsError(f"{name} must be >= 1, got {value}")
     return value
+
+
+def token_budget(params: Mapping[str, str]) -> int | None:
+    """The `token_budget` parameter as an int (None when absent or empty)."""
+    return positive_int("token_budget", params.get("token_budget"))
 
 
 def latest_version(model_dir: Path) -> Path:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from encoders.repository import positive_int
 from encoders.validation import check_sequence
 
 INPUT = "SEQUENCE"
@@ -77,18 +78,9 @@ def _configured_width(model_config: dict[str, Any]) -> int:
 
 def cpu_threads(value: str | None, usable_cores: int) -> int | None:
     """Torch threads for a CPU instance from the `cpu_threads` parameter (None: leave torch's)."""
-    raw = (value or "").strip().lower()
-    if not raw:
-        return None
-    if raw == "auto":
+    if (value or "").strip().lower() == "auto":
         return max(1, usable_cores)
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ValueError(f"cpu_threads must be an integer or 'auto', got {value!r}") from None
-    if n < 1:
-        raise ValueError(f"cpu_threads must be >= 1, got {n}")
-    return n
+    return positive_int("cpu_threads", value)
 
 
 def _usable_cores() -> int:

@@ -19,6 +19,7 @@ import tritonclient.grpc as grpcclient
 
 from encoders import MAX_LENGTH, load_embedder
 from encoders.common import Embedder
+from encoders.errors import WeightsError
 from encoders.repository import token_budget, weights_for
 from encoders.triton_adapter import cpu_threads, split_requests
 from orchestrator.server import TritonServer
@@ -207,7 +208,7 @@ def test_cpu_threads_parameter() -> None:
     assert cpu_threads("auto", 8) == 8 and cpu_threads("AUTO", 1) == 1
     assert cpu_threads(" 3 ", 8) == 3
     for bad in ("0", "-2", "many"):
-        with pytest.raises(ValueError, match="cpu_threads"):
+        with pytest.raises(WeightsError, match="cpu_threads"):
             cpu_threads(bad, 8)
 
 
