@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from orchestrator import __version__
 from orchestrator.errors import InputError, Interrupted, OrchestratorError
+from orchestrator.predict import DEFAULT_LOOKAHEAD
 
 log = logging.getLogger("orchestrator")
 
@@ -27,6 +28,8 @@ examples:
   orchestrator prepare reads.fa -o prep/ --chunk-size 500
   orchestrator serve --model-repository artifacts/model_repository
   orchestrator predict reads.fa.gz -o out/ --chunk-size 500 --classifier artifacts/classifiers/500_model.pth
+  orchestrator predict reads.fa.gz -o out/ --chunk-size 500 --classifier 500_model.pth \\
+      --server gpu01:8001,gpu02:8001 --server gpu03:8001 --ssl-root-cert ca.pem
   orchestrator predict a.fa b.fa -o out/ --chunk-size 300 --classifier 300_model.pth --backend local \\
       --model-repository artifacts/model_repository
   zcat reads.fa.gz | orchestrator predict - -o out/ --chunk-size 500 --classifier 500_model.pth
@@ -87,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, choices=(300, 500), required=True)
     p.add_argument("--classifier", required=True, help="300_model.pth / 500_model.pth (or .safetensors)")
     p.add_argument(
-        "--server",
-        default=os.environ.get(DEFAULT_SERVER_ENV, DEFAULT_SERVER),
-        help=f"Triton gRPC HOST:PORT (default ${DEFAULT_SERVER_ENV} or {DEFAULT_SERVER})",
+        "--server", action="append", metavar="HOST:PORT[,HOST:PORT...]",
+        help="Triton gRPC endpoint(s); repeat or give a comma-separated list to use many servers "
+        f"at once (default ${DEFAULT_SERVER_ENV}, same syntax, or {DEFAULT_SERVER})",
     )
     p.add_argument("--backend", choices=("triton", "local"), default="triton",
                    help="triton: models resident in a server (default); local: the same encoders in-process")
@@ -99,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-in-flight", type=int, default=None,
                    help="outstanding requests per model (default: from the model config)")
     p.add_argument("--window", type=int, default=4096, help="frames per checkpointed window (default 4096)")
+    p.add_argument("--lookahead", type=int, default=DEFAULT_LOOKAHEAD,
+                   help="windows queued to the servers beyond the oldest unfinished one, so no GPU "
+                   f"waits between windows (default {DEFAULT_LOOKAHEAD}; 0: one window at a time)")
+    tls = p.add_argument_group("secure access (TLS, gateway headers)")
+    tls.add_argument("--ssl", action="store_true", help="connect with TLS (implied by --ssl-root-cert/--ssl-cert)")
+    tls.add_argument("--ssl-root-cert", metavar="CA.pem",
+                     help="CA certificate(s) that signed the servers' certificates (default: system roots)")
+    tls.add_argument("--ssl-cert", metavar="CLIENT.pem", help="client certificate, for servers that require mutual TLS")
+    tls.add_argument("--ssl-key", metavar="CLIENT.key", help="private key of --ssl-cert")
+    tls.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
+                     help="gRPC metadata sent on every call, e.g. authorization='Bearer TOKEN' (repeatable)")
     p.add_argument("--restart", action="store_true", help="discard a previous run's state in OUTDIR and start over")
     _add_common(p)
 
@@ -111,12 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model-repository", required=True)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default loopback: this machine only); 0.0.0.0 serves other "
+                   "nodes, e.g. one server per GPU node of a cluster (then consider --ssl-cert)")
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--gpu", action="store_true", help="use configs/gpu.pbtxt (KIND_GPU on every GPU)")
     p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for all models")
+    tls = p.add_argument_group("TLS for the gRPC endpoint (HTTP then listens on loopback only)")
+    tls.add_argument("--ssl-cert", metavar="SERVER.pem", help="server certificate (turns TLS on)")
+    tls.add_argument("--ssl-key", metavar="SERVER.key", help="private key of --ssl-cert")
+    tls.add_argument("--ssl-root-cert", metavar="CA.pem",
+                     help="require client certificates signed by this CA (mutual TLS)")
     _add_common(p)
 
     p = sub.add_parser(
@@ -143,6 +164,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         run_prepare(inputs=args.inputs, outdir=args.outdir, chunk_size=args.chunk_size, progress=progress)
         return 0
     if args.command == "predict":
+        from orchestrator.endpoints import ConnectionOptions, parse_headers
         from orchestrator.predict import run_predict
 
         run_predict(
@@ -151,17 +173,26 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             chunk_size=args.chunk_size,
             classifier=args.classifier,
             backend=args.backend,
-            server=args.server,
+            server=args.server or [os.environ.get(DEFAULT_SERVER_ENV) or DEFAULT_SERVER],
             model_repository=args.model_repository,
             batch_size=args.batch_size,
             max_in_flight=args.max_in_flight,
             window=args.window,
+            lookahead=args.lookahead,
             restart=args.restart,
             progress=progress,
+            connection=ConnectionOptions(
+                ssl=args.ssl, root_cert=args.ssl_root_cert, cert=args.ssl_cert, key=args.ssl_key,
+                headers=parse_headers(args.header)),
         )
         return 0
     if args.command == "serve":
-        from orchestrator.server import serve
+        from orchestrator.server import ServerTLS, serve
+
+        if (args.ssl_cert is None) != (args.ssl_key is None):
+            raise InputError("--ssl-cert and --ssl-key go together (server certificate and its key)")
+        if args.ssl_root_cert and not args.ssl_cert:
+            raise InputError("--ssl-root-cert (require client certificates) needs --ssl-cert/--ssl-key")
 
         return serve(
             model_repository=args.model_repository,
@@ -171,6 +202,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             metrics_port=args.metrics_port,
             gpu=args.gpu,
             ready_timeout=args.ready_timeout,
+            tls=ServerTLS(args.ssl_cert, args.ssl_key, args.ssl_root_cert) if args.ssl_cert else None,
         )
     if args.command == "demo":
         from orchestrator.demo import run_demo

@@ -1,40 +1,58 @@
-"""Embedding backends: the Triton gRPC client (`EmbeddingClient`) and the shared Protocol.
+"""The Triton gRPC client (`EmbeddingClient`): one run's requests spread over many servers.
 
-The client keeps several requests in flight to *both* models at once (DNABERT-S and ESM-2 run
-side by side in the server), bounded per model so memory and server queues stay small. Defaults
-come from the served model config: `batch_size = max_batch_size` and `max_in_flight = 2 x instance
-count`, Triton's guidance for keeping every instance busy while the next batch already waits in
-the queue. A server that goes away is retried with exponential backoff until
-`VIRNUCPRO_RETRY_DEADLINE` seconds (default 60) pass without any successful response; then
-`ServerUnavailable` (exit 3) names the URL and the model. At start the server must be live and
-both models ready within `VIRNUCPRO_CONNECT_TIMEOUT` seconds (default 10); each request may take
-up to `VIRNUCPRO_REQUEST_TIMEOUT` seconds (default 600).
+Each window's frames become length-sorted requests (`batch_size` rows, at most the smallest
+`max_batch_size` any endpoint serves) for both models. One dispatcher thread sends them to the
+endpoint with the most free capacity; an endpoint's capacity per model is `2 x instance count`
+from *its own* config (Triton's guidance for keeping every instance busy while the next request
+waits in its queue), so an 8-GPU node takes 8x the requests of a 1-GPU node. Windows are
+submitted ahead (`submit` returns at once) and their requests queue behind the earlier windows',
+so servers never wait for the client between windows; results are handed back per window.
+
+Failover: an endpoint whose call fails with a connection-level error is marked down, its
+outstanding requests go back to the front of the queue at once (for the other endpoints), and a
+health probe re-admits it when it answers again. Only when no endpoint is up and none has
+answered for `VIRNUCPRO_RETRY_DEADLINE` seconds (default 60) does the run end with
+`ServerUnavailable` (exit 3, checkpoint intact). At start every endpoint must become ready within
+`VIRNUCPRO_CONNECT_TIMEOUT` seconds (default 10) and serve the same widths and weight checksums;
+each request may take up to `VIRNUCPRO_REQUEST_TIMEOUT` seconds (default 600).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import queue
-import struct
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from orchestrator.errors import Interrupted, OrchestratorError, ServerUnavailable
+from orchestrator.endpoints import (
+    DNA_MODEL,
+    INPUT_NAME,
+    MODELS,
+    OUTPUT_NAME,
+    PROTEIN_MODEL,
+    ConnectionOptions,
+    Endpoint,
+    ModelSettings,
+    bytes_tensor_payload,
+    first_line,
+    model_differences,
+    parse_servers,
+)
+from orchestrator.errors import InputError, Interrupted, OrchestratorError, ServerUnavailable
 
 log = logging.getLogger("orchestrator")
 
-DNA_MODEL = "dnabert_s"
-PROTEIN_MODEL = "esm2"
-MODELS = (DNA_MODEL, PROTEIN_MODEL)
-INPUT_NAME = "SEQUENCE"
-OUTPUT_NAME = "EMBEDDING"
+__all__ = ["DNA_MODEL", "PROTEIN_MODEL", "MODELS", "EmbeddingBackend", "EmbeddingClient",
+           "EmbeddingTicket", "is_retriable"]
 
 RETRY_DEADLINE_ENV = "VIRNUCPRO_RETRY_DEADLINE"
 CONNECT_TIMEOUT_ENV = "VIRNUCPRO_CONNECT_TIMEOUT"
@@ -42,13 +60,12 @@ REQUEST_TIMEOUT_ENV = "VIRNUCPRO_REQUEST_TIMEOUT"
 DEFAULT_RETRY_DEADLINE_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
-MAX_BACKOFF_S = 4.0
-# Requests stay far below this; it only has to exceed the largest batch of embeddings
-# (e.g. 256 frames x 2560 floats x 4 B = 2.6 MB) with room to spare.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+PROBE_INTERVAL_S = 0.5
+# A request that fails this often while others succeed is the request's fault, not an outage.
+MAX_ATTEMPTS = 20
 
-# gRPC status codes (as InferenceServerException.status() spells them) worth retrying: the
-# server is restarting, overloaded or the connection dropped.
+# gRPC status codes (as InferenceServerException.status() spells them) that mean "server or
+# connection not there right now": restarting, overloaded, or the connection dropped.
 _RETRIABLE_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED",
                      "CANCELLED")
 _RETRIABLE_TEXT = ("not ready", "unknown model", "failed to connect", "socket closed",
@@ -62,8 +79,8 @@ class EmbeddingBackend(Protocol):
 
     def models_info(self) -> list[dict[str, Any]]: ...
 
-    def embed(self, nucleotides: list[str], proteins: list[str]
-              ) -> tuple[np.ndarray, np.ndarray]: ...
+    def submit(self, nucleotides: list[str], proteins: list[str]) -> Any:
+        """Start embedding; the returned object's `result()` waits for ([n, dna], [n, protein])."""
 
     def close(self) -> None: ...
 
@@ -78,312 +95,436 @@ def _env_seconds(name: str, default: float) -> float:
         raise OrchestratorError(f"{name}={value!r} is not a number of seconds") from exc
 
 
-def _status_text(exc: BaseException) -> tuple[str, str]:
-    status = getattr(exc, "status", None)
-    code = str(status() if callable(status) else status or "")
-    return code, str(exc)
-
-
 def is_retriable(exc: BaseException) -> bool:
     """True for errors that mean "server or connection not there right now", not "bad request"."""
-    code, text = _status_text(exc)
+    status = getattr(exc, "status", None)
+    code = str(status() if callable(status) else status or "")
     if any(code.endswith(s) for s in _RETRIABLE_STATUS):
         return True
-    lowered = text.lower()
+    lowered = str(exc).lower()
     return any(t in lowered for t in _RETRIABLE_TEXT)
 
 
-def bytes_tensor_payload(strings: Sequence[str]) -> bytes:
-    """Triton's BYTES wire format: each element as uint32 little-endian length + raw bytes."""
-    pack = struct.Struct("<I").pack
-    parts: list[bytes] = []
-    for s in strings:
-        b = s.encode("ascii")
-        parts.append(pack(len(b)))
-        parts.append(b)
-    return b"".join(parts)
+class EmbeddingTicket:
+    """One submitted window: its embeddings fill in as requests come back; `result()` waits.
+
+    `first_sent` and `completed` (monotonic seconds) show how windows overlap.
+    """
+
+    def __init__(self, n: int, widths: dict[str, int]) -> None:
+        self.outputs = {m: np.empty((n, w), dtype=np.float32) for m, w in widths.items()}
+        self.remaining = 0
+        self.first_sent: float | None = None
+        self.completed: float | None = None
+        self.future: Future[tuple[np.ndarray, np.ndarray]] = Future()
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.future.result()
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def _finish(self) -> None:
+        self.completed = time.monotonic()
+        self.future.set_result((self.outputs[DNA_MODEL], self.outputs[PROTEIN_MODEL]))
 
 
 @dataclass
 class _Job:
+    ticket: EmbeddingTicket
     model: str
-    rows: np.ndarray  # indices into the window's frame list, shape [b]
+    rows: np.ndarray  # indices into the window's frame list
     payload: bytes
+    order: int  # global submission order: earlier windows' requests go first
     attempts: int = 0
-    not_before: float = 0.0
 
-
-@dataclass
-class _ModelSettings:
-    name: str
-    version: str
-    width: int
-    max_batch_size: int
-    instances: int
-    batch_size: int
-    max_in_flight: int
-    weights_sha256: str
-    stats: dict[str, float] = field(default_factory=lambda: {"requests": 0, "retries": 0,
-                                                             "seconds": 0.0, "frames": 0})
+    def __lt__(self, other: _Job) -> bool:
+        return self.order < other.order
 
 
 class EmbeddingClient:
-    """Embeds frames through Triton: `dnabert_s` on nucleotide slices, `esm2` on proteins."""
+    """Embeds frames through one or many Triton servers: `dnabert_s` on nucleotide slices,
+    `esm2` on proteins."""
 
     def __init__(
         self,
-        url: str,
+        servers: str | Sequence[str],
         *,
         batch_size: int | None = None,
         max_in_flight: int | None = None,
         connect_timeout: float | None = None,
         retry_deadline: float | None = None,
+        options: ConnectionOptions | None = None,
     ) -> None:
         import tritonclient.grpc as grpcclient  # noqa: F401  (fail early if missing)
 
-        self.url = url
+        self.urls = parse_servers([servers] if isinstance(servers, str) else servers)
+        self.url = ",".join(self.urls)
+        self.options = options or ConnectionOptions()
         self.connect_timeout = (connect_timeout if connect_timeout is not None
                                 else _env_seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S))
         self.retry_deadline = (retry_deadline if retry_deadline is not None
                                else _env_seconds(RETRY_DEADLINE_ENV, DEFAULT_RETRY_DEADLINE_S))
         self.request_timeout = _env_seconds(REQUEST_TIMEOUT_ENV, DEFAULT_REQUEST_TIMEOUT_S)
-        self._client = self._new_client()
+        self._max_in_flight = max_in_flight
+        self.endpoints = [Endpoint(u, self.options, self.request_timeout) for u in self.urls]
+        self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._closing = threading.Event()
         self._lock = threading.Lock()
-        self._wait_ready()
-        self.models = {m: self._settings(m, batch_size, max_in_flight) for m in MODELS}
-        self.widths = (self.models[DNA_MODEL].width, self.models[PROTEIN_MODEL].width)
-
-    # -- connection ------------------------------------------------------------------------------
-    def _new_client(self) -> Any:
-        import tritonclient.grpc as grpcclient
-
-        args = [
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            # Reconnect quickly once a restarted server listens again (gRPC's default backoff
-            # grows to 120 s, longer than our whole retry deadline).
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.min_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-        ]
-        return grpcclient.InferenceServerClient(self.url, channel_args=args)
-
-    def _reconnect(self) -> None:
-        old = self._client
-        self._client = self._new_client()
+        self._failure: BaseException | None = None
+        self._pending: dict[str, list[_Job]] = {m: [] for m in MODELS}
+        self._outstanding: dict[int, tuple[Endpoint, _Job, float]] = {}
+        self._open: set[EmbeddingTicket] = set()
+        self._tokens = itertools.count()
+        self._order = itertools.count()
+        self._outage_since: float | None = None
+        self._model_stats = {m: {"requests": 0, "retries": 0, "seconds": 0.0, "frames": 0}
+                             for m in MODELS}
         try:
-            old.close()
-        except Exception:  # the old channel may already be broken; nothing to save
-            pass
+            self.reference = self._start_endpoints()
+        except BaseException:
+            self._close_endpoints()
+            raise
+        up = [e for e in self.endpoints if e.state == "up"]
+        self.batch_size = {m: min(batch_size or 1 << 30, *(e.settings[m].max_batch_size for e in up))
+                           for m in MODELS}
+        self.widths = (self.reference[DNA_MODEL].width, self.reference[PROTEIN_MODEL].width)
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="embed-dispatcher",
+                                            daemon=True)
+        self._dispatcher.start()
 
-    def _wait_ready(self) -> None:
-        """Bounded start-up check: server live and both models ready, else ServerUnavailable."""
-        deadline = time.monotonic() + self.connect_timeout
-        problem = "no answer"
-        while True:
-            remaining = deadline - time.monotonic()
-            per_call = max(0.5, min(3.0, remaining))
+    # -- start -----------------------------------------------------------------------------------
+    def _start_endpoints(self) -> dict[str, ModelSettings]:
+        """Connect to every endpoint at once; refuse any that serves other models (exit 2),
+        report those that are down (exit 3 only when none is usable)."""
+        errors: dict[str, BaseException] = {}
+
+        def start(ep: Endpoint) -> None:
             try:
-                if not self._client.is_server_live(client_timeout=per_call):
-                    problem = "server is not live"
-                else:
-                    missing = [m for m in MODELS
-                               if not self._client.is_model_ready(m, client_timeout=per_call)]
-                    if not missing:
-                        return
-                    problem = f"model {', '.join(missing)} not ready (or not in the repository)"
-            except Interrupted:
-                raise
-            except Exception as exc:  # tritonclient raises InferenceServerException
-                problem = _status_text(exc)[1].splitlines()[0] if str(exc) else type(exc).__name__
-            if time.monotonic() + 0.5 > deadline:
-                break
-            time.sleep(0.5)
-        raise ServerUnavailable(
-            f"Triton server at {self.url} unavailable after {self.connect_timeout:.0f} s: "
-            f"{problem}; "
-            "start it (orchestrator serve --model-repository ...) or pass --server HOST:PORT"
-        )
+                ep.connect()
+                ep.wait_ready(self.connect_timeout)
+                ep.settings = ep.read_settings(self.connect_timeout, self._max_in_flight)
+                ep.state = "up"
+            except BaseException as exc:  # reported below, per endpoint
+                errors[ep.url] = exc
+                ep.last_error = first_line(exc)
 
-    # -- model settings --------------------------------------------------------------------------
-    def _settings(self, model: str, batch_size: int | None, max_in_flight: int | None
-                  ) -> _ModelSettings:
-        try:
-            config = self._client.get_model_config(model, as_json=True,
-                                                   client_timeout=self.connect_timeout)["config"]
-            meta = self._client.get_model_metadata(model, as_json=True,
-                                                   client_timeout=self.connect_timeout)
-        except Exception as exc:
-            raise ServerUnavailable(f"Triton server at {self.url}: cannot read model {model}: "
-                                    f"{_status_text(exc)[1]}") from exc
-        max_bs = int(config.get("max_batch_size", 0) or 0)
-        if max_bs <= 0:
-            raise ServerUnavailable(f"model {model} at {self.url} has max_batch_size {max_bs}; "
-                                    "the contract needs a batching model (max_batch_size > 0)")
-        instances = 0
-        for group in config.get("instance_group", []) or [{}]:
-            count = int(group.get("count", 1) or 1)
-            gpus = group.get("gpus") or []
-            instances += count * max(1, len(gpus))
-        instances = max(1, instances)
-        params = config.get("parameters", {}) or {}
-        sha = (params.get("weights_sha256", {}) or {}).get("string_value") or "unknown"
-        versions = meta.get("versions") or ["unknown"]
-        version = str(max(versions, key=lambda v: int(v) if str(v).isdigit() else -1))
-        width = -1
-        for out in meta.get("outputs", []):
-            if out.get("name") == OUTPUT_NAME:
-                width = int(out.get("shape", [-1])[-1])
-        settings = _ModelSettings(
-            name=model, version=version, width=width, max_batch_size=max_bs, instances=instances,
-            batch_size=min(batch_size or max_bs, max_bs),
-            max_in_flight=max_in_flight or 2 * instances,
-            weights_sha256=sha,
-        )
-        if settings.width <= 0:  # variable output dims: ask the model once with a tiny input
-            probe = "ACGTACGTAC" if model == DNA_MODEL else "MKV"
-            settings.width = int(self._infer_sync(model, [probe]).shape[1])
-        return settings
+        threads = [threading.Thread(target=start, args=(ep,), daemon=True) for ep in self.endpoints]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        up = [e for e in self.endpoints if e.state == "up"]
+        if not up:
+            if len(self.endpoints) == 1:
+                exc = errors[self.urls[0]]
+                if not isinstance(exc, OrchestratorError):
+                    raise ServerUnavailable(f"Triton server at {self.urls[0]}: {first_line(exc)}")
+                raise ServerUnavailable(f"{exc}; start it (orchestrator serve --model-repository "
+                                        "...) or pass --server HOST:PORT") from exc
+            raise ServerUnavailable(
+                f"none of the {len(self.endpoints)} Triton endpoints is usable: "
+                + "; ".join(first_line(errors[u]) for u in self.urls))
+        reference = up[0]
+        for ep in up[1:]:
+            diffs = model_differences(reference.settings, ep.settings)
+            if diffs:
+                ep.state = "refused"
+                raise InputError(
+                    f"Triton at {ep.url} serves different models than {reference.url}: "
+                    f"{'; '.join(diffs)}; every endpoint of a run must serve the same weights")
+        now = time.monotonic()
+        for ep in self.endpoints:
+            if ep.state != "up":
+                ep.down_since = now
+                log.warning("warning: Triton at %s is unavailable at start (%s); running on %d of "
+                            "%d endpoints, it joins when it answers", ep.url, ep.last_error,
+                            len(up), len(self.endpoints))
+                self._watch(ep)
+        return reference.settings
 
-    def _infer_sync(self, model: str, strings: list[str]) -> np.ndarray:
-        import tritonclient.grpc as grpcclient
-
-        inp = grpcclient.InferInput(INPUT_NAME, [len(strings), 1], "BYTES")
-        inp._raw_content = bytes_tensor_payload(strings)
-        try:
-            res = self._client.infer(model, [inp], client_timeout=self.request_timeout)
-        except Exception as exc:
-            raise ServerUnavailable(f"model {model} at {self.url} failed: {exc}") from exc
-        return res.as_numpy(OUTPUT_NAME)
-
+    # -- information -----------------------------------------------------------------------------
     def models_info(self) -> list[dict[str, Any]]:
-        """Names, versions, checksums and widths as the server reports them (for run.json)."""
+        """Names, versions, checksums and widths as the servers report them (for run.json)."""
+        up = [e for e in self.endpoints if e.settings]
         return [
             {"name": s.name, "version": s.version, "weights_sha256": s.weights_sha256,
-             "width": s.width, "max_batch_size": s.max_batch_size, "instances": s.instances,
-             "batch_size": s.batch_size, "max_in_flight": s.max_in_flight}
-            for s in self.models.values()
+             "width": s.width,
+             "max_batch_size": min(e.settings[m].max_batch_size for e in up),
+             "instances": sum(e.settings[m].instances for e in up),
+             "batch_size": self.batch_size[m],
+             "max_in_flight": sum(e.settings[m].max_in_flight for e in up)}
+            for m, s in self.reference.items()
         ]
 
     def stats(self) -> dict[str, dict[str, float]]:
-        return {m: dict(s.stats) for m, s in self.models.items()}
+        with self._lock:
+            return {m: dict(s) for m, s in self._model_stats.items()}
 
-    # -- embedding -------------------------------------------------------------------------------
-    def _jobs(self, model: str, strings: list[str]) -> deque[_Job]:
-        """Length-sorted batches, so each request pads little on the server."""
-        settings = self.models[model]
+    def endpoints_info(self) -> list[dict[str, Any]]:
+        """Per endpoint: state, requests, rows, failures, seconds unavailable (for run.json)."""
+        with self._lock:
+            now = time.monotonic()
+            infos = []
+            for ep in self.endpoints:
+                info = ep.info()
+                if ep.down_since is not None:
+                    info["unavailable_seconds"] = round(
+                        ep.stats.unavailable_seconds + now - ep.down_since, 3)
+                infos.append(info)
+            return infos
+
+    # -- submitting ------------------------------------------------------------------------------
+    def submit(self, nucleotides: list[str], proteins: list[str]) -> EmbeddingTicket:
+        """Queue a window's frames for both models and return at once."""
+        n = len(nucleotides)
+        ticket = EmbeddingTicket(n, {DNA_MODEL: self.widths[0], PROTEIN_MODEL: self.widths[1]})
+        if n == 0:
+            ticket._finish()
+            return ticket
+        jobs = [*self._jobs(ticket, DNA_MODEL, nucleotides),
+                *self._jobs(ticket, PROTEIN_MODEL, proteins)]
+        ticket.remaining = len(jobs)
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            self._events.put(("submit", ticket, jobs))
+        return ticket
+
+    def embed(self, nucleotides: list[str], proteins: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings [n, dna_width] and [n, protein_width] float32, rows in the given order."""
+        return self.submit(nucleotides, proteins).result()
+
+    def _jobs(self, ticket: EmbeddingTicket, model: str, strings: list[str]) -> list[_Job]:
+        """Length-sorted requests, so each pads little on the server."""
+        size = self.batch_size[model]
         lengths = np.fromiter((len(s) for s in strings), dtype=np.int64, count=len(strings))
         order = np.argsort(lengths, kind="stable")
-        jobs: deque[_Job] = deque()
-        for start in range(0, len(order), settings.batch_size):
-            rows = order[start:start + settings.batch_size]
-            payload = bytes_tensor_payload([strings[i] for i in rows])
-            jobs.append(_Job(model, rows, payload))
-        return jobs
+        return [_Job(ticket, model, rows, bytes_tensor_payload([strings[i] for i in rows]),
+                     next(self._order))
+                for rows in (order[s:s + size] for s in range(0, len(order), size))]
 
-    def _submit(self, job: _Job, done: queue.Queue[tuple[_Job, Any, Any]]) -> None:
+    # -- the dispatcher thread -------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        try:
+            while not self._closing.is_set():
+                self._send_pending()
+                self._check_deadline()
+                try:
+                    event = self._events.get(timeout=0.25)
+                except queue.Empty:
+                    continue
+                with self._lock:
+                    self._handle(event)
+        except BaseException as exc:  # handed to every waiting window
+            self._fail(exc)
+
+    def _handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "submit":
+            _, ticket, jobs = event
+            self._open.add(ticket)
+            for job in jobs:
+                heapq.heappush(self._pending[job.model], job)
+        elif kind == "done":
+            self._done(*event[1:])
+        elif kind == "up":
+            self._admit(*event[1:])
+
+    def _send_pending(self) -> None:
+        for model in MODELS:
+            heap = self._pending[model]
+            while heap:
+                ep = max((e for e in self.endpoints if e.state == "up" and e.free_slots(model) > 0),
+                         key=lambda e, m=model: e.free_slots(m), default=None)
+                if ep is None:
+                    break
+                self._send(ep, heapq.heappop(heap))
+
+    def _send(self, ep: Endpoint, job: _Job) -> None:
         import tritonclient.grpc as grpcclient
 
+        token = next(self._tokens)
+        now = time.monotonic()
+        ep.in_flight[job.model] += 1
+        self._outstanding[token] = (ep, job, now)
+        if job.ticket.first_sent is None:
+            job.ticket.first_sent = now
         inp = grpcclient.InferInput(INPUT_NAME, [len(job.rows), 1], "BYTES")
         # The payload is already in Triton's BYTES wire format; handing it over directly skips
         # tritonclient's per-element serialisation (set_data_from_numpy does the same assignment).
         inp._raw_content = job.payload
 
         def callback(result: Any, error: Any) -> None:
-            done.put((job, result, error))
+            self._events.put(("done", token, result, error))
 
-        self._client.async_infer(job.model, [inp], callback,
-                                 client_timeout=self.request_timeout)
+        try:
+            ep.client.async_infer(job.model, [inp], callback, headers=self.options.header_dict(),
+                                  client_timeout=self.request_timeout)
+        except Interrupted:
+            raise
+        except Exception as exc:  # channel closed under us: treat like a failed call
+            self._events.put(("done", token, None, exc))
 
-    def embed(self, nucleotides: list[str], proteins: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings [n, dna_width] and [n, protein_width] float32, rows in the given order."""
-        n = len(nucleotides)
-        outputs = {m: np.empty((n, s.width), dtype=np.float32) for m, s in self.models.items()}
-        if n == 0:
-            return outputs[DNA_MODEL], outputs[PROTEIN_MODEL]
-        pending = {DNA_MODEL: self._jobs(DNA_MODEL, nucleotides),
-                   PROTEIN_MODEL: self._jobs(PROTEIN_MODEL, proteins)}
-        remaining = sum(len(j) for j in pending.values())
-        in_flight = dict.fromkeys(MODELS, 0)
-        started: dict[int, float] = {}
-        done: queue.Queue[tuple[_Job, Any, Any]] = queue.Queue()
-        outage_since: float | None = None
-        last_error = ""
-        while remaining:
-            now = time.monotonic()
-            for model in MODELS:
-                settings = self.models[model]
-                jobs = pending[model]
-                while (jobs and in_flight[model] < settings.max_in_flight
-                       and jobs[0].not_before <= now):
-                    job = jobs.popleft()
-                    started[id(job)] = now
+    def _done(self, token: int, result: Any, error: Any) -> None:
+        entry = self._outstanding.pop(token, None)
+        if entry is None:
+            return  # its endpoint was marked down and the request already re-sent
+        ep, job, sent = entry
+        ep.in_flight[job.model] -= 1
+        if error is not None:
+            self._failed(ep, job, error)
+            return
+        width = self.reference[job.model].width
+        try:
+            emb = result.as_numpy(OUTPUT_NAME)
+        except Exception as exc:
+            raise OrchestratorError(f"model {job.model} at {ep.url} answered without "
+                                    f"{OUTPUT_NAME}: {exc}") from exc
+        if emb is None or emb.shape != (len(job.rows), width):
+            raise OrchestratorError(f"model {job.model} at {ep.url} returned shape "
+                                    f"{None if emb is None else emb.shape}, expected "
+                                    f"{(len(job.rows), width)}")
+        ticket = job.ticket
+        ticket.outputs[job.model][job.rows] = emb
+        ticket.remaining -= 1
+        if ticket.remaining == 0:
+            self._open.discard(ticket)
+            ticket._finish()
+        self._outage_since = None
+        ep.stats.requests += 1
+        ep.stats.rows += len(job.rows)
+        stats = self._model_stats[job.model]
+        stats["requests"] += 1
+        stats["frames"] += len(job.rows)
+        stats["seconds"] += time.monotonic() - sent
+
+    def _failed(self, ep: Endpoint, job: _Job, error: Any) -> None:
+        if not is_retriable(error):
+            raise OrchestratorError(f"model {job.model} at {ep.url} rejected a request: "
+                                    f"{first_line(error)}")
+        ep.stats.failures += 1
+        self._requeue(job)
+        if job.attempts > MAX_ATTEMPTS:
+            raise ServerUnavailable(f"a request to {job.model} failed {job.attempts} times "
+                                    f"(last at {ep.url}: {first_line(error)})")
+        self._mark_down(ep, f"model {job.model}: {first_line(error)}")
+
+    def _requeue(self, job: _Job) -> None:
+        job.attempts += 1
+        self._model_stats[job.model]["retries"] += 1
+        heapq.heappush(self._pending[job.model], job)
+
+    def _mark_down(self, ep: Endpoint, reason: str) -> None:
+        """Take `ep` out of rotation: its outstanding requests go back to the queue now (the
+        other endpoints take them), its channel is replaced, a probe watches for its return."""
+        if ep.state != "up":
+            return
+        now = time.monotonic()
+        ep.state = "down"
+        ep.down_since = now
+        ep.last_error = reason
+        moved = [t for t, (e, _, _) in self._outstanding.items() if e is ep]
+        for token in moved:
+            self._requeue(self._outstanding.pop(token)[1])
+        ep.in_flight = dict.fromkeys(MODELS, 0)
+        if self._outage_since is None:
+            self._outage_since = now
+        others = sum(e.state == "up" for e in self.endpoints)
+        log.warning("Triton at %s failed (%s); %d outstanding requests re-sent to %d other "
+                    "endpoint(s); retrying it for up to %.0f s", ep.url, reason, len(moved) + 1,
+                    others, self.retry_deadline)
+        ep.connect()  # closing the old channel cancels its calls; their answers are ignored
+        self._watch(ep)
+
+    def _watch(self, ep: Endpoint) -> None:
+        """Probe a down endpoint on its own thread; post "up" (with its settings the first time)
+        once it is live and both models are ready."""
+        client = ep.client
+
+        def run() -> None:
+            probe = Endpoint(ep.url, ep.options, ep.request_timeout, client=client)
+            while not self._closing.wait(PROBE_INTERVAL_S):
+                if ep.client is not client:
+                    return  # replaced (closed run, or marked down again)
+                if not probe.probe(timeout=2.0):
+                    ep.last_error = probe.last_error or ep.last_error
+                    continue
+                settings = None
+                if not ep.settings:
                     try:
-                        self._submit(job, done)
-                    except Interrupted:
-                        raise
-                    except Exception as exc:  # channel closed under us: treat like a failed call
-                        done.put((job, None, exc))
-                    in_flight[model] += 1
-            try:
-                job, result, error = done.get(timeout=0.25)
-            except queue.Empty:
-                self._check_deadline(outage_since, last_error)
-                continue
-            in_flight[job.model] -= 1
-            settings = self.models[job.model]
-            elapsed = time.monotonic() - started.pop(id(job), now)
-            if error is None:
-                try:
-                    emb = result.as_numpy(OUTPUT_NAME)
-                except Interrupted:
-                    raise
-                except Exception as exc:
-                    raise OrchestratorError(f"model {job.model} at {self.url} answered without "
-                                            f"{OUTPUT_NAME}: {exc}") from exc
-                if emb is None or emb.shape != (len(job.rows), settings.width):
-                    raise OrchestratorError(
-                        f"model {job.model} at {self.url} returned shape "
-                        f"{None if emb is None else emb.shape}, expected "
-                        f"{(len(job.rows), settings.width)}")
-                outputs[job.model][job.rows] = emb
-                remaining -= 1
-                outage_since = None
-                settings.stats["requests"] += 1
-                settings.stats["frames"] += len(job.rows)
-                settings.stats["seconds"] += elapsed
-                continue
-            if not is_retriable(error):
-                raise OrchestratorError(f"model {job.model} at {self.url} rejected a request: "
-                                        f"{_status_text(error)[1]}")
-            last_error = f"model {job.model}: {_status_text(error)[1].splitlines()[0]}"
-            if outage_since is None:
-                outage_since = now
-                log.warning("Triton at %s: %s; retrying for up to %.0f s",
-                            self.url, last_error, self.retry_deadline)
-                with self._lock:
-                    self._reconnect()
-            self._check_deadline(outage_since, last_error)
-            job.attempts += 1
-            settings.stats["retries"] += 1
-            job.not_before = time.monotonic() + min(MAX_BACKOFF_S, 0.25 * 2 ** (job.attempts - 1))
-            pending[job.model].appendleft(job)
-        return outputs[DNA_MODEL], outputs[PROTEIN_MODEL]
+                        settings = probe.read_settings(self.connect_timeout, self._max_in_flight)
+                    except OrchestratorError as exc:
+                        ep.last_error = str(exc)
+                        continue
+                self._events.put(("up", ep, client, settings))
+                return
 
-    def _check_deadline(self, outage_since: float | None, last_error: str) -> None:
-        if outage_since is not None and time.monotonic() - outage_since > self.retry_deadline:
+        if client is None:
+            ep.connect()
+            client = ep.client
+        threading.Thread(target=run, name=f"health-{ep.url}", daemon=True).start()
+
+    def _admit(self, ep: Endpoint, client: Any, settings: dict[str, ModelSettings] | None) -> None:
+        if ep.client is not client or ep.state != "down":
+            return
+        if settings is not None:
+            diffs = model_differences(self.reference, settings)
+            diffs += [f"{m} max_batch_size {settings[m].max_batch_size} is below this run's "
+                      f"requests of {self.batch_size[m]}" for m in MODELS
+                      if settings[m].max_batch_size < self.batch_size[m]]
+            if diffs:
+                ep.state = "refused"
+                ep.last_error = "; ".join(diffs)
+                log.error("Triton at %s refused: it serves different models than this run (%s)",
+                          ep.url, ep.last_error)
+                return
+            ep.settings = settings
+        now = time.monotonic()
+        if ep.down_since is not None:
+            ep.stats.unavailable_seconds += now - ep.down_since
+        ep.down_since = None
+        ep.state = "up"
+        log.info("Triton at %s answers again; re-admitted", ep.url)
+
+    def _check_deadline(self) -> None:
+        if self._outage_since is None or any(e.state == "up" for e in self.endpoints):
+            return
+        if time.monotonic() - self._outage_since > self.retry_deadline:
+            errors = "; ".join(f"{e.url}: {e.last_error}" for e in self.endpoints)
             raise ServerUnavailable(
-                f"Triton server at {self.url} unavailable for {self.retry_deadline:.0f} s "
-                f"({last_error}); finished windows are checkpointed, rerun the same command "
-                "to resume once the server is back")
+                f"no Triton endpoint answered for {self.retry_deadline:.0f} s ({errors}); "
+                "finished windows are checkpointed, rerun the same command to resume once a "
+                "server is back")
+
+    def _fail(self, exc: BaseException) -> None:
+        """The run cannot go on: every window still waiting gets the error."""
+        with self._lock:
+            self._failure = exc
+            waiting = list(self._open)
+            self._open.clear()
+            while True:
+                try:
+                    event = self._events.get_nowait()
+                except queue.Empty:
+                    break
+                if event[0] == "submit":
+                    waiting.append(event[1])
+        for ticket in waiting:
+            if not ticket.future.done():
+                ticket.future.set_exception(exc)
+
+    # -- closing ---------------------------------------------------------------------------------
+    def _close_endpoints(self) -> None:
+        for ep in self.endpoints:
+            ep.close()
 
     def close(self) -> None:
-        try:
-            self._client.close()
-        except Exception:  # closing a broken channel must not hide the real error
-            pass
+        self._closing.set()
+        self._events.put(("close",))
+        if self._dispatcher.is_alive() and self._dispatcher is not threading.current_thread():
+            self._dispatcher.join(timeout=5.0)
+        self._close_endpoints()
 
     def __enter__(self) -> EmbeddingClient:
         return self

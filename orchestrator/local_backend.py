@@ -7,7 +7,10 @@ torch and the encoders are imported here only, so `--backend triton` never impor
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,8 @@ class LocalBackend:
                 "device": device,
             })
             self._stats[model] = {"requests": 0, "frames": 0, "seconds": 0.0, "retries": 0}
+        self._queue: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=self._work, name="embed-local", daemon=True).start()
         self.widths = (int(self._embedders[DNA_MODEL].hidden_size),
                        int(self._embedders[PROTEIN_MODEL].hidden_size))
 
@@ -85,6 +90,23 @@ class LocalBackend:
         s["seconds"] += time.perf_counter() - t0
         return out
 
+    def submit(self, nucleotides: list[str], proteins: list[str]
+               ) -> Future[tuple[np.ndarray, np.ndarray]]:
+        """Embed on the backend's one worker thread (windows run in order, one at a time) while
+        the caller reads the next window and writes the previous one."""
+        future: Future[tuple[np.ndarray, np.ndarray]] = Future()
+        self._queue.put((future, nucleotides, proteins))
+        return future
+
+    def _work(self) -> None:
+        """The worker is a daemon thread: an interrupted run exits at once, not after the window."""
+        while (item := self._queue.get()) is not None:
+            future, nucleotides, proteins = item
+            try:
+                future.set_result(self.embed(nucleotides, proteins))
+            except BaseException as exc:  # handed to the caller by result()
+                future.set_exception(exc)
+
     def embed(self, nucleotides: list[str], proteins: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if not nucleotides:
             return (np.empty((0, self.widths[0]), np.float32),
@@ -92,4 +114,5 @@ class LocalBackend:
         return self._run(DNA_MODEL, nucleotides), self._run(PROTEIN_MODEL, proteins)
 
     def close(self) -> None:
+        self._queue.put(None)
         self._embedders.clear()

@@ -15,10 +15,10 @@ import os
 import platform
 import shutil
 import sys
-import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,9 +30,11 @@ from orchestrator import __version__
 from orchestrator.checkpoint import Checkpoint
 from orchestrator.chunking import chunk_sequence
 from orchestrator.classifier import Classifier, load_classifier
+from orchestrator.endpoints import ConnectionOptions, parse_servers
 from orchestrator.errors import InputError
 from orchestrator.fasta import read_records, scan_inputs, spool_stdin
 from orchestrator.frames import kept_frames_batch
+from orchestrator.outdir_lock import OutdirLock
 from orchestrator.outputs import (
     HIGHEST_HEADER,
     PREDICTIONS_HEADER,
@@ -47,6 +49,9 @@ from orchestrator.outputs import (
 log = logging.getLogger("orchestrator")
 
 STDIN_SPOOL_NAME = "stdin.spool"
+# Windows queued beyond the one being waited for: enough that the servers never wait for the
+# client between windows, few enough that memory stays a small number of windows.
+DEFAULT_LOOKAHEAD = 2
 
 
 @dataclass
@@ -150,33 +155,6 @@ def iter_windows(records: Iterator[Any], chunk_size: int, window_frames: int,
         yield current
 
 
-def _embed_in_background(backend: Any, window: Window) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
-    """Start embedding a window on a thread; the returned callable waits for [n, dna], [n, protein].
-
-    While the models embed window k the main thread reads and translates window k+1 and classifies
-    and writes window k-1, so the server does not sit idle while the client works. The thread is a
-    daemon: an interrupted run exits at once instead of waiting for its last requests.
-    """
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = backend.embed(window.nucleotides, window.proteins)
-        except BaseException as exc:  # handed to the main thread by wait()
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name=f"embed-window-{window.index}", daemon=True)
-    thread.start()
-
-    def wait() -> tuple[np.ndarray, np.ndarray]:
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-
-    return wait
-
-
 def _classify(classifier: Classifier, dna: np.ndarray, prot: np.ndarray) -> np.ndarray:
     """concat [n, dna + protein] -> probabilities [n, 2] float32."""
     if not len(dna):
@@ -216,12 +194,14 @@ def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | No
     return predictions, highest, "".join(summary), carried
 
 
-def _open_backend(backend: str, *, server: str, model_repository: str | None,
-                  batch_size: int | None, max_in_flight: int | None) -> Any:
+def _open_backend(backend: str, *, servers: list[str], model_repository: str | None,
+                  batch_size: int | None, max_in_flight: int | None,
+                  connection: ConnectionOptions | None) -> Any:
     if backend == "triton":
         from orchestrator.client import EmbeddingClient
 
-        return EmbeddingClient(server, batch_size=batch_size, max_in_flight=max_in_flight)
+        return EmbeddingClient(servers, batch_size=batch_size, max_in_flight=max_in_flight,
+                               options=connection)
     if backend == "local":
         from orchestrator.local_backend import LocalBackend
 
@@ -230,13 +210,15 @@ def _open_backend(backend: str, *, server: str, model_repository: str | None,
 
 
 def _check_args(chunk_size: int, window: int, batch_size: int | None,
-                max_in_flight: int | None, inputs: Sequence[str]) -> None:
+                max_in_flight: int | None, lookahead: int, inputs: Sequence[str]) -> None:
     if not inputs:
         raise InputError("no input given")
     if chunk_size <= 0:
         raise InputError(f"--chunk-size must be positive, got {chunk_size}")
     if window <= 0:
         raise InputError(f"--window must be positive, got {window}")
+    if lookahead < 0:
+        raise InputError(f"--lookahead must be 0 or more, got {lookahead}")
     if batch_size is not None and batch_size <= 0:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
     if max_in_flight is not None and max_in_flight <= 0:
@@ -283,20 +265,40 @@ def run_predict(
     chunk_size: int,
     classifier: str,
     backend: str = "triton",
-    server: str = "localhost:8001",
+    server: str | Sequence[str] = "localhost:8001",
     model_repository: str | None = None,
     batch_size: int | None = None,
     max_in_flight: int | None = None,
     window: int = 4096,
+    lookahead: int = DEFAULT_LOOKAHEAD,
     restart: bool = False,
     progress: bool = False,
+    connection: ConnectionOptions | None = None,
 ) -> dict[str, Any]:
-    """Run the whole pipeline; returns the run record (also written as run.json)."""
-    wall0 = time.perf_counter()
-    cpu0 = time.process_time()
-    _check_args(chunk_size, window, batch_size, max_in_flight, inputs)
+    """Run the whole pipeline; returns the run record (also written as run.json).
+
+    `server`: one HOST:PORT, a comma-separated list, or a sequence of them (all used at once).
+    """
+    _check_args(chunk_size, window, batch_size, max_in_flight, lookahead, inputs)
+    servers = parse_servers([server] if isinstance(server, str) else server)
     paths = OutputPaths(outdir)
     paths.outdir.mkdir(parents=True, exist_ok=True)
+    with OutdirLock(paths.outdir):
+        return _predict(inputs=inputs, paths=paths, chunk_size=chunk_size, classifier=classifier,
+                        backend=backend, servers=servers, model_repository=model_repository,
+                        batch_size=batch_size, max_in_flight=max_in_flight, window=window,
+                        lookahead=lookahead, restart=restart, progress=progress,
+                        connection=connection)
+
+
+def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, classifier: str,
+             backend: str, servers: list[str], model_repository: str | None,
+             batch_size: int | None, max_in_flight: int | None, window: int, lookahead: int,
+             restart: bool, progress: bool, connection: ConnectionOptions | None
+             ) -> dict[str, Any]:
+    wall0 = time.perf_counter()
+    cpu0 = time.process_time()
+    outdir = paths.outdir
     ckpt = Checkpoint(paths)
     ckpt.refuse_foreign(restart)
 
@@ -312,17 +314,20 @@ def run_predict(
     parameters = {
         "inputs": list(inputs), "outdir": str(outdir), "chunk_size": chunk_size,
         "classifier": str(classifier), "backend": backend,
-        "server": server if backend == "triton" else None,
+        "servers": servers if backend == "triton" else None,
+        "tls": connection.describe() if connection is not None and backend == "triton" else None,
+        "headers": sorted(k for k, _ in connection.headers) if connection is not None else [],
         "model_repository": model_repository, "batch_size": batch_size,
-        "max_in_flight": max_in_flight, "window": window, "restart": restart,
+        "max_in_flight": max_in_flight, "window": window, "lookahead": lookahead,
+        "restart": restart,
     }
     if scan.n_records == 0:
         log.warning("warning: no FASTA records in %s; writing header-only outputs",
                     ", ".join(inputs))
         return _write_empty(paths, ckpt, parameters, clf, clf_sha, input_digests, wall0, cpu0)
 
-    be = _open_backend(backend, server=server, model_repository=model_repository,
-                       batch_size=batch_size, max_in_flight=max_in_flight)
+    be = _open_backend(backend, servers=servers, model_repository=model_repository,
+                       batch_size=batch_size, max_in_flight=max_in_flight, connection=connection)
     try:
         dna_w, prot_w = be.widths
         clf.check_widths(dna_w, prot_w)
@@ -350,9 +355,10 @@ def run_predict(
                      scan.n_records, scan.n_bases, chunk_size, window)
         record = _run_windows(
             read_paths=read_paths, paths=paths, ckpt=ckpt, backend=be, clf=clf,
-            chunk_size=chunk_size, window=window, done=done, progress=progress,
-            total_bases=scan.n_bases,
+            chunk_size=chunk_size, window=window, lookahead=lookahead, done=done,
+            progress=progress, total_bases=scan.n_bases,
         )
+        endpoints = getattr(be, "endpoints_info", lambda: None)()
     finally:
         be.close()
     counters, timings, frames_embedded, windows_run = record
@@ -361,7 +367,7 @@ def run_predict(
     timings["total"] = wall
     stats = getattr(be, "stats", lambda: {})()
     run_json = _run_record(
-        parameters=parameters, backend=backend, server=server, models=models, stats=stats,
+        parameters=parameters, backend=backend, endpoints=endpoints, models=models, stats=stats,
         clf=clf, clf_path=classifier, clf_sha=clf_sha, input_digests=input_digests,
         counters=counters, timings=timings, frames_embedded=frames_embedded,
         windows_reused=done, windows_run=windows_run, wall=wall,
@@ -377,8 +383,8 @@ def run_predict(
 
 
 def _run_windows(*, read_paths: list[str], paths: OutputPaths, ckpt: Checkpoint, backend: Any,
-                 clf: Classifier, chunk_size: int, window: int, done: int, progress: bool,
-                 total_bases: int) -> tuple[Counters, dict[str, float], int, int]:
+                 clf: Classifier, chunk_size: int, window: int, lookahead: int, done: int,
+                 progress: bool, total_bases: int) -> tuple[Counters, dict[str, float], int, int]:
     """The main loop: skip finished windows (frames regenerated, not embedded), score the rest."""
     counters = Counters()
     timings = dict.fromkeys(("preprocess", "embed", "classify", "write"), 0.0)
@@ -405,13 +411,16 @@ def _run_windows(*, read_paths: list[str], paths: OutputPaths, ckpt: Checkpoint,
         windows_run += 1
         log.debug("window %d: %d frames", w.index, len(w.frame_ids))
 
-    def wait_for(wait: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    def wait_for(ticket: Any) -> tuple[np.ndarray, np.ndarray]:
         t0 = time.perf_counter()
-        embeddings = wait()
+        embeddings = ticket.result()
         timings["embed"] += time.perf_counter() - t0
         return embeddings
 
-    embedding: tuple[Window, Callable[[], tuple[np.ndarray, np.ndarray]]] | None = None
+    # Windows whose requests are queued or in flight, oldest first. Up to 1 + lookahead at once:
+    # the servers work on the next windows while the oldest one's last requests are in flight
+    # and while this thread reads, translates, classifies and writes. Commits stay in order.
+    in_flight: deque[tuple[Window, Any]] = deque()
     try:
         windows = iter_windows(read_records(read_paths), chunk_size, window, counters,
                                bar.update if bar is not None else None)
@@ -426,14 +435,19 @@ def _run_windows(*, read_paths: list[str], paths: OutputPaths, ckpt: Checkpoint,
             w.progress = {"frames": counters.frames, "records": counters.records}
             if w.index < done:
                 continue
-            # one window embeds at a time; the previous one is classified and written meanwhile
-            previous = embedding
-            embeddings = wait_for(previous[1]) if previous is not None else None
-            embedding = (w, _embed_in_background(backend, w))
-            if previous is not None:
-                finish(previous[0], embeddings)
-        if embedding is not None:
-            finish(embedding[0], wait_for(embedding[1]))
+            ready = []
+            while len(in_flight) > lookahead:
+                oldest, ticket = in_flight.popleft()
+                ready.append((oldest, wait_for(ticket)))
+            in_flight.append((w, backend.submit(w.nucleotides, w.proteins)))
+            for oldest, embeddings in ready:  # written while the servers embed what is queued
+                finish(oldest, embeddings)
+            while len(in_flight) > 1 and in_flight[0][1].done():
+                oldest, ticket = in_flight.popleft()
+                finish(oldest, wait_for(ticket))
+        while in_flight:
+            oldest, ticket = in_flight.popleft()
+            finish(oldest, wait_for(ticket))
     finally:
         if bar is not None:
             bar.close()
@@ -443,8 +457,9 @@ def _run_windows(*, read_paths: list[str], paths: OutputPaths, ckpt: Checkpoint,
     return counters, timings, frames_embedded, windows_run
 
 
-def _run_record(*, parameters: dict[str, Any], backend: str, server: str,
-                models: list[dict[str, Any]], stats: dict[str, Any], clf: Classifier,
+def _run_record(*, parameters: dict[str, Any], backend: str,
+                endpoints: list[dict[str, Any]] | None, models: list[dict[str, Any]],
+                stats: dict[str, Any], clf: Classifier,
                 clf_path: str, clf_sha: str, input_digests: list[str], counters: Counters,
                 timings: dict[str, float], frames_embedded: int, windows_reused: int,
                 windows_run: int, wall: float, cpu: float) -> dict[str, Any]:
@@ -463,7 +478,8 @@ def _run_record(*, parameters: dict[str, Any], backend: str, server: str,
         "python": platform.python_version(),
         "parameters": parameters,
         "backend": backend,
-        "server": server if backend == "triton" else None,
+        "servers": parameters["servers"],
+        "endpoints": endpoints,
         "models": models,
         "classifier": {"path": str(Path(clf_path).resolve()), "sha256": clf_sha,
                        "input_width": int(clf.input_width)},
@@ -491,8 +507,8 @@ def _write_empty(paths: OutputPaths, ckpt: Checkpoint, parameters: dict[str, Any
     counters = Counters()
     wall = time.perf_counter() - wall0
     run_json = _run_record(
-        parameters=parameters, backend=parameters["backend"], server=parameters["server"] or "",
-        models=[], stats={}, clf=clf, clf_path=parameters["classifier"], clf_sha=clf_sha,
+        parameters=parameters, backend=parameters["backend"], endpoints=None, models=[],
+        stats={}, clf=clf, clf_path=parameters["classifier"], clf_sha=clf_sha,
         input_digests=input_digests, counters=counters, timings={"total": wall},
         frames_embedded=0, windows_reused=0, windows_run=0, wall=wall,
         cpu=time.process_time() - cpu0,

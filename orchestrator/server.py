@@ -24,11 +24,14 @@ import sys
 import sysconfig
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 from orchestrator.errors import InputError, ServerUnavailable
 
@@ -89,6 +92,30 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return preexec
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """TLS for Triton's gRPC endpoint: certificate + key; a root certificate makes it mutual
+    (clients must present a certificate signed by that CA)."""
+
+    cert: str
+    key: str
+    root_cert: str | None = None
+
+    def check(self) -> None:
+        for label, path in (("--ssl-cert", self.cert), ("--ssl-key", self.key),
+                            ("--ssl-root-cert", self.root_cert)):
+            if path is not None and not os.path.isfile(path):
+                raise InputError(f"{label} {path}: no such file")
+
+    def flags(self) -> list[str]:
+        flags = [f"--grpc-server-cert={Path(self.cert).resolve()}",
+                 f"--grpc-server-key={Path(self.key).resolve()}"]
+        if self.root_cert is None:
+            return ["--grpc-use-ssl=true", *flags]
+        return ["--grpc-use-ssl-mutual=true", *flags,
+                f"--grpc-root-cert={Path(self.root_cert).resolve()}"]
+
+
 class TritonServer:
     """One tritonserver process on fixed ports; use as a context manager (start + ready, stop).
 
@@ -106,9 +133,13 @@ class TritonServer:
         metrics_port: int | None = None,
         gpu: bool = False,
         ready_timeout: float = 120.0,
+        tls: ServerTLS | None = None,
+        extra_flags: Sequence[str] = (),
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.host = host
+        self.tls = tls
+        self.extra_flags = list(extra_flags)
         self.grpc_port = grpc_port if grpc_port is not None else free_port(_client_host(host))
         self.http_port = http_port if http_port is not None else free_port(_client_host(host))
         self.metrics_port = (
@@ -129,8 +160,13 @@ class TritonServer:
         return f"{_client_host(self.host)}:{self.grpc_port}"
 
     @property
+    def http_host(self) -> str:
+        """Triton's HTTP endpoint has no TLS: with TLS on gRPC it listens on loopback only."""
+        return "127.0.0.1" if self.tls is not None else self.host
+
+    @property
     def http_url(self) -> str:
-        return f"{_client_host(self.host)}:{self.http_port}"
+        return f"{_client_host(self.http_host)}:{self.http_port}"
 
     @property
     def log_path(self) -> Path | None:
@@ -179,12 +215,14 @@ class TritonServer:
                 raise InputError(f"{label} port {port} is not a TCP port number (1-65535)")
         if len(set(ports.values())) < len(ports):
             raise InputError(f"the gRPC, HTTP and metrics ports must differ, got {ports}")
+        if self.tls is not None:
+            self.tls.check()
 
     def _flags(self, backends: Path | None) -> list[str]:
         flags = [
             f"--model-repository={self.model_repository}",
             f"--grpc-address={self.host}",
-            f"--http-address={self.host}",
+            f"--http-address={self.http_host}",
             f"--grpc-port={self.grpc_port}",
             f"--http-port={self.http_port}",
             f"--metrics-port={self.metrics_port}",
@@ -192,65 +230,60 @@ class TritonServer:
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--log-verbose=0",
         ]
+        if self.tls is not None:
+            flags += self.tls.flags()
         if backends is not None:
             flags.append(f"--backend-directory={backends}")
         if self.gpu:
             flags.append("--model-config-name=gpu")
         else:
             flags += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
-        return flags
+        return flags + self.extra_flags
 
     def wait_ready(
         self, timeout: float | None = None, *, should_stop: Callable[[], bool] | None = None
     ) -> None:
         """Block until every model is ready; on exit, deadline or failure kill the server and raise.
 
-        Readiness is checked per model: with strict readiness one failed model makes the whole
-        server not-ready, and a model whose Python stub cannot start never becomes ready at all.
-        `should_stop` lets a signal handler end the wait early (returns without raising).
+        Readiness is checked per model, over HTTP (plain even when gRPC requires TLS and client
+        certificates): with strict readiness one failed model makes the whole server not-ready,
+        and a model whose Python stub cannot start never becomes ready at all. `should_stop` lets
+        a signal handler end the wait early (returns without raising).
         """
-        import tritonclient.grpc as grpcclient
-
         if self.process is None:
             raise RuntimeError("server not started")
         timeout = self.ready_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        client = grpcclient.InferenceServerClient(self.grpc_url)
-        try:
-            while True:
-                if should_stop is not None and should_stop():
-                    return
-                code = self.process.poll()
-                if code is not None:
-                    reason = f"tritonserver exited with code {code} before all models were ready"
-                    break
-                if time.monotonic() > deadline:
-                    waiting = ", ".join(self._not_ready(client))
-                    reason = f"not ready after {timeout:g} s: {waiting}; last server log line"
-                    break
-                if self._all_ready(client):
-                    return
-                time.sleep(_POLL_S)
-        finally:
-            client.close()
+        while True:
+            if should_stop is not None and should_stop():
+                return
+            code = self.process.poll()
+            if code is not None:
+                reason = f"tritonserver exited with code {code} before all models were ready"
+                break
+            waiting = self.models_not_ready()
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                reason = f"not ready after {timeout:g} s: {', '.join(waiting)}; last server log line"
+                break
+            time.sleep(_POLL_S)
         self.stop()
         raise ServerUnavailable(f"{reason}: {self.last_log_line()}")
 
-    def _all_ready(self, client: Any) -> bool:
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            return all(client.is_model_ready(m) for m in self.models)
-        except InferenceServerException:
-            return False  # gRPC endpoint not up yet
-
-    def _not_ready(self, client: Any) -> list[str]:
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            return [m for m in self.models if not client.is_model_ready(m)]
-        except InferenceServerException:
-            return list(self.models)  # the endpoint opens only after every model has loaded
+    def models_not_ready(self) -> list[str]:
+        """Models whose HTTP ready endpoint does not answer 200 (all of them before it listens)."""
+        waiting = []
+        for model in self.models:
+            url = f"http://{self.http_url}/v2/models/{model}/ready"
+            try:
+                with urllib.request.urlopen(url, timeout=2.0) as reply:
+                    ready = reply.status == 200
+            except (OSError, urllib.error.URLError):
+                ready = False
+            if not ready:
+                waiting.append(model)
+        return waiting
 
     def poll(self) -> int | None:
         """The server's exit code, or None while it runs."""
@@ -415,6 +448,7 @@ def serve(
     metrics_port: int = 8002,
     gpu: bool = False,
     ready_timeout: float = 300.0,
+    tls: ServerTLS | None = None,
 ) -> int:
     """Run tritonserver in the foreground until SIGTERM/SIGINT (returns 0 then).
 
@@ -423,16 +457,16 @@ def serve(
     """
     server = TritonServer(
         model_repository, host=host, grpc_port=grpc_port, http_port=http_port,
-        metrics_port=metrics_port, gpu=gpu, ready_timeout=ready_timeout,
+        metrics_port=metrics_port, gpu=gpu, ready_timeout=ready_timeout, tls=tls,
     )
     with _stop_signals() as received:
         try:
             server.start()
             server.wait_ready(should_stop=lambda: bool(received))
             if not received:
-                log.info("ready: grpc %s models: %s (http %s, server log %s)",
-                         server.grpc_url, ", ".join(server.models), server.http_url,
-                         server.log_path)
+                log.info("ready: grpc %s%s models: %s (http %s, server log %s)",
+                         server.grpc_url, _tls_note(tls), ", ".join(server.models),
+                         server.http_url, server.log_path)
             while not received:
                 code = server.poll()
                 if code is not None:
@@ -451,3 +485,9 @@ def serve(
         finally:
             server.stop()
             server.cleanup()
+
+
+def _tls_note(tls: ServerTLS | None) -> str:
+    if tls is None:
+        return ""
+    return " (TLS, client certificates required)" if tls.root_cert else " (TLS)"
