@@ -354,13 +354,14 @@ def tls_problem(url: str, options: ConnectionOptions, grpc_error: str) -> str | 
             return "the server requires TLS but this client connected in plaintext; pass --ssl " \
                    "(and --ssl-root-cert CA.pem for a private CA)"
         return None
-    alert = _tls_alert(host, int(port), options)
-    if alert is None:
+    rejection = _tls_rejection(host, int(port), options)
+    if rejection is None:
         return None
-    if "certificate required" in alert or "handshake failure" in alert or "bad certificate" in alert:
-        return (f"the server requires a client certificate ({alert}); pass --ssl-cert and "
-                "--ssl-key signed by a CA the server trusts")
-    return f"the server ended the TLS session ({alert})"
+    if options.cert:
+        return (f"the server rejected this client's certificate ({rejection}); --ssl-cert must be "
+                "signed by a CA the server trusts")
+    return (f"the server requires a client certificate ({rejection}); pass --ssl-cert and "
+            "--ssl-key signed by a CA the server trusts")
 
 
 def _speaks_tls(host: str, port: int, timeout: float = 2.0) -> bool:
@@ -376,24 +377,27 @@ def _speaks_tls(host: str, port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def _tls_alert(host: str, port: int, options: ConnectionOptions, timeout: float = 2.0
-               ) -> str | None:
-    """The alert a TLS server sends after our handshake (TLS 1.3 rejects a missing client
-    certificate only after the client considers the handshake done), or None."""
+def _tls_rejection(host: str, port: int, options: ConnectionOptions, timeout: float = 2.0
+                   ) -> str | None:
+    """How a TLS server turns us away after the handshake, or None if it talks HTTP/2 to us.
+
+    With TLS 1.3 the client finishes its handshake before the server has checked the client's
+    certificate; a server that wants one (or rejects ours) then sends an alert or just closes.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the server's certificate was accepted by gRPC already
+    ctx.verify_mode = ssl.CERT_NONE  # gRPC has accepted the server's certificate already
     ctx.set_alpn_protocols(["h2"])
     if options.cert and options.key:
         ctx.load_cert_chain(options.cert, options.key)
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw, \
                 ctx.wrap_socket(raw, server_hostname=host) as tls:
-            tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-            tls.recv(1)
+            tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # the HTTP/2 client preface
+            if tls.recv(1):
+                return None  # the server answered: not a TLS problem
+            return "connection closed right after the TLS handshake"
     except ssl.SSLError as exc:
         return str(getattr(exc, "reason", "") or exc).lower().replace("_", " ")
     except OSError:
         return None
-    return None
-

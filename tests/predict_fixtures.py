@@ -24,13 +24,17 @@ backend: "python"
 max_batch_size: {max_batch_size}
 input [ {{ name: "SEQUENCE" data_type: TYPE_STRING dims: [ 1 ] }} ]
 output [ {{ name: "EMBEDDING" data_type: TYPE_FP32 dims: [ {dims} ] }} ]
-instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+instance_group [ {{ kind: KIND_CPU count: {instances} }} ]
 dynamic_batching {{ max_queue_delay_microseconds: 1000 }}
-parameters [ {{ key: "weights_sha256" value: {{ string_value: "toy-{name}" }} }} ]
+parameters [
+  {{ key: "weights_sha256" value: {{ string_value: "toy-{name}{weights_tag}" }} }},
+  {{ key: "record_parameters_to" value: {{ string_value: "{record_to}" }} }}
+]
 """
 
 # EMBEDDING row = letter frequencies of the sequence in 8 bins (a pure function of the string).
 TOY_MODEL = """\
+import json
 import time
 
 import numpy as np
@@ -47,13 +51,17 @@ def embed(s):
 
 class TritonPythonModel:
     def initialize(self, args):
-        pass
+        params = json.loads(args["model_config"]).get("parameters", {{}})
+        self.record_to = params.get("record_parameters_to", {{}}).get("string_value", "")
 
     def execute(self, requests):
         out = []
         if DELAY:
             time.sleep(DELAY)
         for r in requests:
+            if self.record_to:  # request parameters: where Triton forwards gRPC headers
+                with open(self.record_to, "a") as fh:
+                    fh.write(r.parameters() + "\\n")
             x = pb_utils.get_input_tensor_by_name(r, "SEQUENCE").as_numpy().reshape(-1)
             e = np.stack([embed(s) for s in x]).astype(np.float32)
             out.append(pb_utils.InferenceResponse([pb_utils.Tensor("EMBEDDING", e)]))
@@ -63,17 +71,21 @@ class TritonPythonModel:
 
 def write_toy_repository(root: Path, delay: float = 0.0,
                          models: tuple[str, ...] = ("dnabert_s", "esm2"),
-                         max_batch_size: int = 16) -> Path:
+                         max_batch_size: int = 16, instances: int = 1, weights_tag: str = "",
+                         record_parameters_to: Path | None = None) -> Path:
     """dnabert_s (fixed width in the config) and esm2 (width -1: the client must probe).
 
-    `delay` seconds of sleep per execute() make a run slow enough to interrupt mid-way.
+    `delay` seconds of sleep per execute() make a run slow enough to interrupt mid-way;
+    `instances` per model; `weights_tag` changes the weights_sha256 the config declares;
+    `record_parameters_to` makes the models append each request's parameters to that file.
     """
     for name, dims in (("dnabert_s", str(TOY_WIDTH)), ("esm2", "-1")):
         if name not in models:
             continue
         (root / name / "1").mkdir(parents=True, exist_ok=True)
-        (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(name=name, dims=dims,
-                                                                max_batch_size=max_batch_size))
+        (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(
+            name=name, dims=dims, max_batch_size=max_batch_size, instances=instances,
+            weights_tag=weights_tag, record_to=record_parameters_to or ""))
         (root / name / "1" / "model.py").write_text(TOY_MODEL.format(delay=float(delay)))
     return root
 
