@@ -25,7 +25,7 @@ max_batch_size: {max_batch_size}
 input [ {{ name: "SEQUENCE" data_type: TYPE_STRING dims: [ 1 ] }} ]
 output [ {{ name: "EMBEDDING" data_type: TYPE_FP32 dims: [ {dims} ] }} ]
 instance_group [ {{ kind: KIND_CPU count: {instances} }} ]
-dynamic_batching {{ max_queue_delay_microseconds: 1000 }}
+{batching}
 parameters [
   {{ key: "weights_sha256" value: {{ string_value: "toy-{name}{weights_tag}" }} }},
   {{ key: "record_parameters_to" value: {{ string_value: "{record_to}" }} }}
@@ -72,20 +72,23 @@ class TritonPythonModel:
 def write_toy_repository(root: Path, delay: float = 0.0,
                          models: tuple[str, ...] = ("dnabert_s", "esm2"),
                          max_batch_size: int = 16, instances: int = 1, weights_tag: str = "",
-                         record_parameters_to: Path | None = None) -> Path:
+                         record_parameters_to: Path | None = None,
+                         dynamic_batching: bool = True) -> Path:
     """dnabert_s (fixed width in the config) and esm2 (width -1: the client must probe).
 
     `delay` seconds of sleep per execute() make a run slow enough to interrupt mid-way;
     `instances` per model; `weights_tag` changes the weights_sha256 the config declares;
-    `record_parameters_to` makes the models append each request's parameters to that file.
+    `record_parameters_to` makes the models append each request's parameters to that file;
+    without `dynamic_batching` every request is one execute() (a fixed `delay` per request).
     """
+    batching = "dynamic_batching { max_queue_delay_microseconds: 1000 }" if dynamic_batching else ""
     for name, dims in (("dnabert_s", str(TOY_WIDTH)), ("esm2", "-1")):
         if name not in models:
             continue
         (root / name / "1").mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(
             name=name, dims=dims, max_batch_size=max_batch_size, instances=instances,
-            weights_tag=weights_tag, record_to=record_parameters_to or ""))
+            weights_tag=weights_tag, record_to=record_parameters_to or "", batching=batching))
         (root / name / "1" / "model.py").write_text(TOY_MODEL.format(delay=float(delay)))
     return root
 
