@@ -10,7 +10,7 @@ pass; no dynamic batching, so one request = one execute), with several instances
   wall time and its instance count, with the default look-ahead and with `--lookahead 0` (one
   window at a time, the old barrier), one server of 4 instances (goal >= 0.9 with look-ahead).
 Outputs of every run are compared byte for byte with the one-server run.
-Run alone: `.venv/bin/python bench/bench_cluster.py [--delay S] [--mbp N]`.
+Run alone: `.venv/bin/python bench/bench_cluster.py [--delay S] [--mbp N] [--window F]`.
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ def compute_seconds(url: str) -> dict[str, float]:
         client.close()
 
 
-def run(servers: list[TritonServer], fasta: Path, clf: Path, outdir: Path,
+def run(servers: list[TritonServer], fasta: Path, clf: Path, outdir: Path, window: int,
         lookahead: int | None = None) -> dict:
     urls = [s.grpc_url for s in servers]
     before = {u: compute_seconds(u) for u in urls}
     cmd = [sys.executable, "-m", "orchestrator", "predict", str(fasta), "-o", str(outdir),
            "--chunk-size", "500", "--classifier", str(clf), "--server", ",".join(urls),
-           "--restart", "-q"]
+           "--window", str(window), "--restart", "-q"]
     if lookahead is not None:
         cmd += ["--lookahead", str(lookahead)]
     t0 = time.perf_counter()
@@ -86,17 +86,18 @@ def run(servers: list[TritonServer], fasta: Path, clf: Path, outdir: Path,
         "frames_per_s": round(frames / loop_s, 1),
         "client_cpu_s": rec["throughput"]["client_cpu_seconds"],
         "frames_per_client_cpu_s": rec["throughput"]["frames_per_client_cpu_s"],
+        "client_seconds": {k: t[k] for k in ("preprocess", "embed", "classify", "write")},
         "busy_fraction": busy,
         "rows_per_endpoint": [e["rows"] for e in rec["endpoints"]],
     }
 
 
-def main(delay: float = 0.1, mbp: float = 4.0) -> dict:
+def main(delay: float = 0.1, mbp: float = 8.0, window: int = 2048) -> dict:
     DATA.mkdir(parents=True, exist_ok=True)
     fasta = make_input(DATA / f"coding_{mbp:g}mbp.fa", mbp, 1.0, seed=3)
     clf = write_toy_classifier(DATA / "toy_classifier.safetensors")
     figures: dict = {"delay_s_per_request": delay, "instances_per_model": INSTANCES,
-                     "request_rows": BATCH}
+                     "request_rows": BATCH, "window": window}
     with tempfile.TemporaryDirectory(dir=DATA) as tmp, ExitStack() as stack:
         servers = []
         for i in range(4):
@@ -111,7 +112,7 @@ def main(delay: float = 0.1, mbp: float = 4.0) -> dict:
                                          ("2 servers", servers[:2], None),
                                          ("4 servers", servers[:4], None)):
             outdir = Path(tmp) / label.replace(" ", "_").replace(",", "")
-            runs[label] = run(subset, fasta, clf, outdir, lookahead)
+            runs[label] = run(subset, fasta, clf, outdir, window, lookahead)
             runs[label]["outputs"] = outputs_of(outdir)
             print(f"  {label}: {runs[label]['frames_per_s']} frames/s", flush=True)
     reference = runs["1 server"]["outputs"]
@@ -144,6 +145,8 @@ def main(delay: float = 0.1, mbp: float = 4.0) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--delay", type=float, default=0.1, help="seconds per request (default 0.1)")
-    parser.add_argument("--mbp", type=float, default=4.0, help="input size in Mbp (default 4)")
+    parser.add_argument("--mbp", type=float, default=8.0, help="input size in Mbp (default 8)")
+    parser.add_argument("--window", type=int, default=2048,
+                        help="frames per window (default 2048: a short bench crosses many windows)")
     args = parser.parse_args()
-    main(args.delay, args.mbp)
+    main(args.delay, args.mbp, args.window)

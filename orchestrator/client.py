@@ -177,6 +177,7 @@ class EmbeddingClient:
         self._open: set[EmbeddingTicket] = set()
         self._tokens = itertools.count()
         self._order = itertools.count()
+        self._rotation = itertools.count()
         self._outage_since: float | None = None
         self._model_stats = {m: {"requests": 0, "retries": 0, "seconds": 0.0, "frames": 0}
                              for m in MODELS}
@@ -332,10 +333,15 @@ class EmbeddingClient:
             self._admit(*event[1:])
 
     def _send_pending(self) -> None:
+        """Each queued request to the endpoint with the most free slots; ties rotate, so equal
+        endpoints share the work evenly even when there is more capacity than work."""
+        n = len(self.endpoints)
         for model in MODELS:
             heap = self._pending[model]
             while heap:
-                ep = max((e for e in self.endpoints if e.state == "up" and e.free_slots(model) > 0),
+                start = next(self._rotation) % n
+                candidates = (self.endpoints[(start + i) % n] for i in range(n))
+                ep = max((e for e in candidates if e.state == "up" and e.free_slots(model) > 0),
                          key=lambda e, m=model: e.free_slots(m), default=None)
                 if ep is None:
                     break
