@@ -147,6 +147,27 @@ def test_triton_matches_in_process(golden_runs, name):
     assert t_rec["backend"] == "triton" and l_rec["backend"] == "local"
 
 
+def test_real_encoders_over_two_servers_match_in_process(golden_runs, tmp_path, demo_artifacts,
+                                                         triton_server):
+    """Two servers of the real encoder architectures, windows queued ahead: labels equal the
+    in-process run and scores stay within 1e-5 (batch composition may differ per server)."""
+    name, fasta, chunk = GOLDEN_SETS[0]
+    l_out, _ = golden_runs[name, "local"]
+    with TritonServer(triton_server.model_repository) as second:
+        record = run_predict(
+            inputs=[str(fasta)], outdir=str(tmp_path / "o"), chunk_size=chunk,
+            classifier=str(Path(demo_artifacts) / "classifiers" / f"{chunk}_model.pth"),
+            server=[triton_server.grpc_url, second.grpc_url], window=64, lookahead=3)
+    rows = _rows(tmp_path / "o" / "prediction_results.txt", PREDICTIONS_HEADER)
+    l_rows = _rows(l_out / "prediction_results.txt", PREDICTIONS_HEADER)
+    assert [r[:2] for r in rows] == [r[:2] for r in l_rows]
+    scores = np.array([[float(r[2]), float(r[3])] for r in rows])
+    l_scores = np.array([[float(r[2]), float(r[3])] for r in l_rows])
+    assert np.abs(scores - l_scores).max() <= 1e-5
+    assert [e["url"] for e in record["endpoints"]] == [triton_server.grpc_url, second.grpc_url]
+    assert all(e["rows"] > 0 for e in record["endpoints"])
+
+
 def test_stdin_input_and_empty_record(tmp_path, demo_artifacts, triton_server):
     fasta = (GOLDEN / "broad_fixtures" / "test_with_orfs.fa").read_text()
     text = ">empty_one some description\n" + fasta + ">empty_two\n"
