@@ -218,6 +218,8 @@ def _raise_interrupted(signum: int, _frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting, so tests can call it in-process."""
     verbose = argv is not None and any(a.startswith("-v") or a == "--verbose" for a in argv)
+    # gRPC core logs every failed TLS handshake at info level; our own one-line error says it
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         args = build_parser().parse_args(argv)

@@ -47,7 +47,13 @@ from orchestrator.endpoints import (
     model_differences,
     parse_servers,
 )
-from orchestrator.errors import InputError, Interrupted, OrchestratorError, ServerUnavailable
+from orchestrator.errors import (
+    InputError,
+    Interrupted,
+    OrchestratorError,
+    ServerUnavailable,
+    TLSProblem,
+)
 
 log = logging.getLogger("orchestrator")
 
@@ -219,6 +225,8 @@ class EmbeddingClient:
         if not up:
             if len(self.endpoints) == 1:
                 exc = errors[self.urls[0]]
+                if isinstance(exc, TLSProblem):
+                    raise exc
                 if not isinstance(exc, OrchestratorError):
                     raise ServerUnavailable(f"Triton server at {self.urls[0]}: {first_line(exc)}")
                 raise ServerUnavailable(f"{exc}; start it (orchestrator serve --model-repository "

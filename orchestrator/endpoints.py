@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.errors import InputError, Interrupted, ServerUnavailable
+from orchestrator.errors import InputError, Interrupted, ServerUnavailable, TLSProblem
 
 log = logging.getLogger("orchestrator")
 
@@ -196,7 +196,7 @@ class Endpoint:
                 problem = first_line(exc)
                 tls = tls_problem(self.url, self.options, problem)
                 if tls is not None:
-                    raise ServerUnavailable(f"TLS problem with Triton at {self.url}: {tls}") from exc
+                    raise TLSProblem(f"TLS problem with Triton at {self.url}: {tls}") from exc
             if time.monotonic() + 0.5 > deadline:
                 break
             time.sleep(0.5)

@@ -23,6 +23,10 @@ class ServerUnavailable(OrchestratorError):
     exit_code = 3
 
 
+class TLSProblem(ServerUnavailable):
+    """A server reached over the network that refuses this client's TLS setup (exit 3)."""
+
+
 class Interrupted(OrchestratorError):
     """SIGINT (exit 130) or SIGTERM (exit 143); finished work is kept."""
 
