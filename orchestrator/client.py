@@ -285,7 +285,8 @@ class EmbeddingClient:
 
     # -- submitting ------------------------------------------------------------------------------
     def submit(self, nucleotides: list[str], proteins: list[str]) -> EmbeddingTicket:
-        """Queue a window's frames for both models and return at once."""
+        """Queue a window's frames for both models and return at once; the ticket's `result()`
+        gives embeddings [n, dna_width] and [n, protein_width] float32 in the given row order."""
         n = len(nucleotides)
         ticket = EmbeddingTicket(n, {DNA_MODEL: self.widths[0], PROTEIN_MODEL: self.widths[1]})
         if n == 0:
@@ -299,10 +300,6 @@ class EmbeddingClient:
                 raise self._failure
             self._events.put(("submit", ticket, jobs))
         return ticket
-
-    def embed(self, nucleotides: list[str], proteins: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings [n, dna_width] and [n, protein_width] float32, rows in the given order."""
-        return self.submit(nucleotides, proteins).result()
 
     def _jobs(self, ticket: EmbeddingTicket, model: str, strings: list[str]) -> list[_Job]:
         """Length-sorted requests, so each pads little on the server."""

@@ -7,9 +7,11 @@ that restart servers stay fast; the real encoders are used where the numbers mat
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +147,28 @@ def outputs_of(outdir: Path) -> dict[str, bytes]:
     names = ("prediction_results.txt", "prediction_results_highestscore.csv",
              "sequence_summary.tsv")
     return {n: (outdir / n).read_bytes() for n in names}
+
+
+def windows_done(outdir: Path) -> int:
+    """Finished windows in OUTDIR's checkpoint manifest (0 before the first commit)."""
+    try:
+        return json.loads((outdir / ".virnucpro_state" / "manifest.json").read_text())[
+            "windows_done"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return 0
+
+
+def wait_for_window(proc: subprocess.Popen, outdir: Path, windows: int = 1) -> None:
+    """Block until the running predict `proc` has committed `windows` windows."""
+    deadline = time.monotonic() + 120
+    while windows_done(outdir) < windows:
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def crash(server) -> None:
+    """SIGKILL a TritonServer, as when a node dies: the outage starts at once, mid-run (a graceful
+    stop lets in-flight work finish and could let a short run complete first)."""
+    server.process.kill()
+    server.process.wait()

@@ -21,9 +21,12 @@ import numpy as np
 import pytest
 from predict_fixtures import (
     ROOT,
+    crash,
     orchestrator_cmd,
     outputs_of,
     run_cli,
+    wait_for_window,
+    windows_done,
     write_coding_fasta,
     write_toy_classifier,
     write_toy_repository,
@@ -87,12 +90,6 @@ def _run_json(outdir: Path) -> dict:
     return json.loads((outdir / "run.json").read_text())
 
 
-def _windows_done(outdir: Path) -> int:
-    try:
-        return json.loads((outdir / ".virnucpro_state" / "manifest.json").read_text())[
-            "windows_done"]
-    except (FileNotFoundError, ValueError, KeyError):
-        return 0
 
 
 def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -101,12 +98,6 @@ def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pop
                             env={**os.environ, **(env or {})})
 
 
-def _wait_for_window(proc: subprocess.Popen[str], outdir: Path, windows: int = 1) -> None:
-    deadline = time.monotonic() + 120
-    while _windows_done(outdir) < windows:
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 180) -> str:
@@ -209,7 +200,7 @@ def test_endpoint_with_other_weights_is_refused_before_any_row(data, trio, tmp_p
     msg = proc.stderr.strip().splitlines()[-1]
     assert other.grpc_url in msg and "weights_sha256" in msg and "dnabert_s" in msg
     assert stats == 0
-    assert _windows_done(out) == 0 and not (out / "prediction_results.txt").exists()
+    assert windows_done(out) == 0 and not (out / "prediction_results.txt").exists()
 
 
 def _dna_rows_seen(server: TritonServer) -> int:
@@ -247,9 +238,6 @@ def test_no_endpoint_usable_exit_3_names_each(data, tmp_path):
 
 
 # -- failover -------------------------------------------------------------------------------------
-def _crash(server: TritonServer) -> None:
-    server.process.kill()
-    server.process.wait()
 
 
 def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_path):
@@ -258,8 +246,8 @@ def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_
     with ExitStack() as stack:
         servers = _servers(stack, root, 3, delay=0.15, tag="kill")
         proc = _start([*_args(fasta, clf, *(s.grpc_url for s in servers)), "-o", str(out)])
-        _wait_for_window(proc, out)
-        _crash(servers[1])
+        wait_for_window(proc, out)
+        crash(servers[1])
         err = _finish(proc)
     assert proc.returncode == 0, err
     assert outputs_of(out) == reference
@@ -278,13 +266,13 @@ def test_all_servers_stopped_exit_3_then_resume_on_other_servers(data, reference
     with ExitStack() as stack:
         first = _servers(stack, root, 2, delay=0.15, tag="ab")
         proc = _start([*_args(fasta, clf, *(s.grpc_url for s in first)), "-o", str(out)], env)
-        _wait_for_window(proc, out)
+        wait_for_window(proc, out)
         for s in first:
-            _crash(s)
+            crash(s)
         err = _finish(proc, timeout=60)
     assert proc.returncode == 3, err
     assert "no Triton endpoint answered" in err and "rerun" in err
-    assert _windows_done(out) >= 1
+    assert windows_done(out) >= 1
     with ExitStack() as stack:
         second = _servers(stack, root, 2, delay=0.0, tag="cd")
         again = run_cli("predict", *_args(fasta, clf, *(s.grpc_url for s in second)),
@@ -303,7 +291,7 @@ def test_second_run_into_a_live_outdir_is_refused_and_a_killed_run_resumes(data,
         (server,) = _servers(stack, root, 1, delay=0.15, tag="lock")
         args = [*_args(fasta, clf, server.grpc_url), "-o", str(out)]
         first = _start(args)
-        _wait_for_window(first, out)
+        wait_for_window(first, out)
         t0 = time.monotonic()
         second = run_cli("predict", *args)
         assert time.monotonic() - t0 < 20

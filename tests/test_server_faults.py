@@ -17,9 +17,12 @@ from pathlib import Path
 import pytest
 from predict_fixtures import (
     ROOT,
+    crash,
     orchestrator_cmd,
     outputs_of,
     run_cli,
+    wait_for_window,
+    windows_done,
     write_coding_fasta,
     write_toy_classifier,
     write_toy_repository,
@@ -51,27 +54,10 @@ def reference(toy):
     return outputs_of(root / "ref")
 
 
-def _windows_done(outdir: Path) -> int:
-    try:
-        return json.loads((outdir / ".virnucpro_state" / "manifest.json").read_text())[
-            "windows_done"]
-    except (FileNotFoundError, ValueError, KeyError):
-        return 0
 
 
-def _wait_for_window(proc: subprocess.Popen, outdir: Path) -> None:
-    deadline = time.monotonic() + 120
-    while _windows_done(outdir) < 1:
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
 
 
-def _crash(server: TritonServer) -> None:
-    """SIGKILL, as when a node dies: the outage starts at once, mid-run (a graceful stop lets
-    in-flight work finish and could let a short run complete first)."""
-    server.process.kill()
-    server.process.wait()
 
 
 def test_no_server_exit_3_in_bounded_time(tmp_path, toy):
@@ -109,8 +95,8 @@ def test_server_restarted_mid_run_completes_identically(tmp_path, toy, reference
         proc = subprocess.Popen(
             orchestrator_cmd("predict", *_args(fasta, clf, first.grpc_url), "-o", str(out)),
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_for_window(proc, out)
-        _crash(first)
+        wait_for_window(proc, out)
+        crash(first)
     # The server is gone now (killed, then cleaned up); bring a new one up on the same ports.
     time.sleep(1.0)
     try:
@@ -139,8 +125,8 @@ def test_server_gone_past_deadline_exit_3_then_resume(tmp_path, toy, reference):
             orchestrator_cmd("predict", *_args(fasta, clf, url), "-o", str(out)),
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, **env})
-        _wait_for_window(proc, out)
-        _crash(server)
+        wait_for_window(proc, out)
+        crash(server)
     try:
         _, err = proc.communicate(timeout=60)
     finally:
@@ -149,7 +135,7 @@ def test_server_gone_past_deadline_exit_3_then_resume(tmp_path, toy, reference):
             proc.wait()
     assert proc.returncode == 3, err
     assert url in err and "rerun" in err
-    done = _windows_done(out)
+    done = windows_done(out)
     assert done >= 1
     with TritonServer(repo, **ports):
         again = run_cli("predict", *_args(fasta, clf, url), "-o", str(out), env=env)
