@@ -259,6 +259,28 @@ def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_
     assert all(e["failures"] == 0 and e["rows"] > 0 for e in survivors)
 
 
+def test_endpoint_that_comes_up_mid_run_is_admitted(data, reference, tmp_path):
+    """Down at start, started once the run is going: the health probe admits it and it takes
+    requests; the run records how long it was unavailable."""
+    root, fasta, clf = data
+    out = tmp_path / "o"
+    late_ports = {"grpc_port": free_port(), "http_port": free_port(), "metrics_port": free_port()}
+    late_url = f"127.0.0.1:{late_ports['grpc_port']}"
+    with ExitStack() as stack:
+        (first,) = _servers(stack, root, 1, delay=1.0, tag="early")
+        proc = _start([*_args(fasta, clf, first.grpc_url, late_url), "-o", str(out)],
+                      {"VIRNUCPRO_CONNECT_TIMEOUT": "1"})
+        wait_for_window(proc, out)
+        stack.enter_context(TritonServer(write_toy_repository(tmp_path / "late"),
+                                         **late_ports))
+        err = _finish(proc)
+    assert proc.returncode == 0, err
+    assert f"Triton at {late_url} answers again; re-admitted" in err
+    assert outputs_of(out) == reference
+    late = {e["url"]: e for e in _run_json(out)["endpoints"]}[late_url]
+    assert late["state"] == "up" and late["rows"] > 0 and late["unavailable_seconds"] > 0
+
+
 def test_all_servers_stopped_exit_3_then_resume_on_other_servers(data, reference, tmp_path):
     root, fasta, clf = data
     out = tmp_path / "o"
