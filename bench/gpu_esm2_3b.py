@@ -115,6 +115,10 @@ def build_repository(root: Path, arch: dict[str, int], name: str, device: str,
             text = re.sub(r"max_batch_size: \d+", f"max_batch_size: {overrides['max_batch_size']}",
                           text)
             text = re.sub(r"\s*preferred_batch_size: \[[^\]]*\]", "", text)
+            # warmup samples may not exceed the new limit
+            limit = int(overrides["max_batch_size"])
+            text = re.sub(r"(?<![a-z_])batch_size: (\d+)",
+                          lambda m, cap=limit: f"batch_size: {min(int(m.group(1)), cap)}", text)
         if "instances" in overrides:
             text = re.sub(r"count: \d+", f"count: {overrides['instances']}", text)
         if "token_budget" in overrides:

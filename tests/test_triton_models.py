@@ -22,6 +22,7 @@ from encoders.common import Embedder
 from encoders.errors import WeightsError
 from encoders.repository import token_budget, weights_for
 from encoders.triton_adapter import cpu_threads, split_requests
+from orchestrator.errors import ServerUnavailable
 from orchestrator.server import TritonServer
 
 KINDS = ("dnabert_s", "esm2")
@@ -219,3 +220,43 @@ def test_committed_cpu_configs_share_the_cores() -> None:
     repo = Path(__file__).resolve().parents[1] / "model_repository"
     for kind in ("dnabert_s", "esm2"):
         assert parameters(read_config(repo / kind / "config.pbtxt"))["cpu_threads"] == "auto"
+
+
+# -- warmup at load ---------------------------------------------------------------------------------
+WARMUP_FILES = {"dnabert_s": "frame_nucleotide", "esm2": "frame_protein"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_committed_warmup_rows_are_valid_frames(kind: str, local: dict[str, Embedder]) -> None:
+    """Each warmup file is one row in Triton's BYTES layout: a frame-sized valid sequence."""
+    raw = (ROOT / "model_repository" / kind / "warmup" / WARMUP_FILES[kind]).read_bytes()
+    length = int.from_bytes(raw[:4], "little")
+    assert length == len(raw) - 4
+    seq = raw[4:].decode("ascii")
+    assert set(seq) <= set(ALPHABET[kind])
+    assert 100 <= len(seq) <= 510
+    assert local[kind].embed([seq]).shape == (1, local[kind].hidden_size)
+    for config in ("config.pbtxt", "configs/gpu.pbtxt"):
+        text = (ROOT / "model_repository" / kind / config).read_text()
+        assert f'input_data_file: "{WARMUP_FILES[kind]}"' in text
+
+
+def test_warmup_runs_for_each_model_at_load(model_repository: Path) -> None:
+    with TritonServer(model_repository, extra_flags=["--log-verbose=1"]) as server:
+        log = server.log_path.read_text()
+    for kind in KINDS:
+        assert f"model '{kind}' instance {kind}_0_0 is running warmup sample 'one_frame'" in log
+
+
+def test_failing_warmup_fails_the_load_with_its_reason(model_repository: Path, tmp_path: Path) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repository, repo)
+    (repo / "esm2" / "warmup" / "frame_protein").write_bytes((1100).to_bytes(4, "little") + b"M" * 1100)
+    server = TritonServer(repo, ready_timeout=120)
+    with pytest.raises(ServerUnavailable) as err:
+        with server:
+            pass
+    assert "esm2" in str(err.value) and "warmup" in str(err.value).lower()
