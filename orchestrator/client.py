@@ -46,6 +46,7 @@ from orchestrator.endpoints import (
     first_line,
     model_differences,
     parse_servers,
+    resolve_servers,
 )
 from orchestrator.errors import (
     InputError,
@@ -164,7 +165,8 @@ class EmbeddingClient:
     ) -> None:
         import tritonclient.grpc as grpcclient  # noqa: F401  (fail early if missing)
 
-        self.urls = parse_servers([servers] if isinstance(servers, str) else servers)
+        self.urls = resolve_servers(parse_servers([servers] if isinstance(servers, str)
+                                                  else servers))
         self.url = ",".join(self.urls)
         self.options = options or ConnectionOptions()
         self.connect_timeout = (connect_timeout if connect_timeout is not None

@@ -25,6 +25,7 @@ log = logging.getLogger("orchestrator")
 DNA_MODEL = "dnabert_s"
 PROTEIN_MODEL = "esm2"
 MODELS = (DNA_MODEL, PROTEIN_MODEL)
+DNS_PREFIX = "dns:///"
 INPUT_NAME = "SEQUENCE"
 OUTPUT_NAME = "EMBEDDING"
 
@@ -38,23 +39,54 @@ _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
 
 def parse_servers(values: Iterable[str]) -> list[str]:
-    """HOST:PORT addresses from repeated and/or comma-separated values, in order, without repeats."""
+    """HOST:PORT addresses from repeated and/or comma-separated values, in order, without repeats.
+
+    `dns:///HOST:PORT` stays as it is: `resolve_servers` turns it into every address HOST has.
+    """
     urls: list[str] = []
     for value in values:
         for part in value.split(","):
             url = part.strip()
             if not url:
                 continue
-            url = url.removeprefix("grpc://")
-            match = _HOST_PORT.match(url)
+            dns = url.startswith(DNS_PREFIX)
+            address = url[len(DNS_PREFIX):] if dns else url.removeprefix("grpc://")
+            match = _HOST_PORT.match(address)
             if match is None or not 0 < int(match.group(2)) < 65536:
                 raise InputError(f"server address {part.strip()!r} is not HOST:PORT "
-                                 "(e.g. node1:8001; several: a:8001,b:8001)")
+                                 "(e.g. node1:8001; several: a:8001,b:8001; every address of a "
+                                 "name: dns:///name:8001)")
+            url = DNS_PREFIX + address if dns else address
             if url not in urls:
                 urls.append(url)
     if not urls:
         raise InputError("no server address given (--server HOST:PORT)")
     return urls
+
+
+def resolve_servers(urls: Iterable[str]) -> list[str]:
+    """Each `dns:///HOST:PORT` replaced by one endpoint per address HOST resolves to (e.g. every
+    ready pod behind a Kubernetes headless Service), others kept; in order, without repeats."""
+    out: list[str] = []
+    for url in urls:
+        if not url.startswith(DNS_PREFIX):
+            if url not in out:
+                out.append(url)
+            continue
+        host, _, port = url[len(DNS_PREFIX):].rpartition(":")
+        try:
+            infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ServerUnavailable(f"cannot resolve {url}: {exc.strerror}") from exc
+        found = []
+        for family, _, _, _, sockaddr in infos:
+            ip = str(sockaddr[0])
+            address = f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"
+            if address not in out and address not in found:
+                found.append(address)
+        log.info("%s: %d endpoint(s): %s", url, len(found), ", ".join(found))
+        out.extend(found)
+    return out
 
 
 def parse_headers(values: Iterable[str]) -> tuple[tuple[str, str], ...]:

@@ -33,7 +33,7 @@ from predict_fixtures import (
 )
 
 from orchestrator.client import EmbeddingClient
-from orchestrator.endpoints import parse_headers, parse_servers
+from orchestrator.endpoints import parse_headers, parse_servers, resolve_servers
 from orchestrator.errors import InputError
 from orchestrator.server import TritonServer, free_port
 
@@ -113,6 +113,7 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 180) -> str:
 def test_server_lists_repeat_and_split_on_commas():
     assert parse_servers(["a:8001,b:8001", " c:8002 ", "a:8001"]) == ["a:8001", "b:8001", "c:8002"]
     assert parse_servers(["grpc://[::1]:8001"]) == ["[::1]:8001"]
+    assert parse_servers(["dns:///triton.svc:8001,a:1"]) == ["dns:///triton.svc:8001", "a:1"]
     for bad in ("a", "a:0", "a:99999", "a:b", ","):
         with pytest.raises(InputError):
             parse_servers([bad])
@@ -168,6 +169,24 @@ def test_three_servers_from_env_list_with_lookahead_and_headers(data, trio, refe
             params = json.loads(line)
             assert params.get("authorization") == "Bearer t0ken"
             assert params.get("x-team") == "virome"
+
+
+def test_dns_name_becomes_one_endpoint_per_address(data, trio, reference, tmp_path):
+    """`dns:///NAME:PORT` (a headless Service) is every address NAME resolves to."""
+    _, fasta, clf = data
+    port = trio[1].grpc_port
+    assert f"127.0.0.1:{port}" in resolve_servers([f"dns:///localhost:{port}"])
+    out = tmp_path / "o"
+    proc = run_cli("predict", *_args(fasta, clf, f"dns:///localhost:{port}"), "-o", str(out),
+                   env={"VIRNUCPRO_CONNECT_TIMEOUT": "2"})
+    assert proc.returncode == 0, proc.stderr
+    assert outputs_of(out) == reference
+    endpoints = {e["url"]: e for e in _run_json(out)["endpoints"]}
+    assert endpoints[f"127.0.0.1:{port}"]["rows"] > 0
+    unknown = run_cli("predict", *_args(fasta, clf, "dns:///no-such-host.invalid:8001"),
+                      "-o", str(tmp_path / "u"))
+    assert unknown.returncode == 3
+    assert "cannot resolve dns:///no-such-host.invalid:8001" in unknown.stderr
 
 
 def test_requests_of_the_next_window_go_out_before_the_last_one_returns(data):
