@@ -1,0 +1,92 @@
+version 1.0
+
+# Drop-in for the widely used `classify_virnucpro` task: the same input names and the same
+# outputs, but the models stay resident on a Triton service (`triton_url`), so this task runs the
+# orchestrator client on a small CPU machine instead of loading DNABERT-S + ESM-2 3B on a GPU
+# per sample. Default outputs are byte-identical to the original tool's.
+
+task classify_virnucpro {
+  meta {
+    description: "VirNucPro viral classification of reads against a Triton service holding DNABERT-S and ESM-2 (orchestrator predict). Needs no GPU itself."
+  }
+
+  input {
+    File      reads_input
+    Int       expected_length = 300
+
+    # Triton gRPC endpoint(s): "host:8001", "a:8001,b:8001" or "dns:///triton-headless:8001".
+    String    triton_url
+    File?     classifier
+    File?     ssl_root_cert
+    Int       retry_deadline_seconds = 600
+
+    # Accepted so existing callers keep working. batch_size caps the rows per request (the servers'
+    # max_batch_size caps it too); the others have no effect here: the models, their batching and
+    # the GPUs are the Triton service's configuration, and each task run starts a fresh folder.
+    Boolean   parallel = false  # !UnusedDeclaration
+    Boolean   persist_model = false  # !UnusedDeclaration
+    Boolean   use_gpu = false  # !UnusedDeclaration
+    Int       batch_size = 256
+    Int?      esm_batch_size  # !UnusedDeclaration
+    Int?      dnabert_batch_size  # !UnusedDeclaration
+    Boolean   resume = false  # !UnusedDeclaration
+    String?   accelerator_type  # !UnusedDeclaration
+    Int?      accelerator_count  # !UnusedDeclaration
+    String?   gpu_type  # !UnusedDeclaration
+    Int?      gpu_count  # !UnusedDeclaration
+    String?   vm_size  # !UnusedDeclaration
+
+    String    docker = "virnucpro-client:0.1.0"
+  }
+
+  parameter_meta {
+    reads_input: {
+      description: "Sequences to classify: FASTA, plain or gzip. (BAM input is not supported yet.)",
+      patterns: ["*.fasta", "*.fa", "*.fasta.gz", "*.fa.gz"]
+    }
+    expected_length: {
+      description: "Chunk length in bp: 300 or 500, matching the classifier (the image's /artifacts/classifiers/<N>_model.pth unless `classifier` is given)."
+    }
+    triton_url: {
+      description: "Triton gRPC endpoint(s) serving dnabert_s and esm2, comma-separated."
+    }
+  }
+
+  String basename = sub(basename(reads_input), "\\.(bam|fasta\\.gz|fa\\.gz|fasta|fa)$", "")
+  String classifier_path = select_first([classifier, "/artifacts/classifiers/~{expected_length}_model.pth"])
+
+  command <<<
+    set -euo pipefail
+    export VIRNUCPRO_RETRY_DEADLINE=~{retry_deadline_seconds}
+
+    orchestrator predict "~{reads_input}" -o out \
+      --chunk-size ~{expected_length} \
+      --classifier "~{classifier_path}" \
+      --server "~{triton_url}" \
+      --batch-size ~{batch_size} \
+      ~{if defined(ssl_root_cert) then "--ssl-root-cert '" + ssl_root_cert + "'" else ""} \
+      --no-progress
+
+    cp out/prediction_results.txt "~{basename}.virnucpro.tsv"
+    cp out/prediction_results_highestscore.csv "~{basename}.virnucpro_highestscore.csv"
+    tar -czf "~{basename}.virnucpro.tgz" \
+      "~{basename}.virnucpro.tsv" \
+      "~{basename}.virnucpro_highestscore.csv"
+  >>>
+
+  output {
+    File virnuc_pro_scores = "~{basename}.virnucpro.tgz"
+    File prediction_results = "~{basename}.virnucpro.tsv"
+    File highestscore = "~{basename}.virnucpro_highestscore.csv"
+    File run_json = "out/run.json"
+  }
+
+  runtime {
+    docker: docker
+    memory: "4 GB"
+    cpu: 2
+    disks: "local-disk 50 SSD"
+    disk: "50 GB"
+    maxRetries: 1
+  }
+}
