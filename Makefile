@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Debian tools the deployment tests use (docker-compose validates the compose file); needs root.
 APT_INSTALL := $(if $(filter 0,$(shell id -u)),,sudo -n) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$$@" >/dev/null' apt
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo bench lint clean gpu-wheels
 
 setup: $(STAMP)
 
@@ -28,6 +28,17 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# Wheels for bench/gpu_run.sh on a GPU machine with Python 3.12, CUDA torch and no network.
+GPU_WHEELS ?= bench/wheels
+gpu-wheels: setup
+	$(BIN)/python -m pip download -q --only-binary=:all: --no-deps -d $(GPU_WHEELS) \
+		--python-version 3.12 --implementation cp --platform manylinux_2_35_x86_64 \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 \
+		nvidia-pytriton==0.7.0 "tritonclient[grpc]" grpcio protobuf python-rapidjson ml-dtypes \
+		packaging fair-esm==2.0.0 tokenizers
+	du -sh $(GPU_WHEELS)
 
 lint: setup
 	$(BIN)/python -m ruff check .

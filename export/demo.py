@@ -29,8 +29,18 @@ CLASSIFIER_HIDDEN = 512
 SPECIAL_TOKENS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]  # ids 0..4, as DNABERT-2
 
 
-def dnabert_config(vocab_size: int) -> dict[str, object]:
-    """config.json with the field names of the published DNABERT-S file, demo-sized values."""
+# The published DNABERT-S architecture (for benchmarks with random weights of the real size).
+DNABERT_REAL = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "vocab_size": 4096,
+}
+
+
+def dnabert_config(vocab_size: int, size: dict[str, int] = DNABERT_DEMO) -> dict[str, object]:
+    """config.json with the field names of the published DNABERT-S file; `size` sets the shape."""
     return {
         "_name_or_path": "demo/DNABERT-S-random",
         "alibi_starting_size": 512,
@@ -44,14 +54,14 @@ def dnabert_config(vocab_size: int) -> dict[str, object]:
         "gradient_checkpointing": False,
         "hidden_act": "gelu",
         "hidden_dropout_prob": 0.1,
-        "hidden_size": DNABERT_DEMO["hidden_size"],
+        "hidden_size": size["hidden_size"],
         "initializer_range": 0.02,
-        "intermediate_size": DNABERT_DEMO["intermediate_size"],
+        "intermediate_size": size["intermediate_size"],
         "layer_norm_eps": 1e-12,
         "max_position_embeddings": 512,
         "model_type": "bert",
-        "num_attention_heads": DNABERT_DEMO["num_attention_heads"],
-        "num_hidden_layers": DNABERT_DEMO["num_hidden_layers"],
+        "num_attention_heads": size["num_attention_heads"],
+        "num_hidden_layers": size["num_hidden_layers"],
         "pad_token_id": 0,
         "position_embedding_type": "absolute",
         "torch_dtype": "float32",
@@ -102,12 +112,12 @@ def _randomise(shapes: dict[str, tuple[int, ...]], gen: torch.Generator) -> dict
     return out
 
 
-def write_dnabert(wdir: Path, seed: int) -> None:
+def write_dnabert(wdir: Path, seed: int, size: dict[str, int] = DNABERT_DEMO) -> None:
     """config.json + pytorch_model.bin (published key names, no `bert.` prefix) + tokenizer.json."""
     from encoders.dnabert import DnabertConfig, DnabertEncoder
 
-    tok = train_tokenizer(seed, DNABERT_DEMO["vocab_size"])
-    config = dnabert_config(tok.get_vocab_size())
+    tok = train_tokenizer(seed, size["vocab_size"])
+    config = dnabert_config(tok.get_vocab_size(), size)
     (wdir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tok.save(str(wdir / "tokenizer.json"))
     cfg = DnabertConfig.from_dict(config)
