@@ -22,7 +22,6 @@ from encoders.common import Embedder
 from encoders.errors import WeightsError
 from encoders.repository import token_budget, weights_for
 from encoders.triton_adapter import cpu_threads, split_requests
-from orchestrator.errors import ServerUnavailable
 from orchestrator.server import TritonServer
 
 KINDS = ("dnabert_s", "esm2")
@@ -249,14 +248,23 @@ def test_warmup_runs_for_each_model_at_load(model_repository: Path) -> None:
         assert f"model '{kind}' instance {kind}_0_0 is running warmup sample 'one_frame'" in log
 
 
-def test_failing_warmup_fails_the_load_with_its_reason(model_repository: Path, tmp_path: Path) -> None:
+def test_failing_warmup_makes_serve_exit_3_with_its_reason(model_repository: Path,
+                                                          tmp_path: Path) -> None:
     import shutil
+    import subprocess
+    import sys
+
+    from orchestrator.server import free_port
 
     repo = tmp_path / "repo"
     shutil.copytree(model_repository, repo)
     (repo / "esm2" / "warmup" / "frame_protein").write_bytes((1100).to_bytes(4, "little") + b"M" * 1100)
-    server = TritonServer(repo, ready_timeout=120)
-    with pytest.raises(ServerUnavailable) as err:
-        with server:
-            pass
-    assert "esm2" in str(err.value) and "warmup" in str(err.value).lower()
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve", "--model-repository", str(repo),
+         "--grpc-port", str(free_port()), "--http-port", str(free_port()),
+         "--metrics-port", str(free_port()), "--ready-timeout", "120"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 3
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "failed to load 'esm2'" in last and "failed to run warmup sample 'one_frame'" in last
+    assert "exceeds the esm2 maximum of 1022" in last
