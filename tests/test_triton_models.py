@@ -266,5 +266,7 @@ def test_failing_warmup_makes_serve_exit_3_with_its_reason(model_repository: Pat
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 3
     last = proc.stderr.strip().splitlines()[-1]
-    assert "failed to load 'esm2'" in last and "failed to run warmup sample 'one_frame'" in last
-    assert "exceeds the esm2 maximum of 1022" in last
+    # the reason, from the load failure line (tritonserver sometimes crashes right after a failed
+    # warmup, before writing that line; the model's own error line then carries the reason)
+    assert last.startswith("orchestrator: error: tritonserver exited")
+    assert "esm2" in last and "exceeds the esm2 maximum of 1022" in last
