@@ -263,7 +263,7 @@ def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_
     root, fasta, clf = data
     out = tmp_path / "o"
     with ExitStack() as stack:
-        servers = _servers(stack, root, 3, delay=0.15, tag="kill")
+        servers = _servers(stack, root, 3, delay=0.5, tag="kill")
         proc = _start([*_args(fasta, clf, *(s.grpc_url for s in servers)), "-o", str(out)])
         wait_for_window(proc, out)
         crash(servers[1])
@@ -286,7 +286,7 @@ def test_endpoint_that_comes_up_mid_run_is_admitted(data, reference, tmp_path):
     late_ports = {"grpc_port": free_port(), "http_port": free_port(), "metrics_port": free_port()}
     late_url = f"127.0.0.1:{late_ports['grpc_port']}"
     with ExitStack() as stack:
-        (first,) = _servers(stack, root, 1, delay=1.0, tag="early")
+        (first,) = _servers(stack, root, 1, delay=2.0, tag="early")
         proc = _start([*_args(fasta, clf, first.grpc_url, late_url), "-o", str(out)],
                       {"VIRNUCPRO_CONNECT_TIMEOUT": "1"})
         wait_for_window(proc, out)
@@ -305,7 +305,7 @@ def test_all_servers_stopped_exit_3_then_resume_on_other_servers(data, reference
     out = tmp_path / "o"
     env = {"VIRNUCPRO_RETRY_DEADLINE": "2"}
     with ExitStack() as stack:
-        first = _servers(stack, root, 2, delay=0.15, tag="ab")
+        first = _servers(stack, root, 2, delay=0.5, tag="ab")
         proc = _start([*_args(fasta, clf, *(s.grpc_url for s in first)), "-o", str(out)], env)
         wait_for_window(proc, out)
         for s in first:
@@ -329,7 +329,7 @@ def test_second_run_into_a_live_outdir_is_refused_and_a_killed_run_resumes(data,
     root, fasta, clf = data
     out = tmp_path / "o"
     with ExitStack() as stack:
-        (server,) = _servers(stack, root, 1, delay=0.15, tag="lock")
+        (server,) = _servers(stack, root, 1, delay=1.0, tag="lock")
         args = [*_args(fasta, clf, server.grpc_url), "-o", str(out)]
         first = _start(args)
         wait_for_window(first, out)
