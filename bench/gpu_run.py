@@ -83,23 +83,25 @@ def frame_tokens(fasta: Path, chunk_size: int, tokenizer_json: Path) -> dict[str
 
 
 def model_statistics(url: str) -> dict[str, dict]:
-    import tritonclient.grpc as grpcclient
+    """Per model: executions by batch size, summed compute seconds, instance count (as the
+    orchestrator reads it from the served config)."""
+    from orchestrator.endpoints import MODELS, ConnectionOptions, Endpoint
 
-    client = grpcclient.InferenceServerClient(url)
+    endpoint = Endpoint(url, ConnectionOptions(), request_timeout=60.0)
+    endpoint.connect()
     try:
+        settings = endpoint.read_settings(timeout=30.0, max_in_flight=None)
         out = {}
-        for model in ("dnabert_s", "esm2"):
-            s = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+        for model in MODELS:
+            s = endpoint.client.get_inference_statistics(model, as_json=True)["model_stats"][0]
             batches = {int(b["batch_size"]): int(b["compute_infer"].get("count", 0) or 0)
                        for b in s.get("batch_stats", [])}
             compute = int(s["inference_stats"]["compute_infer"].get("ns", 0) or 0) / 1e9
-            config = client.get_model_config(model, as_json=True)["config"]
-            instances = sum(int(g.get("count", 1)) * max(1, len(g.get("gpus", []) or []))
-                            for g in config.get("instance_group", [{}]))
-            out[model] = {"batches": batches, "compute_s": compute, "instances": instances}
+            out[model] = {"batches": batches, "compute_s": compute,
+                          "instances": settings[model].instances}
         return out
     finally:
-        client.close()
+        endpoint.close()
 
 
 def gpu_memory_bytes(metrics_url: str) -> int | None:
@@ -127,11 +129,8 @@ def matmul_tflops(device: str, seconds: float = 2.0) -> float:
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
+        sync()  # one 8192^3 product is ~1 ms on a GPU; a sync each is noise next to it
         count += 1
-        if device == "cuda" and count % 10:
-            continue
-        sync()
-    sync()
     return 2.0 * n ** 3 * count / (time.perf_counter() - t0) / 1e12
 
 

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 from orchestrator import __version__
 from orchestrator.errors import InputError, Interrupted, OrchestratorError
-from orchestrator.predict import DEFAULT_LOOKAHEAD
 
 log = logging.getLogger("orchestrator")
 
@@ -102,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-in-flight", type=int, default=None,
                    help="outstanding requests per model (default: from the model config)")
     p.add_argument("--window", type=int, default=4096, help="frames per checkpointed window (default 4096)")
-    p.add_argument("--lookahead", type=int, default=DEFAULT_LOOKAHEAD,
+    p.add_argument("--lookahead", type=int, default=2,
                    help="windows queued to the servers beyond the oldest unfinished one, so no GPU "
-                   f"waits between windows (default {DEFAULT_LOOKAHEAD}; 0: one window at a time)")
+                   "waits between windows (default 2; 0: one window at a time)")
     tls = p.add_argument_group("secure access (TLS, gateway headers)")
     tls.add_argument("--ssl", action="store_true", help="connect with TLS (implied by --ssl-root-cert/--ssl-cert)")
     tls.add_argument("--ssl-root-cert", metavar="CA.pem",

@@ -167,7 +167,6 @@ class EmbeddingClient:
 
         self.urls = resolve_servers(parse_servers([servers] if isinstance(servers, str)
                                                   else servers))
-        self.url = ",".join(self.urls)
         self.options = options or ConnectionOptions()
         self.connect_timeout = (connect_timeout if connect_timeout is not None
                                 else _env_seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S))
@@ -276,14 +275,7 @@ class EmbeddingClient:
         """Per endpoint: state, requests, rows, failures, seconds unavailable (for run.json)."""
         with self._lock:
             now = time.monotonic()
-            infos = []
-            for ep in self.endpoints:
-                info = ep.info()
-                if ep.down_since is not None:
-                    info["unavailable_seconds"] = round(
-                        ep.stats.unavailable_seconds + now - ep.down_since, 3)
-                infos.append(info)
-            return infos
+            return [ep.info(now) for ep in self.endpoints]
 
     # -- submitting ------------------------------------------------------------------------------
     def submit(self, nucleotides: list[str], proteins: list[str]) -> EmbeddingTicket:
@@ -473,9 +465,6 @@ class EmbeddingClient:
                 self._events.put(("up", ep, client, settings))
                 return
 
-        if client is None:
-            ep.connect()
-            client = ep.client
         threading.Thread(target=run, name=f"health-{ep.url}", daemon=True).start()
 
     def _admit(self, ep: Endpoint, client: Any, settings: dict[str, ModelSettings] | None) -> None:

@@ -208,20 +208,13 @@ class Endpoint:
         as a TLS problem: waiting longer would not change the answer.
         """
         deadline = time.monotonic() + timeout
-        headers = self.options.header_dict()
-        problem = "no answer"
+        problem: str | None = "no answer"
         while True:
-            remaining = deadline - time.monotonic()
-            per_call = max(0.5, min(3.0, remaining))
+            per_call = max(0.5, min(3.0, deadline - time.monotonic()))
             try:
-                if not self.client.is_server_live(headers=headers, client_timeout=per_call):
-                    problem = "server is not live"
-                else:
-                    missing = [m for m in MODELS if not self.client.is_model_ready(
-                        m, headers=headers, client_timeout=per_call)]
-                    if not missing:
-                        return
-                    problem = f"model {', '.join(missing)} not ready (or not in the repository)"
+                problem = self._not_ready(per_call)
+                if problem is None:
+                    return
             except Interrupted:
                 raise
             except Exception as exc:  # tritonclient raises InferenceServerException
@@ -235,13 +228,20 @@ class Endpoint:
         raise ServerUnavailable(f"Triton server at {self.url} unavailable after {timeout:.0f} s: "
                                 f"{problem}")
 
+    def _not_ready(self, timeout: float) -> str | None:
+        """None when the server is live and both models are ready, else what is missing
+        (`timeout` seconds per call; transport errors are raised)."""
+        headers = self.options.header_dict()
+        if not self.client.is_server_live(headers=headers, client_timeout=timeout):
+            return "server is not live"
+        missing = [m for m in MODELS
+                   if not self.client.is_model_ready(m, headers=headers, client_timeout=timeout)]
+        return f"model {', '.join(missing)} not ready (or not in the repository)" if missing else None
+
     def probe(self, timeout: float) -> bool:
         """Health check: live and both models ready within `timeout` seconds per call."""
-        headers = self.options.header_dict()
         try:
-            return bool(self.client.is_server_live(headers=headers, client_timeout=timeout)) and all(
-                self.client.is_model_ready(m, headers=headers, client_timeout=timeout)
-                for m in MODELS)
+            return self._not_ready(timeout) is None
         except Interrupted:
             raise
         except Exception as exc:
@@ -308,15 +308,18 @@ class Endpoint:
     def free_slots(self, model: str) -> int:
         return self.settings[model].max_in_flight - self.in_flight[model]
 
-    def info(self) -> dict[str, Any]:
-        """Per-endpoint record for run.json."""
+    def info(self, now: float) -> dict[str, Any]:
+        """Per-endpoint record for run.json; a current outage counts up to `now` (monotonic)."""
+        unavailable = self.stats.unavailable_seconds
+        if self.down_since is not None:
+            unavailable += now - self.down_since
         return {
             "url": self.url,
             "state": self.state,
             "requests": self.stats.requests,
             "rows": self.stats.rows,
             "failures": self.stats.failures,
-            "unavailable_seconds": round(self.stats.unavailable_seconds, 3),
+            "unavailable_seconds": round(unavailable, 3),
             "max_in_flight": {m: s.max_in_flight for m, s in self.settings.items()},
             "instances": {m: s.instances for m, s in self.settings.items()},
             **({"last_error": self.last_error} if self.last_error else {}),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import http.client
 import importlib.util
 import logging
 import os
@@ -24,7 +25,6 @@ import sys
 import sysconfig
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -107,6 +107,9 @@ class ServerTLS:
             if path is not None and not os.path.isfile(path):
                 raise InputError(f"{label} {path}: no such file")
 
+    def describe(self) -> str:
+        return "TLS, client certificates required" if self.root_cert else "TLS"
+
     def flags(self) -> list[str]:
         flags = [f"--grpc-server-cert={Path(self.cert).resolve()}",
                  f"--grpc-server-key={Path(self.key).resolve()}"]
@@ -186,11 +189,12 @@ class TritonServer:
                 f"model repository {self.model_repository} holds no model "
                 "(no <model>/config.pbtxt); build one with `python -m export demo --out DIR`"
             )
-        for label, port in (("gRPC", self.grpc_port), ("HTTP", self.http_port),
-                            ("metrics", self.metrics_port)):
-            if port_in_use(self.host, port):
+        for label, host, port in (("gRPC", self.host, self.grpc_port),
+                                  ("HTTP", self.http_host, self.http_port),
+                                  ("metrics", self.host, self.metrics_port)):
+            if port_in_use(host, port):
                 raise ServerUnavailable(
-                    f"{label} port {port} on {self.host} is already in use (another tritonserver?); "
+                    f"{label} port {port} on {host} is already in use (another tritonserver?); "
                     "stop it or choose another port"
                 )
         self._workdir = Path(tempfile.mkdtemp(prefix="virnucpro-triton-"))
@@ -279,7 +283,7 @@ class TritonServer:
             try:
                 with urllib.request.urlopen(url, timeout=2.0) as reply:
                     ready = reply.status == 200
-            except (OSError, urllib.error.URLError):
+            except (OSError, http.client.HTTPException):  # URLError is an OSError
                 ready = False
             if not ready:
                 waiting.append(model)
@@ -465,7 +469,8 @@ def serve(
             server.wait_ready(should_stop=lambda: bool(received))
             if not received:
                 log.info("ready: grpc %s%s models: %s (http %s, server log %s)",
-                         server.grpc_url, _tls_note(tls), ", ".join(server.models),
+                         server.grpc_url, f" ({tls.describe()})" if tls else "",
+                         ", ".join(server.models),
                          server.http_url, server.log_path)
             while not received:
                 code = server.poll()
@@ -486,8 +491,3 @@ def serve(
             server.stop()
             server.cleanup()
 
-
-def _tls_note(tls: ServerTLS | None) -> str:
-    if tls is None:
-        return ""
-    return " (TLS, client certificates required)" if tls.root_cert else " (TLS)"
