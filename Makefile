@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Debian tools the deployment tests use (docker-compose validates the compose file); needs root.
+# Debian tools the tests use (docker-compose validates the compose file; headless chromium opens
+# report.html); needs root.
 APT_INSTALL := $(if $(filter 0,$(shell id -u)),,sudo -n) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$$@" >/dev/null' apt
 
 .PHONY: setup test demo bench lint clean gpu-wheels
@@ -17,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[models,server,test,workflows]"
 	command -v docker-compose >/dev/null || $(APT_INSTALL) docker-compose \
 		|| echo "setup: warning: no docker-compose (Debian package); its test will skip"
+	command -v chromium >/dev/null || $(APT_INSTALL) chromium \
+		|| echo "setup: warning: no chromium (Debian package); the report browser test will skip"
 	touch $(STAMP)
 
 test: setup

@@ -70,7 +70,7 @@ def frame_tokens(fasta: Path, chunk_size: int, tokenizer_json: Path) -> dict[str
     """Tokens each model sees for the input's kept frames (ESM-2: residues + 2, capped at 1024)."""
     from tokenizers import Tokenizer
 
-    from orchestrator.fasta import read_records
+    from orchestrator.inputs import read_records
     from orchestrator.predict import Counters, iter_windows
 
     tok = Tokenizer.from_file(str(tokenizer_json))

@@ -1,8 +1,9 @@
 """The model math, written once: tokenise -> encode -> pool for DNABERT-S and ESM-2.
 
 Imported by the Triton model.py files, by `export` and by the in-process backend. torch is
-imported only when an encoder is loaded, so `encoders.batching`, `encoders.validation` and
-`encoders.repository` stay usable without it.
+imported only when an encoder is loaded, so `encoders.batching`, `encoders.validation`,
+`encoders.errors` and `encoders.repository` stay usable without it (the orchestrator imports the
+first three).
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from encoders.validation import MAX_LENGTH, check_sequence
+from encoders.validation import ALLOWED, MAX_LENGTH, check_sequence, first_disallowed
 
 if TYPE_CHECKING:
     from encoders.common import Embedder
 
 KINDS = ("dnabert_s", "esm2")
 
-__all__ = ["KINDS", "MAX_LENGTH", "check_sequence", "load_dnabert", "load_esm2", "load_embedder", "weights_sha256"]
+__all__ = ["ALLOWED", "KINDS", "MAX_LENGTH", "check_sequence", "first_disallowed", "load_dnabert", "load_esm2",
+           "load_embedder", "weights_sha256"]
 
 
 def load_dnabert(model_dir: str | Path, device: str = "cpu", precision: str = "fp32",

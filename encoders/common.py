@@ -104,11 +104,29 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def lengths_from_padding(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Token count per row of a right-padded batch [b, t]: index of the last non-pad token + 1.
+
+    For callers of an encoder module that pass no lengths. Right even when a pad id occurs inside
+    a row, because both encoders close every row with a non-pad token ([SEP] / <eos>).
+    """
+    pos = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
+    return (tokens.ne(pad_id) * pos).amax(1)
+
+
+def keep_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
+    """bool [b, t]: True at the real tokens (position < length), False at the padding."""
+    return torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]
+
+
 class Embedder:
     """A loaded encoder: `embed(seqs) -> float32 [n, hidden_size]`, batched by token budget.
 
-    `module(tokens)` takes a padded int64 [b, t] batch on the device and returns pooled
-    [b, hidden] embeddings; `tokenize(seqs)` returns one int64 id array per sequence.
+    `module(tokens, lengths)` takes a right-padded int64 [b, t] batch and the int64 [b] token
+    count of each row, both on the device, and returns pooled [b, hidden] embeddings; positions
+    `>= lengths[row]` are padding. The lengths, never the token values, say what is padding: a pad
+    id inside a row is an ordinary token there. `tokenize(seqs)` returns one int64 id array per
+    sequence.
     """
 
     def __init__(
@@ -171,11 +189,13 @@ class Embedder:
                 for row, i in enumerate(idx):
                     host[row, : lengths[i]] = ids[i]
                 tokens = torch.from_numpy(host)
+                rows = torch.from_numpy(lengths[idx])
                 if self.device.type == "cuda":
                     tokens = tokens.pin_memory().to(self.device, non_blocking=True)
-                pooled.append(self.module(tokens))
-            rows = torch.cat(pooled).float().cpu().numpy()
-        out[np.concatenate(batches)] = rows
+                    rows = rows.pin_memory().to(self.device, non_blocking=True)
+                pooled.append(self.module(tokens, rows))
+            result = torch.cat(pooled).float().cpu().numpy()
+        out[np.concatenate(batches)] = result
         return out
 
     def __repr__(self) -> str:

@@ -17,7 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders.common import Embedder, load_into, read_state_file, resolve_device, torch_dtype
+from encoders.common import (
+    Embedder,
+    keep_mask,
+    lengths_from_padding,
+    load_into,
+    read_state_file,
+    resolve_device,
+    torch_dtype,
+)
 from encoders.errors import WeightsError
 
 CONFIG_FILE = "config.json"
@@ -159,8 +167,11 @@ class _Encoder(nn.Module):
 class DnabertEncoder(nn.Module):
     """The DNABERT-2 encoder; submodule names equal the published state-dict keys.
 
-    forward(tokens [b, t] int64, padded with PAD_ID) -> masked mean over all non-pad tokens,
-    [CLS] and [SEP] included, in float32 [b, c].
+    forward(tokens [b, t] int64 right-padded, lengths [b] int64 tokens per row) -> mean over the
+    first lengths[row] tokens, [CLS] and [SEP] included, in float32 [b, c]. The attention and
+    pooling mask is `position < length`, never `token != PAD_ID`: the tokenizer maps the text
+    "[PAD]" to PAD_ID, and the original (one unpadded sequence at a time) attends to such a token.
+    Without lengths they are inferred from the trailing padding (every row ends with [SEP]).
     """
 
     def __init__(self, cfg: DnabertConfig) -> None:
@@ -184,19 +195,26 @@ class DnabertEncoder(nn.Module):
         pad = (~keep).to(torch.float32) * MASK_BIAS  # [b, t]
         return (alibi[None] + pad[:, None, None, :]).to(dtype)
 
-    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Last hidden state per token [b, t, c] (padded rows are computed but meaningless)."""
-        keep = tokens.ne(PAD_ID)
+    def keep(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """bool [b, t]: the real tokens of each row (position < length)."""
+        if lengths is None:
+            lengths = lengths_from_padding(tokens, PAD_ID)
+        return keep_mask(lengths, tokens.shape[1])
+
+    def hidden_states(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden state per token [b, t, c] (padded positions are computed but meaningless)."""
+        keep = self.keep(tokens, lengths)
         x = self.embeddings(tokens)
         bias = self.attention_bias(keep, x.dtype)
         for layer in self.encoder.layer:
             x = layer(x, bias)
         return x
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        keep = tokens.ne(PAD_ID)
-        x = self.hidden_states(tokens).float()
-        w = keep.to(torch.float32)
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is None:
+            lengths = lengths_from_padding(tokens, PAD_ID)
+        w = self.keep(tokens, lengths).to(torch.float32)
+        x = self.hidden_states(tokens, lengths).float()
         return (x * w[..., None]).sum(1) / w.sum(1, keepdim=True)
 
 

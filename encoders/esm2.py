@@ -21,7 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders.common import Embedder, load_into, read_state_file, resolve_device, torch_dtype
+from encoders.common import (
+    Embedder,
+    keep_mask,
+    lengths_from_padding,
+    load_into,
+    read_state_file,
+    resolve_device,
+    torch_dtype,
+)
 from encoders.errors import WeightsError
 
 SENTENCE_PREFIX = "encoder.sentence_encoder."
@@ -59,7 +67,13 @@ class Esm2Config:
 
 
 class _Alphabet:
-    """fair-esm's ESM-1b alphabet as a byte lookup table (one unknown token for anything else)."""
+    """fair-esm's ESM-1b alphabet as a byte lookup table.
+
+    Every byte outside the single-character residue tokens maps to <unk>. `Embedder.embed`
+    validates first (`encoders.validation.ALLOWED_PROTEIN`), so the only accepted characters that
+    reach <unk> are `J` and lower-case letters (fair-esm raises KeyError on them); `*`, `<`, digits
+    and the like are refused with a SequenceError before tokenising.
+    """
 
     def __init__(self) -> None:
         from esm.data import Alphabet
@@ -123,8 +137,10 @@ class _Layer(nn.Module):
 class Esm2Encoder(nn.Module):
     """ESM-2 up to the final LayerNorm, then the reference pooling.
 
-    forward(tokens [b, t] int64, `<cls> seq <eos>` right-padded with <pad>) -> mean over residue
-    positions 1..min(1024, n) in float32 [b, c] (BOS, EOS and padding excluded).
+    forward(tokens [b, t] int64, `<cls> seq <eos>` right-padded with <pad>; lengths [b] int64 tokens
+    per row, n + 2) -> mean over residue positions 1..min(1024, n) in float32 [b, c] (BOS, EOS and
+    padding excluded). Padding, BOS and EOS are found by position from the lengths, never by token
+    value. Without lengths they are inferred from the trailing padding (every row ends with <eos>).
     """
 
     def __init__(self, cfg: Esm2Config, alphabet_size: int, pad: int, cls: int, eos: int,
@@ -147,9 +163,11 @@ class Esm2Encoder(nn.Module):
         work = torch.float32 if dtype == torch.bfloat16 else dtype
         return freqs.cos()[:, None, None].to(work), freqs.sin()[:, None, None].to(work)
 
-    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Representation after the final LayerNorm [b, t, c] (fair-esm's last repr layer)."""
-        keep = tokens.ne(self.pad)
+        if lengths is None:
+            lengths = lengths_from_padding(tokens, self.pad)
+        keep = keep_mask(lengths, tokens.shape[1])
         x = self.embed_tokens(tokens)
         if self.config.token_dropout:
             is_mask = tokens.eq(self.mask)
@@ -164,11 +182,14 @@ class Esm2Encoder(nn.Module):
             x = layer(x, cos, sin, mask)
         return self.emb_layer_norm_after(x)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.hidden_states(tokens).float()
-        pos = torch.arange(tokens.shape[1], device=tokens.device)
-        residue = tokens.ne(self.pad) & tokens.ne(self.cls) & tokens.ne(self.eos)
-        w = (residue & (pos <= POOL_MAX_RESIDUES)[None, :]).to(torch.float32)
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is None:
+            lengths = lengths_from_padding(tokens, self.pad)
+        x = self.hidden_states(tokens, lengths).float()
+        pos = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
+        # residues sit at 1..n = 1..lengths-2: after <cls>, before <eos> and the padding
+        residue = (pos >= 1) & (pos < (lengths - 1)[:, None]) & (pos <= POOL_MAX_RESIDUES)
+        w = residue.to(torch.float32)
         return (x * w[..., None]).sum(1) / w.sum(1, keepdim=True)
 
 

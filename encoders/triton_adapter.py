@@ -3,7 +3,8 @@
 `initialize` reads the model's config.pbtxt parameters and the instance's device and loads the
 encoder once; `execute` merges every request the dynamic batcher handed over, embeds all valid
 rows with ONE `Embedder.embed` call, and gives each request its own rows back. A request with a
-bad row (undecodable bytes, empty, too long) gets its own error; the other requests succeed.
+bad row (undecodable bytes, empty, too long, a disallowed character: see `encoders.validation`)
+gets its own error; the other requests succeed.
 
 `triton_python_backend_utils` exists only inside the server's Python stub, so it is imported in
 `initialize`; `split_requests` is plain Python and testable anywhere.

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from encoders.errors import EncoderError
 from orchestrator.errors import InputError, OrchestratorError
 
 
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_pretrained(out, args.dnabert_revision, args.local_dir,
                            embed=args.probe)
         return 0
-    except OrchestratorError as exc:
+    except (OrchestratorError, EncoderError) as exc:  # both carry exit_code
         print(f"export: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

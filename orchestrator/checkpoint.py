@@ -5,6 +5,7 @@ Layout (folder name from `outputs.OutputPaths.state`):
   w000123.pred         prediction_results.txt rows of window 123 (input order)
   w000123.high         its highestscore rows, sorted by Modified_ID (merged at the end)
   w000123.summary      sequence_summary.tsv rows of the records that finished in window 123
+  w000123.calls/.regions/.bed/.bedgraph   the same records' calls, regions and track rows
 Each window's files are written atomically first, then the manifest is replaced atomically, so
 after a crash the manifest only ever counts windows whose files are complete. The fingerprint
 (input checksums, chunk size, window, backend, classifier and model checksums, tool version)
@@ -19,7 +20,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,7 +32,16 @@ log = logging.getLogger("orchestrator")
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
-_PART_SUFFIXES = (".pred", ".high", ".summary")
+
+
+@dataclass(frozen=True)
+class FinalFile:
+    """An output assembled from one part per window: concatenated, or merged when `sorted`."""
+
+    target: Path
+    header: str
+    suffix: str
+    sorted: bool = False
 
 
 def describe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -120,9 +131,8 @@ class Checkpoint:
                     shutil.rmtree(p)
                 else:
                     p.unlink()
-        for p in self.paths.results():
-            if p.exists():
-                p.unlink()
+        for p in (*self.paths.results(), self.paths.report):
+            p.unlink(missing_ok=True)
 
     # -- windows -------------------------------------------------------------------------------
     @property
@@ -140,39 +150,34 @@ class Checkpoint:
     def part(self, index: int, suffix: str) -> Path:
         return self.state / f"w{index:06d}{suffix}"
 
-    def commit_window(self, index: int, *, predictions: str, highest: str, summary: str,
+    def commit_window(self, index: int, *, parts: Mapping[str, str],
                       carried_tally: dict[str, Any] | None, counters: dict[str, Any]) -> None:
-        """Make window `index` durable: its three parts first, then the manifest that counts it."""
+        """Make window `index` durable: its parts ({suffix: text}) first, then the manifest."""
         if index != self.windows_done:
             raise RuntimeError(f"window {index} committed out of order (done: {self.windows_done})")
-        write_atomic(self.part(index, ".pred"), predictions)
-        write_atomic(self.part(index, ".high"), highest)
-        write_atomic(self.part(index, ".summary"), summary)
+        for suffix, text in parts.items():
+            write_atomic(self.part(index, suffix), text)
         self.manifest.update(windows_done=index + 1, carried_tally=carried_tally,
                              counters=counters)
         write_json_atomic(self.manifest_path, self.manifest)
 
     # -- final outputs ---------------------------------------------------------------------------
-    def assemble(self, *, predictions_header: str, highest_header: str, summary_header: str,
-                 run_json: dict[str, Any]) -> None:
+    def assemble(self, files: Sequence[FinalFile], run_json: dict[str, Any]) -> None:
         """Write the final files atomically from the window parts, then mark the run complete.
 
-        Memory stays constant: predictions and summary are concatenated, the highestscore parts
-        (each sorted) are merged with heapq.merge.
+        Memory stays constant: parts are concatenated, or (each part sorted) merged with
+        heapq.merge.
         """
         n = self.windows_done
-        _stream_atomic(self.paths.predictions, predictions_header,
-                       _concat(self.part(i, ".pred") for i in range(n)))
-        _stream_atomic(self.paths.highest, highest_header,
-                       _merge_sorted([self.part(i, ".high") for i in range(n)]))
-        _stream_atomic(self.paths.summary, summary_header,
-                       _concat(self.part(i, ".summary") for i in range(n)))
+        for f in files:
+            parts = [self.part(i, f.suffix) for i in range(n)]
+            _stream_atomic(f.target, f.header, _merge_sorted(parts) if f.sorted else _concat(parts))
         write_json_atomic(self.paths.run_json, run_json)
         self.manifest.update(complete=True, carried_tally=None)
         write_json_atomic(self.manifest_path, self.manifest)
         for i in range(n):
-            for suffix in _PART_SUFFIXES:
-                self.part(i, suffix).unlink(missing_ok=True)
+            for f in files:
+                self.part(i, f.suffix).unlink(missing_ok=True)
 
 
 def _concat(parts: Iterable[Path]) -> Iterator[str]:

@@ -13,8 +13,11 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 
+from encoders.errors import EncoderError
 from orchestrator import __version__
+from orchestrator.calls import CallSettings
 from orchestrator.errors import InputError, Interrupted, OrchestratorError
 
 log = logging.getLogger("orchestrator")
@@ -84,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="FASTA file(s), .gz allowed, - for stdin; all one sample")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="FASTA, FASTQ, SAM, BAM or CRAM; plain, gzip, bzip2, xz or zstd (sniffed); "
+                   "- for stdin (not BAM/CRAM); several inputs are one sample")
     p.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
     p.add_argument("--chunk-size", type=int, choices=(300, 500), required=True)
     p.add_argument("--classifier", required=True, help="300_model.pth / 500_model.pth (or .safetensors)")
@@ -112,7 +117,39 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--ssl-key", metavar="CLIENT.key", help="private key of --ssl-cert")
     tls.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
                      help="gRPC metadata sent on every call, e.g. authorization='Bearer TOKEN' (repeatable)")
+    calls = p.add_argument_group(
+        "sequence calls and viral regions (sequence_calls.tsv, viral_regions.tsv/.bed; "
+        "method of viral-pipelines' classify_virnucpro_contigs)")
+    defaults = CallSettings()
+    for name, kind, text in (
+        ("min_weighted_delta", float, "weighted mean delta above which a sequence is viral "
+         "(below minus it: non-viral), and above which a chunk counts as viral for regions"),
+        ("high_confidence_delta", float, "|weighted delta| above which a call is high confidence"),
+        ("min_confident_score", float, "a chunk is confident when its own max score exceeds this"),
+        ("max_opposing_score", float, "... and the opposing max score is below this"),
+        ("min_ambiguous_score", float, "a chunk is ambiguous when both max scores exceed this"),
+        ("min_viral_prop", float, "confident viral chunks / non-ambiguous chunks needed for "
+         "high or moderate"),
+        ("min_nonviral_prop", float, "the same for non-viral calls"),
+        ("min_chunks", int, "fewer scored chunks lower the tier one step"),
+        ("region_max_gap", int, "non-viral chunks bridged inside a viral region"),
+        ("region_min_length", int, "shortest viral region reported, in bp"),
+    ):
+        calls.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
+                           metavar="N", help=f"{text} (default {getattr(defaults, name)})")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--restart", action="store_true", help="discard a previous run's state in OUTDIR and start over")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "report",
+        help="(re)write OUTDIR/report.html from a finished run's files",
+        description="Write report.html (self-contained: counts, score histogram, calls table, "
+        "score tracks of the longest sequences) from the files a finished predict left in OUTDIR.",
+    )
+    p.add_argument("outdir", metavar="OUTDIR")
+    p.add_argument("--top-rows", type=int, default=1000, help="calls table rows in the page (default 1000)")
+    p.add_argument("--tracks", type=int, default=10, help="longest sequences drawn as score tracks (default 10)")
     _add_common(p)
 
     p = sub.add_parser(
@@ -183,7 +220,19 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             connection=ConnectionOptions(
                 ssl=args.ssl, root_cert=args.ssl_root_cert, cert=args.ssl_cert, key=args.ssl_key,
                 headers=parse_headers(args.header)),
+            call_settings=CallSettings(**{f.name: getattr(args, f.name) for f in fields(CallSettings)}),
+            report=not args.no_report,
         )
+        return 0
+    if args.command == "report":
+        from orchestrator.report import write_report
+
+        if not os.path.isfile(os.path.join(args.outdir, "run.json")):
+            raise InputError(f"{args.outdir}: no finished run here (run.json missing)")
+        if args.top_rows < 0 or args.tracks < 0:
+            raise InputError("--top-rows and --tracks must be 0 or more")
+        path = write_report(args.outdir, top_rows=args.top_rows, tracks=args.tracks)
+        log.info("wrote %s", path)
         return 0
     if args.command == "serve":
         from orchestrator.server import ServerTLS, serve
@@ -226,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_logging(args.verbose, args.quiet)
         progress = not args.no_progress and not args.quiet and sys.stderr.isatty()
         return _dispatch(args, progress)
-    except OrchestratorError as exc:
+    except (OrchestratorError, EncoderError) as exc:  # both carry exit_code
         if verbose:
             log.exception("details")
         print(f"orchestrator: error: {exc}", file=sys.stderr)

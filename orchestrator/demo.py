@@ -70,7 +70,11 @@ def run_demo(*, artifacts: str, outdir: str, progress: bool) -> int:
           f"frames scored, {viral} chunks called viral (meaningless: demo weights), "
           f"{fps} frames/s")
     print(f"demo: outputs in {Path(outdir).resolve()}/ (prediction_results.txt, "
-          "prediction_results_highestscore.csv, sequence_summary.tsv, run.json)")
+          "prediction_results_highestscore.csv, sequence_summary.tsv, sequence_calls.tsv, "
+          "viral_regions.tsv/.bed, chunk_scores.bedgraph, run.json)")
+    report = Path(outdir).resolve() / "report.html"
+    if report.exists():
+        print(f"demo: open file://{report} in a browser for the report")
     return 0
 
 

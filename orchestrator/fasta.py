@@ -1,34 +1,26 @@
-"""Streaming FASTA reader with Biopython's `SeqIO.parse(..., "fasta")` record semantics.
+"""Streaming FASTA parser with Biopython's `SeqIO.parse(..., "fasta")` record semantics.
 
-Works on bytes in 1 MiB blocks (no per-line or per-character Python), reads plain or gzip files
-(sniffed by magic bytes, not by name) or `-` for stdin, and treats several inputs as one sample.
-What matches Biopython: ID = header up to the first whitespace (tab included), description
-dropped, sequence lines joined with spaces, tabs and CR removed, blank lines ignored, `\\r\\n` and
-a lone `\\r` both end a line (Python's universal newlines). What we add: leading blank lines are
-allowed, and bad input raises `InputError("FILE:LINE: ...")` instead of a traceback.
-
-Stdin can be read only once. A stage that needs two passes (`scan_inputs` to check IDs, then
-`read_records`) first copies stdin to a file with `spool_stdin(path)` and passes that path on.
+Works on bytes in 1 MiB blocks (no per-line or per-character Python), reads plain or compressed
+files (gzip, bzip2, xz, zstd, sniffed from the bytes by `compression`). What matches Biopython:
+ID = header up to the first whitespace (tab included), description dropped, sequence lines joined
+with spaces, tabs and CR removed, blank lines ignored, `\\r\\n` and a lone `\\r` both end a line
+(Python's universal newlines). What we add: leading blank lines are allowed, and bad input raises
+`InputError("FILE:LINE: ...")` instead of a traceback. `orchestrator.inputs` picks this parser for
+FASTA and others for FASTQ/SAM/BAM/CRAM; the original tool's default path stays this one.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import io
-import shutil
 import sys
-import zlib
-from array import array
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+from orchestrator.compression import decompressed, decompression_errors
 from orchestrator.errors import InputError
 
 BLOCK = 1 << 20
-GZIP_MAGIC = b"\x1f\x8b"
 SEQ_WHITESPACE = b" \t\r\n"  # what Biopython removes from sequence lines
-MAX_DUPLICATES_NAMED = 5
 
 
 @dataclass(frozen=True)
@@ -37,15 +29,6 @@ class Record:
 
     id: str
     seq: bytes
-
-
-@dataclass(frozen=True)
-class InputSummary:
-    """Counts and raw-byte checksums of the inputs, from one streaming pass (`scan_inputs`)."""
-
-    n_records: int
-    n_bases: int
-    sha256: dict[str, str] = field(default_factory=dict)  # input path -> hex digest of its bytes
 
 
 def display_name(path: str) -> str:
@@ -84,9 +67,7 @@ def _blocks(path: str, sink: Callable[[bytes], None] | None) -> Iterator[bytes]:
     try:
         # the tap also keeps our reader from closing sys.stdin when it is collected
         buffered = io.BufferedReader(_Tap(source, sink or _ignore), BLOCK)
-        stream: io.BufferedIOBase = buffered
-        if buffered.peek(2)[:2] == GZIP_MAGIC:
-            stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+        stream, _kind = decompressed(buffered)
         carry_cr = False
         while True:
             block = stream.read(BLOCK)
@@ -106,14 +87,14 @@ def _blocks(path: str, sink: Callable[[bytes], None] | None) -> Iterator[bytes]:
         if sink:  # hash every raw byte, also any the decompressor did not need
             while buffered.read(BLOCK):
                 pass
-    except (OSError, EOFError, zlib.error) as exc:
+    except decompression_errors() as exc:
         raise InputError(f"{name}: cannot read input: {exc}") from None
     finally:
         if path != "-":
             source.close()
 
 
-def _entries(path: str, sink: Callable[[bytes], None] | None = None
+def fasta_entries(path: str, sink: Callable[[bytes], None] | None = None
              ) -> Iterator[tuple[str, bytes, int]]:
     """(id, sequence, header line number) for each record of one input.
 
@@ -172,57 +153,3 @@ def _entries(path: str, sink: Callable[[bytes], None] | None = None
     entry = parse(b"".join(current))
     if in_record:
         yield entry
-
-
-def read_records(paths: Sequence[str], *, sink: Callable[[bytes], None] | None = None
-                 ) -> Iterator[Record]:
-    """All records of all inputs, in order; `sink` sees each raw input byte (progress bars)."""
-    for path in paths:
-        for rid, seq, _line in _entries(path, sink):
-            yield Record(rid, seq)
-
-
-def scan_inputs(paths: Sequence[str]) -> InputSummary:
-    """Count records and bases, checksum each input and refuse duplicate IDs, in one pass.
-
-    Memory stays small: only an 8-byte hash per ID is kept; the names and lines of duplicates
-    are found by a second pass that runs only when a hash repeats (stdin: spool it first).
-    """
-    n_records = n_bases = 0
-    digests: dict[str, str] = {}
-    hashes = array("q")
-    for path in paths:
-        digest = hashlib.sha256()
-        for rid, seq, _line in _entries(path, digest.update):
-            n_records += 1
-            n_bases += len(seq)
-            hashes.append(hash(rid))
-        digests[path] = digest.hexdigest()
-    if len(set(hashes)) < len(hashes):
-        _raise_duplicates(paths, hashes)
-    return InputSummary(n_records, n_bases, digests)
-
-
-def _raise_duplicates(paths: Sequence[str], hashes: array) -> None:
-    seen: set[int] = set()
-    repeated = {h for h in hashes if h in seen or seen.add(h)}  # type: ignore[func-returns-value]
-    where: dict[str, list[str]] = {}
-    for path in paths:
-        for rid, _seq, line in _entries(path):
-            if hash(rid) in repeated:
-                where.setdefault(rid, []).append(f"{display_name(path)}:{line}")
-    dups = [(rid, places) for rid, places in where.items() if len(places) > 1]
-    if not dups:
-        return  # only a hash collision
-    named = ", ".join(f"{rid} ({', '.join(places)})" for rid, places in dups[:MAX_DUPLICATES_NAMED])
-    more = len(dups) - MAX_DUPLICATES_NAMED
-    suffix = f" and {more} more" if more > 0 else ""
-    raise InputError(f"duplicate record IDs: {named}{suffix}; record IDs must be unique "
-                     "across all inputs")
-
-
-def spool_stdin(dest_path: str) -> str:
-    """Copy stdin to `dest_path` so that it can be read twice; returns `dest_path`."""
-    with open(dest_path, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, BLOCK)
-    return dest_path

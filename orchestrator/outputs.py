@@ -15,11 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.calls import ChunkScore, Region, SequenceCall
+
 PREDICTIONS_NAME = "prediction_results.txt"
 HIGHEST_NAME = "prediction_results_highestscore.csv"  # tab-separated despite the name
 SUMMARY_NAME = "sequence_summary.tsv"
 RUN_JSON_NAME = "run.json"
+CALLS_NAME = "sequence_calls.tsv"
+REGIONS_NAME = "viral_regions.tsv"
+REGIONS_BED_NAME = "viral_regions.bed"
+BEDGRAPH_NAME = "chunk_scores.bedgraph"
+REPORT_NAME = "report.html"
 STATE_DIR_NAME = ".virnucpro_state"
+CHUNK_TABLE_NAME = "chunk_maxima.tsv"
 
 PREDICTIONS_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
 # The original writes only the first two; a common downstream workflow also reads the max scores.
@@ -35,9 +43,40 @@ SUMMARY_COLUMNS = (
     "mean_virus_score",
     "n_ambiguous_bases",
 )
+CALLS_COLUMNS = (
+    "seq_id",
+    "length",
+    "call",
+    "confidence",
+    "weighted_delta",
+    "n_chunks",
+    "n_confident_viral",
+    "n_confident_nonviral",
+    "n_ambiguous",
+    "viral_proportion",
+    "nonviral_proportion",
+)
+REGIONS_COLUMNS = (
+    "seq_id",
+    "region_id",
+    "start",
+    "end",
+    "length",
+    "n_chunks",
+    "n_viral_chunks",
+    "mean_virus_score",
+    "max_virus_score",
+)
 PREDICTIONS_HEADER = "\t".join(PREDICTIONS_COLUMNS) + "\n"
 HIGHEST_HEADER = "\t".join(HIGHEST_COLUMNS) + "\n"
 SUMMARY_HEADER = "\t".join(SUMMARY_COLUMNS) + "\n"
+CALLS_HEADER = "\t".join(CALLS_COLUMNS) + "\n"
+REGIONS_HEADER = "\t".join(REGIONS_COLUMNS) + "\n"
+# UCSC track lines: IGV and the UCSC browser read them; bedtools skips them.
+REGIONS_BED_HEADER = ('track name="viral_regions" description="VirNucPro viral regions '
+                      '(score = mean virus score x 1000)" useScore=1\n')
+BEDGRAPH_HEADER = ('track type=bedGraph name="virus_score" description="VirNucPro chunk virus '
+                   'score (max_score_1)" viewLimits=0:1 autoScale=off\n')
 
 LABEL_VIRUS = "virus"
 LABEL_OTHERS = "others"
@@ -53,11 +92,22 @@ class OutputPaths:
         self.highest = self.outdir / HIGHEST_NAME
         self.summary = self.outdir / SUMMARY_NAME
         self.run_json = self.outdir / RUN_JSON_NAME
+        self.calls = self.outdir / CALLS_NAME
+        self.regions = self.outdir / REGIONS_NAME
+        self.regions_bed = self.outdir / REGIONS_BED_NAME
+        self.bedgraph = self.outdir / BEDGRAPH_NAME
+        self.report = self.outdir / REPORT_NAME
         self.state = self.outdir / STATE_DIR_NAME
+        # per chunk in input order: ID, chunk number, maxima; kept so answers can be re-derived
+        self.chunk_table = self.state / CHUNK_TABLE_NAME
 
     def results(self) -> tuple[Path, ...]:
-        """The user-facing files, in the order they are usually read."""
+        """The files that make a run complete (the answers are re-derived when missing)."""
         return (self.predictions, self.highest, self.summary, self.run_json)
+
+    def answers(self) -> tuple[Path, ...]:
+        """Files derived from the results without any model (`answers.write_answers`)."""
+        return (self.calls, self.regions, self.regions_bed, self.bedgraph)
 
 
 # --------------------------------------------------------------------------- scores
@@ -106,6 +156,14 @@ def chunk_maxima(chunk_starts: Sequence[int], probs: np.ndarray) -> np.ndarray:
     if not len(chunk_starts):
         return np.empty((0, 2), np.float32)
     return np.maximum.reduceat(p, np.asarray(chunk_starts, np.intp), axis=0)
+
+
+def format_chunk_table_rows(seq_id: str, chunk_ids: Sequence[str], maxima: np.ndarray) -> str:
+    """Chunk maxima table rows `ID\\tk\\tmax_score_0\\tmax_score_1` (scores as printed)."""
+    prefix = len(seq_id) + len("_chunk_")
+    return "".join(f"{seq_id}\t{cid[prefix:]}\t{a}\t{b}\n" for cid, a, b in
+                   zip(chunk_ids, format_scores(maxima[:, 0]), format_scores(maxima[:, 1]),
+                       strict=True))
 
 
 def format_highest_rows(chunk_ids: Sequence[str], maxima: np.ndarray) -> list[str]:
@@ -198,6 +256,40 @@ class SequenceTally:
             cid: [np.float32(m0), np.float32(m1)] for cid, (m0, m1) in d["chunks"].items()
         }
         return tally
+
+
+# --------------------------------------------------------------------------- calls, regions, tracks
+
+
+def _decimal(x: float | None) -> str:
+    if x is None:
+        return NA
+    text = f"{x:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
+def format_call_row(seq_id: str, length: int, c: SequenceCall) -> str:
+    fields = (seq_id, length, c.call, c.confidence or NA, _decimal(c.weighted_delta), c.n_chunks,
+              c.n_confident_viral, c.n_confident_nonviral, c.n_ambiguous,
+              _decimal(c.viral_proportion), _decimal(c.nonviral_proportion))
+    return "\t".join(map(str, fields)) + "\n"
+
+
+def format_region_rows(seq_id: str, regions: Sequence[Region]) -> tuple[str, str]:
+    """(viral_regions.tsv rows with 1-based inclusive coordinates, BED rows 0-based half-open)."""
+    tsv, bed = [], []
+    for k, r in enumerate(regions, 1):
+        name = f"{seq_id}_region_{k}"
+        tsv.append(f"{seq_id}\t{name}\t{r.start + 1}\t{r.end}\t{r.end - r.start}\t{r.n_chunks}\t"
+                   f"{r.n_viral_chunks}\t{_decimal(r.mean_score)}\t{format_score(r.max_score)}\n")
+        bed.append(f"{seq_id}\t{r.start}\t{r.end}\t{name}\t{round(r.mean_score * 1000)}\t.\n")
+    return "".join(tsv), "".join(bed)
+
+
+def format_bedgraph_rows(seq_id: str, chunks: Sequence[ChunkScore],
+                         intervals: Sequence[tuple[int, int]]) -> str:
+    return "".join(f"{seq_id}\t{s}\t{e}\t{format_score(c.max1)}\n"
+                   for c, (s, e) in zip(chunks, intervals, strict=True))
 
 
 # --------------------------------------------------------------------------- atomic writes

@@ -27,13 +27,15 @@ from typing import Any
 import numpy as np
 
 from orchestrator import __version__
-from orchestrator.checkpoint import Checkpoint
+from orchestrator.answers import write_answers
+from orchestrator.calls import CallSettings
+from orchestrator.checkpoint import Checkpoint, FinalFile
 from orchestrator.chunking import chunk_sequence
 from orchestrator.classifier import Classifier, load_classifier
 from orchestrator.endpoints import ConnectionOptions, parse_servers
 from orchestrator.errors import InputError
-from orchestrator.fasta import read_records, scan_inputs, spool_stdin
 from orchestrator.frames import kept_frames_batch
+from orchestrator.inputs import read_records, scan_inputs, spool_stdin
 from orchestrator.outdir_lock import OutdirLock
 from orchestrator.outputs import (
     HIGHEST_HEADER,
@@ -42,8 +44,10 @@ from orchestrator.outputs import (
     OutputPaths,
     SequenceTally,
     chunk_maxima,
+    format_chunk_table_rows,
     format_highest_rows,
     prediction_rows,
+    write_json_atomic,
 )
 
 log = logging.getLogger("orchestrator")
@@ -162,12 +166,27 @@ def _classify(classifier: Classifier, dna: np.ndarray, prot: np.ndarray) -> np.n
     return np.asarray(classifier.predict_proba(np.concatenate([dna, prot], axis=1)), dtype=np.float32)
 
 
-def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | None
-                  ) -> tuple[str, str, str, SequenceTally | None]:
-    """The window's prediction rows, sorted highestscore rows, finished summary rows, carry.
+# Window part suffixes (checkpoint files) and the final file each one is assembled into.
+PART_PREDICTIONS, PART_HIGHEST, PART_SUMMARY, PART_CHUNKS = ".pred", ".high", ".summary", ".chunks"
 
-    Chunk maxima are taken once per window (chunk IDs are unique across a run, a chunk's frames
-    are consecutive and each record part covers whole chunks), then shared by both outputs.
+
+def final_files(paths: OutputPaths) -> list[FinalFile]:
+    return [
+        FinalFile(paths.predictions, PREDICTIONS_HEADER, PART_PREDICTIONS),
+        FinalFile(paths.highest, HIGHEST_HEADER, PART_HIGHEST, sorted=True),
+        FinalFile(paths.summary, SUMMARY_HEADER, PART_SUMMARY),
+        FinalFile(paths.chunk_table, "", PART_CHUNKS),
+    ]
+
+
+def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | None
+                  ) -> tuple[dict[str, str], SequenceTally | None]:
+    """The window's parts ({suffix: text}) and the tally carried into the next window.
+
+    Predictions and the chunk maxima table in input order, highestscore rows sorted, summary rows
+    of the records that finished in this window. Chunk maxima are taken once per window (chunk
+    IDs are unique across a run, a chunk's frames are consecutive and each record part covers
+    whole chunks), then shared by all outputs.
     """
     predictions = prediction_rows(window.frame_ids, probs)
     ids = window.chunk_ids
@@ -176,6 +195,7 @@ def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | No
     rows = format_highest_rows(ids, maxima)
     highest = "".join(row for _, row in sorted(zip(ids, rows, strict=True)))
     summary: list[str] = []
+    table: list[str] = []
     g = 0
     for part in window.parts:
         tally = part.tally if part.tally is not None else carried
@@ -185,13 +205,15 @@ def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | No
             g = bisect_left(starts, part.start, g)  # the part's chunk groups: [g, g_end)
             g_end = bisect_left(starts, part.end, g)
             tally.add_chunk_maxima(ids[g:g_end], maxima[g:g_end], part.end - part.start)
+            table.append(format_chunk_table_rows(tally.seq_id, ids[g:g_end], maxima[g:g_end]))
             g = g_end
         if part.ends:
             summary.append(tally.row())
             carried = None
         else:
             carried = tally
-    return predictions, highest, "".join(summary), carried
+    return {PART_PREDICTIONS: predictions, PART_HIGHEST: highest, PART_SUMMARY: "".join(summary),
+            PART_CHUNKS: "".join(table)}, carried
 
 
 def _open_backend(backend: str, *, servers: list[str], model_repository: str | None,
@@ -274,12 +296,18 @@ def run_predict(
     restart: bool = False,
     progress: bool = False,
     connection: ConnectionOptions | None = None,
+    call_settings: CallSettings | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Run the whole pipeline; returns the run record (also written as run.json).
 
     `server`: one HOST:PORT, a comma-separated list, or a sequence of them (all used at once).
+    `call_settings`: thresholds of sequence_calls.tsv and viral_regions.tsv; `report`: write
+    report.html at the end.
     """
     _check_args(chunk_size, window, batch_size, max_in_flight, lookahead, inputs)
+    settings = call_settings or CallSettings()
+    _check_settings(settings)
     servers = parse_servers([server] if isinstance(server, str) else server)
     paths = OutputPaths(outdir)
     paths.outdir.mkdir(parents=True, exist_ok=True)
@@ -288,14 +316,14 @@ def run_predict(
                         backend=backend, servers=servers, model_repository=model_repository,
                         batch_size=batch_size, max_in_flight=max_in_flight, window=window,
                         lookahead=lookahead, restart=restart, progress=progress,
-                        connection=connection)
+                        connection=connection, settings=settings, report=report)
 
 
 def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, classifier: str,
              backend: str, servers: list[str], model_repository: str | None,
              batch_size: int | None, max_in_flight: int | None, window: int, lookahead: int,
-             restart: bool, progress: bool, connection: ConnectionOptions | None
-             ) -> dict[str, Any]:
+             restart: bool, progress: bool, connection: ConnectionOptions | None,
+             settings: CallSettings, report: bool) -> dict[str, Any]:
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
     outdir = paths.outdir
@@ -305,8 +333,10 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
     read_paths = _spooled_inputs(list(inputs), paths)
 
     t0 = time.perf_counter()
-    scan = scan_inputs(read_paths)  # format errors and duplicate IDs: InputError before any model
+    # format errors and duplicate IDs: InputError before any model
+    scan = scan_inputs(read_paths, short_length=chunk_size // 2)
     scan_seconds = time.perf_counter() - t0
+    _warn_short_records(scan.lengths, chunk_size)
     clf = load_classifier(classifier)
     clf_sha = clf.sha256  # of the bytes it was loaded from
     input_digests = [scan.sha256[p] for p in read_paths]
@@ -320,11 +350,15 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
         "model_repository": model_repository, "batch_size": batch_size,
         "max_in_flight": max_in_flight, "window": window, "lookahead": lookahead,
         "restart": restart,
+        "input_formats": [scan.formats[p].describe() for p in read_paths],
+        "calls": settings.to_dict(), "report": report,
     }
+    input_lengths = scan.lengths.to_dict()
     if scan.n_records == 0:
         log.warning("warning: no FASTA records in %s; writing header-only outputs",
                     ", ".join(inputs))
-        return _write_empty(paths, ckpt, parameters, clf, clf_sha, input_digests, wall0, cpu0)
+        run_json = _write_empty(paths, ckpt, parameters, clf, clf_sha, input_digests, wall0, cpu0)
+        return _finish(paths, run_json, chunk_size, settings, report, fresh=False)
 
     be = _open_backend(backend, servers=servers, model_repository=model_repository,
                        batch_size=batch_size, max_in_flight=max_in_flight, connection=connection)
@@ -344,9 +378,8 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
         }
         done = ckpt.open(fingerprint, restart)
         if done < 0:
-            log.info("this run is already complete in %s; nothing to do "
-                     "(pass --restart to run it again)", paths.outdir)
-            return json.loads(paths.run_json.read_text())
+            return _finish(paths, json.loads(paths.run_json.read_text()), chunk_size, settings,
+                           report, fresh=False)
         if done:
             log.info("resuming from window %d (%d finished windows reused from %s)",
                      done + 1, done, paths.state)
@@ -371,20 +404,89 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
         clf=clf, clf_path=classifier, clf_sha=clf_sha, input_digests=input_digests,
         counters=counters, timings=timings, frames_embedded=frames_embedded,
         windows_reused=done, windows_run=windows_run, wall=wall,
-        cpu=time.process_time() - cpu0,
+        cpu=time.process_time() - cpu0, input_lengths=input_lengths,
     )
     t0 = time.perf_counter()
-    ckpt.assemble(predictions_header=PREDICTIONS_HEADER, highest_header=HIGHEST_HEADER,
-                  summary_header=SUMMARY_HEADER, run_json=run_json)
+    ckpt.assemble(final_files(paths), run_json)
     log.info("wrote %s (%d records, %d chunks, %d frames) in %.1f s",
              paths.outdir, counters.records, counters.chunks, counters.frames, wall)
-    run_json["timings"]["assemble"] = time.perf_counter() - t0
+    run_json["timings"]["assemble"] = round(time.perf_counter() - t0, 4)
+    return _finish(paths, run_json, chunk_size, settings, report, fresh=True)
+
+
+def _finish(paths: OutputPaths, run_json: dict[str, Any], chunk_size: int,
+            settings: CallSettings, report: bool, *, fresh: bool) -> dict[str, Any]:
+    """The answers (calls, regions, tracks) and the report of a complete run.
+
+    A finished run rerun with other thresholds, or whose answer files are missing, gets them
+    re-derived from the kept chunk table: nothing is re-embedded.
+    """
+    stale = (fresh or run_json.get("parameters", {}).get("calls") != settings.to_dict()
+             or not all(p.exists() for p in paths.answers()))
+    if stale:
+        if not fresh:
+            log.info("this run is complete in %s; deriving sequence calls, regions and tracks "
+                     "with the given thresholds (nothing is re-embedded)", paths.outdir)
+        if not paths.chunk_table.exists():
+            raise InputError(f"{paths.chunk_table} is missing, so the calls cannot be derived "
+                             "without re-embedding; rerun with --restart")
+        t0 = time.perf_counter()
+        write_answers(paths, chunk_size, settings)
+        run_json.setdefault("parameters", {})["calls"] = settings.to_dict()
+        run_json.setdefault("timings", {})["answers"] = round(time.perf_counter() - t0, 4)
+        write_json_atomic(paths.run_json, run_json)
+    elif paths.report.exists() or not report:
+        log.info("this run is already complete in %s; nothing to do "
+                 "(pass --restart to run it again)", paths.outdir)
+    if report and (stale or not paths.report.exists()):
+        _write_report(paths)
     return run_json
+
+
+def _check_settings(s: CallSettings) -> None:
+    for name in ("min_weighted_delta", "high_confidence_delta", "min_confident_score",
+                 "max_opposing_score", "min_ambiguous_score", "min_viral_prop",
+                 "min_nonviral_prop"):
+        value = getattr(s, name)
+        if not 0 <= value <= 1:
+            raise InputError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+    for name in ("min_chunks", "region_max_gap", "region_min_length"):
+        if getattr(s, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be 0 or more, "
+                             f"got {getattr(s, name)}")
+
+
+# Most records at most half a chunk long: the published classifiers were trained on 300/500 bp
+# chunks and are unreliable far below that.
+SHORT_RECORDS_WARN_FRACTION = 0.5
+
+
+def _warn_short_records(lengths: Any, chunk_size: int) -> None:
+    if lengths.n_short and lengths.fraction_short > SHORT_RECORDS_WARN_FRACTION:
+        log.warning(
+            "warning: %.0f%% of records (%d of %d with sequence) are %d bp or shorter, at most "
+            "half of --chunk-size %d; the published classifiers are unreliable on sequences this "
+            "short (a published evaluation measured ROC-AUC 0.56 on 150 bp windows with the "
+            "300 model); assemble reads into contigs first if you can",
+            100 * lengths.fraction_short, lengths.n_short, lengths.n - lengths.bins[0],
+            lengths.short_length, chunk_size)
+
+
+def _write_report(paths: OutputPaths) -> None:
+    """report.html from the finished files; a failure is a warning (the results are complete)."""
+    from orchestrator.report import write_report
+
+    try:
+        write_report(paths.outdir)
+    except Exception as exc:  # the results are already complete and committed
+        log.warning("warning: could not write %s: %s (the results are complete; "
+                    "`orchestrator report %s` retries)", paths.report, exc, paths.outdir)
 
 
 def _run_windows(*, read_paths: list[str], paths: OutputPaths, ckpt: Checkpoint, backend: Any,
                  clf: Classifier, chunk_size: int, window: int, lookahead: int, done: int,
-                 progress: bool, total_bases: int) -> tuple[Counters, dict[str, float], int, int]:
+                 progress: bool, total_bases: int
+                 ) -> tuple[Counters, dict[str, float], int, int]:
     """The main loop: skip finished windows (frames regenerated, not embedded), score the rest."""
     counters = Counters()
     timings = dict.fromkeys(("preprocess", "embed", "classify", "write"), 0.0)
@@ -399,10 +501,9 @@ def _run_windows(*, read_paths: list[str], paths: OutputPaths, ckpt: Checkpoint,
         t0 = time.perf_counter()
         probs = _classify(clf, *embeddings)
         t1 = time.perf_counter()
-        pred, high, summ, carried = _window_texts(w, probs, carried)
+        parts, carried = _window_texts(w, probs, carried)
         ckpt.commit_window(
-            w.index, predictions=pred, highest=high, summary=summ,
-            carried_tally=carried.to_dict() if carried is not None else None,
+            w.index, parts=parts, carried_tally=carried.to_dict() if carried is not None else None,
             counters=w.progress,
         )
         timings["classify"] += t1 - t0
@@ -462,7 +563,8 @@ def _run_record(*, parameters: dict[str, Any], backend: str,
                 stats: dict[str, Any], clf: Classifier,
                 clf_path: str, clf_sha: str, input_digests: list[str], counters: Counters,
                 timings: dict[str, float], frames_embedded: int, windows_reused: int,
-                windows_run: int, wall: float, cpu: float) -> dict[str, Any]:
+                windows_run: int, wall: float, cpu: float,
+                input_lengths: dict[str, Any] | None = None) -> dict[str, Any]:
     for m in models:
         s = stats.get(m["name"])
         if s:
@@ -487,6 +589,7 @@ def _run_record(*, parameters: dict[str, Any], backend: str,
         "counts": {"records": counters.records, "bases": counters.bases,
                    "chunks": counters.chunks, "frames": counters.frames,
                    "windows": counters.windows},
+        "input_lengths": input_lengths,
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "throughput": {
             "frames_embedded": frames_embedded,
@@ -516,7 +619,6 @@ def _write_empty(paths: OutputPaths, ckpt: Checkpoint, parameters: dict[str, Any
     fingerprint = {"tool_version": __version__, "inputs_sha256": input_digests, "empty": True}
     if ckpt.open(fingerprint, restart=parameters["restart"]) < 0:
         return run_json
-    ckpt.assemble(predictions_header=PREDICTIONS_HEADER, highest_header=HIGHEST_HEADER,
-                  summary_header=SUMMARY_HEADER, run_json=run_json)
+    ckpt.assemble(final_files(paths), run_json)
     return run_json
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.chunking import chunk_bounds
-from orchestrator.fasta import read_records
 from orchestrator.frames import FRAME_LABELS, scan
+from orchestrator.inputs import read_records
 
 log = logging.getLogger(__name__)
 

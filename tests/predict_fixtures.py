@@ -143,9 +143,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300
 
 
 def outputs_of(outdir: Path) -> dict[str, bytes]:
-    """The three result files' bytes (run.json holds timings, so it is not byte-compared)."""
+    """The result files' bytes (run.json holds timings and report.html the finish time, so they
+    are not byte-compared)."""
     names = ("prediction_results.txt", "prediction_results_highestscore.csv",
-             "sequence_summary.tsv")
+             "sequence_summary.tsv", "sequence_calls.tsv", "viral_regions.tsv",
+             "viral_regions.bed", "chunk_scores.bedgraph")
     return {n: (outdir / n).read_bytes() for n in names}
 
 

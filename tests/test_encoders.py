@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import string
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from encoders import check_sequence, load_embedder
+from encoders import ALLOWED, check_sequence, first_disallowed, load_embedder
 from encoders.batching import token_budget_batches
-from encoders.dnabert import DnabertConfig, alibi_slopes
+from encoders.dnabert import PAD_ID, DnabertConfig, alibi_slopes
 from encoders.dnabert import build_module as build_dnabert
 from encoders.dnabert import map_state_dict as map_dnabert
 from encoders.errors import SequenceError, WeightsError
@@ -207,7 +208,7 @@ def test_dnabert_pooling_is_masked_mean_including_specials() -> None:
     module = build_dnabert(SMALL, _dnabert_state(SMALL, 4), "x")
     tokens = torch.tensor([[1, 9, 9, 2, 3, 3], [1, 9, 9, 9, 9, 2]])
 
-    def fake_hidden(tok: torch.Tensor) -> torch.Tensor:
+    def fake_hidden(tok: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         pos = torch.arange(tok.shape[1], dtype=torch.float32)
         return pos[None, :, None].expand(tok.shape[0], -1, SMALL.hidden_size).clone()
 
@@ -215,6 +216,57 @@ def test_dnabert_pooling_is_masked_mean_including_specials() -> None:
     out = module(tokens)
     assert out[0, 0].item() == pytest.approx((0 + 1 + 2 + 3) / 4)  # [CLS] seq [SEP], pads excluded
     assert out[1, 0].item() == pytest.approx(sum(range(6)) / 6)
+    # the mask comes from the lengths: a pad id inside a row is pooled like any token
+    inner = torch.tensor([[1, 3, 9, 2, 3, 3], [1, 9, 3, 3, 9, 2]])
+    for out in (module(inner, torch.tensor([4, 6])), module(inner)):  # given / inferred lengths
+        assert out[0, 0].item() == pytest.approx((0 + 1 + 2 + 3) / 4)
+        assert out[1, 0].item() == pytest.approx(sum(range(6)) / 6)
+    assert module(inner, torch.tensor([2, 6]))[0, 0].item() == pytest.approx(0.5)
+
+
+def test_dnabert_pad_id_inside_a_row_is_attended_and_pooled() -> None:
+    """The tokenizer maps the text "[PAD]" to PAD_ID; the original runs unpadded and attends to it.
+
+    Token ids built directly (validation refuses "[" now): rows whose real part holds PAD_ID, in a
+    padded batch, must equal the reference on the unpadded ids (no mask at all).
+    """
+    state = _dnabert_state(SMALL, seed=11)
+    module = build_dnabert(SMALL, state, "test")
+    rows = [[1, 7, PAD_ID, 9, PAD_ID, PAD_ID, 8, 2], [1, PAD_ID, 2], [1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2]]
+    width = max(map(len, rows))
+    tokens = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.tensor(r)
+    lengths = torch.tensor([len(r) for r in rows])
+    with torch.inference_mode():
+        given, inferred = module(tokens, lengths), module(tokens)
+        dropped = module(torch.tensor([[1, 7, 9, 8, 2]]))  # what a token-value mask amounts to
+    for i, r in enumerate(rows):
+        ref = _reference_dnabert(state, SMALL, r).float()
+        assert (given[i] - ref).abs().max().item() <= 1e-5, i
+        assert (inferred[i] - ref).abs().max().item() <= 1e-5, i
+    assert (dropped[0] - given[0]).abs().max().item() > 1e-3  # the case is not trivially equal
+
+
+def test_embedder_passes_lengths_so_inner_pad_ids_count(artifacts: Path) -> None:
+    """End to end through Embedder.embed (sort, pad, sub-batch): the lengths reach the module."""
+    from encoders.dnabert import read_config
+
+    wd = weights_dir(artifacts, "dnabert_s")
+    emb = load_embedder("dnabert_s", wd, token_budget=64)
+    cfg = read_config(wd)
+    state = map_dnabert(torch.load(wd / "pytorch_model.bin", weights_only=True))
+    real = emb.tokenize
+    injected = [1, *real(["ACGTTGCA"])[0][1:-1].tolist(), PAD_ID, PAD_ID, *real(["GGTTAC"])[0][1:-1].tolist(), 2]
+
+    def tokenize(seqs: list[str]) -> list[np.ndarray]:
+        return [np.asarray(injected) if s == "INJECT" else ids for s, ids in zip(seqs, real(seqs), strict=True)]
+
+    emb.tokenize = tokenize  # type: ignore[method-assign]
+    rng = np.random.default_rng(12)
+    got = emb.embed([_rand_dna(rng, 300), "INJECT", _rand_dna(rng, 40)])
+    ref = _reference_dnabert(state, cfg, injected).float().numpy()
+    assert np.abs(got[1] - ref).max() <= 1e-5
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -291,7 +343,7 @@ def test_esm2_pooling_excludes_bos_eos_pad_and_caps_at_1024() -> None:
             state["encoder.sentence_encoder." + k] = torch.randn(shape, generator=g)
     module = build_esm2(cfg, state, "x")
 
-    def fake_hidden(tok: torch.Tensor) -> torch.Tensor:
+    def fake_hidden(tok: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         pos = torch.arange(tok.shape[1], dtype=torch.float32)
         return pos[None, :, None].expand(tok.shape[0], -1, 8).clone()
 
@@ -302,6 +354,13 @@ def test_esm2_pooling_excludes_bos_eos_pad_and_caps_at_1024() -> None:
     out = module(tokens)
     assert out[0, 0].item() == pytest.approx(2.0)  # residues at positions 1, 2, 3
     assert out[1, 0].item() == pytest.approx(sum(range(1, 1025)) / 1024)  # 1..min(1024, n)
+    # BOS, EOS and padding are found by position: special ids among the residues are residues
+    tokens[0, :5] = torch.tensor([alpha.cls_idx, alpha.padding_idx, alpha.eos_idx, alpha.cls_idx,
+                                  alpha.eos_idx])
+    for out in (module(tokens, torch.tensor([5, 1102])), module(tokens)):
+        assert out[0, 0].item() == pytest.approx(2.0)
+        assert out[1, 0].item() == pytest.approx(sum(range(1, 1025)) / 1024)
+    assert module(tokens, torch.tensor([4, 1102]))[0, 0].item() == pytest.approx(1.5)  # 1, 2
 
 
 def test_esm2_unexpected_key_fails_loudly(artifacts: Path) -> None:
@@ -387,7 +446,7 @@ def test_load_errors_are_clear(tmp_path: Path) -> None:
     [
         ("dnabert_s", "ACGTN", None),
         ("dnabert_s", b"ACGT", None),
-        ("esm2", "MKV*", None),
+        ("esm2", "MKV*", "character '*' at position 4 (1-based) is not allowed"),
         ("esm2", "", "empty"),
         ("esm2", b"\xff\xfe", "undecodable"),
         ("esm2", "MKVé", "non-ASCII"),
@@ -405,6 +464,126 @@ def test_check_sequence(kind: str, seq: str | bytes, problem: str | None) -> Non
         assert got is None
     else:
         assert got is not None and problem in got
+
+
+@pytest.mark.parametrize(
+    ("kind", "seq", "char", "position"),
+    [
+        ("dnabert_s", "ACGT[PAD]ACGT", "[", 5),
+        ("dnabert_s", "ACGT[MASK]", "[", 5),
+        ("dnabert_s", "AC#GT", "#", 3),
+        ("dnabert_s", "ACGT1", "1", 5),
+        ("dnabert_s", b"ACGT]", "]", 5),
+        ("esm2", "MK<mask>V", "<", 3),
+        ("esm2", "MKV<eos>", "<", 4),
+        ("esm2", "#MKV", "#", 1),
+        ("esm2", "MK1", "1", 3),
+        ("esm2", "MK[PAD]", "[", 3),
+        ("esm2", b"MKV*", "*", 4),
+    ],
+)
+def test_check_sequence_refuses_characters_naming_them(kind: str, seq: str | bytes, char: str,
+                                                       position: int) -> None:
+    got = check_sequence(kind, seq)
+    assert got is not None
+    assert f"character {char!r} at position {position} (1-based) is not allowed" in got
+    assert first_disallowed(kind, seq) == (position - 1, char)
+
+
+def test_allowed_characters_are_exactly_the_rule() -> None:
+    for code in range(256):
+        ch = chr(code)
+        dna_ok = ch.isascii() and (ch.isalpha() or ch in "-.*")
+        protein_ok = ch.isascii() and (ch.isalpha() or ch in ".-")
+        assert (check_sequence("dnabert_s", "A" + ch) is None) == dna_ok, repr(ch)
+        assert (check_sequence("esm2", "M" + ch) is None) == protein_ok, repr(ch)
+        assert (first_disallowed("dnabert_s", b"A" + bytes([code])) is None) == dna_ok, repr(ch)
+        assert (first_disallowed("esm2", b"M" + bytes([code])) is None) == protein_ok, repr(ch)
+    assert set(ALLOWED["dnabert_s"]) == set(string.ascii_letters + "-.*")
+    assert check_sequence("dnabert_s", "ACGT-ACGT.AC*") is None  # gaps and stops: as the original
+    assert set(ALLOWED["esm2"]) == set(string.ascii_letters + ".-")
+    with pytest.raises(ValueError, match="unknown encoder kind"):
+        first_disallowed("bert", "ACGT")
+
+
+def test_protein_rule_against_fair_esms_vocabulary() -> None:
+    """fair-esm's residue tokens map to themselves; J and lower case (KeyError in fair-esm) to <unk>;
+    what fair-esm would read as a special token, or crash on, is refused here."""
+    import esm
+
+    from encoders.esm2 import _Alphabet
+
+    alpha = esm.data.Alphabet.from_architecture("ESM-1b")
+    residues = {t for t in alpha.standard_toks if len(t) == 1}
+    assert residues == set(string.ascii_uppercase.replace("J", "") + ".-")
+    assert residues <= set(ALLOWED["esm2"])
+    ids = _Alphabet().encode([ALLOWED["esm2"]])[0][1:-1].tolist()
+    for ch, i in zip(ALLOWED["esm2"], ids, strict=True):
+        assert i == (alpha.tok_to_idx[ch] if ch in residues else alpha.unk_idx), ch
+    converter = alpha.get_batch_converter()
+    for odd in ("mkv", "MKJ"):  # accepted here (<unk>), KeyError in fair-esm
+        assert check_sequence("esm2", odd) is None
+        with pytest.raises(KeyError):
+            converter([("x", odd)])
+    for bad in ("MK*", "MK#"):  # refused here, KeyError in fair-esm
+        assert check_sequence("esm2", bad) is not None
+        with pytest.raises(KeyError):
+            converter([("x", bad)])
+    # fair-esm reads a spelled-out special token as that token; refused here
+    assert converter([("x", "M<mask>")])[2][0, 2].item() == alpha.mask_idx
+    assert check_sequence("esm2", "M<mask>") is not None
+
+
+def test_every_frame_the_orchestrator_makes_from_letters_is_accepted() -> None:
+    """Frames of FASTA letters (lower case, N, IUPAC, U) pass both models' checks."""
+    from orchestrator.chunking import Chunk
+    from orchestrator.frames import kept_frames_batch
+
+    rng = np.random.default_rng(13)
+    coding = "ATG" + "".join(rng.choice(["GCT", "AAA", "GGC", "TTC", "CTG", "GAT"], 200))
+    noisy = list(coding)
+    for i in rng.choice(len(noisy), 40, replace=False):
+        noisy[i] = rng.choice(list("NRYSWKMBDHVUnacgtx"))
+    texts = [coding, coding.lower(), "".join(noisy), "".join(noisy).lower()]
+    texts += ["".join(rng.choice(list("ACGTNacgtnRYKM"), 500)) for _ in range(300)]
+    chunks = [Chunk(f"r{i}", t.encode()) for i, t in enumerate(texts)]
+    frames = [f for fs in kept_frames_batch(chunks) for f in fs]
+    assert len(frames) > 20
+    for f in frames:
+        assert check_sequence("dnabert_s", f.nucleotide) is None, f
+        assert check_sequence("esm2", f.protein) is None, f
+    assert any(c in "NRYSWKMBDHVUX" for f in frames for c in f.nucleotide)
+
+
+def test_encoder_errors_stand_alone_and_exit_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import orchestrator.cli
+    from encoders.errors import EncoderError
+    from orchestrator.errors import OrchestratorError
+
+    assert issubclass(WeightsError, EncoderError) and issubclass(SequenceError, EncoderError)
+    assert not issubclass(EncoderError, OrchestratorError)
+    assert WeightsError("x").exit_code == 2 and SequenceError(3, "bad").exit_code == 2
+    for path in sorted((REPO / "encoders").glob("*.py")):
+        text = path.read_text()
+        assert "import orchestrator" not in text and "from orchestrator" not in text, path
+
+    def fail(*_a: object, **_k: object) -> int:
+        raise SequenceError(1, "character '#' at position 2 (1-based) is not allowed")
+
+    monkeypatch.setattr(orchestrator.cli, "_dispatch", fail)
+    assert orchestrator.cli.main(["prepare", "x.fa", "-o", str(tmp_path), "--chunk-size", "500"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["orchestrator: error: sequence 1: character '#' at position 2 (1-based) is not allowed"]
+
+    import export.cli
+
+    def bad_weights(*_a: object, **_k: object) -> None:
+        raise WeightsError("w.bin: weights do not match the architecture")
+
+    monkeypatch.setattr(export.cli, "run_demo", bad_weights)
+    assert export.cli.main(["demo", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "export: error: w.bin: weights do not match the architecture"
 
 
 @settings(max_examples=200, deadline=None)

@@ -229,7 +229,13 @@ def test_output_paths(tmp_path: Path) -> None:
     assert paths.summary.name == "sequence_summary.tsv"
     assert paths.run_json.name == "run.json"
     assert paths.state == tmp_path / "out" / ".virnucpro_state"
-    assert paths.results() == (paths.predictions, paths.highest, paths.summary, paths.run_json)
+    assert [p.name for p in paths.results()] == [
+        "prediction_results.txt", "prediction_results_highestscore.csv", "sequence_summary.tsv",
+        "run.json"]
+    assert [p.name for p in paths.answers()] == [
+        "sequence_calls.tsv", "viral_regions.tsv", "viral_regions.bed", "chunk_scores.bedgraph"]
+    assert paths.report.name == "report.html"
+    assert paths.chunk_table.parent == paths.state
 
 
 def test_write_atomic_replaces_and_leaves_no_temp_files(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from predict_fixtures import (
 
 from orchestrator.chunking import chunk_bounds
 from orchestrator.cli import main
-from orchestrator.fasta import read_records
+from orchestrator.inputs import read_records
 from orchestrator.outputs import HIGHEST_HEADER, PREDICTIONS_HEADER, SUMMARY_HEADER
 from orchestrator.predict import run_predict
 from orchestrator.server import TritonServer, free_port
