@@ -41,8 +41,8 @@ task classify_virnucpro {
 
   parameter_meta {
     reads_input: {
-      description: "Sequences to classify: FASTA, plain or gzip. (BAM input is not supported yet.)",
-      patterns: ["*.fasta", "*.fa", "*.fasta.gz", "*.fa.gz"]
+      description: "Sequences to classify: unaligned or aligned BAM (as the viral pipelines hand reads over), CRAM, SAM, FASTQ or FASTA; FASTA/FASTQ plain or gzip/bzip2/xz/zstd-compressed (sniffed from the bytes).",
+      patterns: ["*.bam", "*.cram", "*.sam", "*.fastq", "*.fq", "*.fastq.gz", "*.fq.gz", "*.fasta", "*.fa", "*.fasta.gz", "*.fa.gz"]
     }
     expected_length: {
       description: "Chunk length in bp: 300 or 500, matching the classifier (the image's /artifacts/classifiers/<N>_model.pth unless `classifier` is given)."
@@ -52,7 +52,7 @@ task classify_virnucpro {
     }
   }
 
-  String basename = sub(basename(reads_input), "\\.(bam|fasta\\.gz|fa\\.gz|fasta|fa)$", "")
+  String basename = sub(basename(reads_input), "\\.(bam|cram|sam|fastq\\.gz|fq\\.gz|fastq|fq|fasta\\.gz|fa\\.gz|fasta|fa)$", "")
   String classifier_path = select_first([classifier, "/artifacts/classifiers/~{expected_length}_model.pth"])
 
   command <<<
@@ -79,6 +79,11 @@ task classify_virnucpro {
     File prediction_results = "~{basename}.virnucpro.tsv"
     File highestscore = "~{basename}.virnucpro_highestscore.csv"
     File run_json = "out/run.json"
+    File sequence_calls = "out/sequence_calls.tsv"
+    File viral_regions = "out/viral_regions.tsv"
+    File viral_regions_bed = "out/viral_regions.bed"
+    File chunk_scores_bedgraph = "out/chunk_scores.bedgraph"
+    File report = "out/report.html"
   }
 
   runtime {
