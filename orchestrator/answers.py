@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.calls import (
@@ -23,6 +24,7 @@ from orchestrator.calls import (
     scored_chunks,
     track_intervals,
 )
+from orchestrator.chunking import chunk_bounds
 from orchestrator.outputs import (
     BEDGRAPH_HEADER,
     CALLS_HEADER,
@@ -35,6 +37,17 @@ from orchestrator.outputs import (
 )
 
 
+@dataclass(frozen=True)
+class RecordChunks:
+    """A record's ID, length, chunk bounds, scored chunks and their virus scores as printed."""
+
+    seq_id: str
+    length: int
+    bounds: list[tuple[int, int]]
+    chunks: list[ChunkScore]
+    scores_printed: list[str]
+
+
 def _records(summary: Path) -> Iterator[tuple[str, int]]:
     with open(summary, encoding="utf-8", newline="") as fh:
         next(fh, None)
@@ -43,24 +56,25 @@ def _records(summary: Path) -> Iterator[tuple[str, int]]:
             yield seq_id, int(length)
 
 
-def _chunk_rows(table: Path) -> Iterator[tuple[str, int, float, float]]:
+def _chunk_rows(table: Path) -> Iterator[list[str]]:
     with open(table, encoding="utf-8", newline="") as fh:
         for line in fh:
-            seq_id, k, m0, m1 = line.rstrip("\n").split("\t")
-            yield seq_id, int(k), float(m0), float(m1)
+            yield line.rstrip("\n").split("\t")  # ID, chunk number, max_score_0, max_score_1
 
 
-def record_chunks(paths: OutputPaths, chunk_size: int
-                  ) -> Iterator[tuple[str, int, list[ChunkScore]]]:
-    """(ID, length, scored chunks in order) per record, joining the two ordered streams."""
+def record_chunks(paths: OutputPaths, chunk_size: int) -> Iterator[RecordChunks]:
+    """Each record with its scored chunks in order, joining the two ordered streams."""
     rows = _chunk_rows(paths.chunk_table)
     pending = next(rows, None)
     for seq_id, length in _records(paths.summary):
         maxima: dict[int, tuple[float, float]] = {}
+        printed: list[str] = []
         while pending is not None and pending[0] == seq_id:
-            maxima[pending[1]] = (pending[2], pending[3])
+            maxima[int(pending[1])] = (float(pending[2]), float(pending[3]))
+            printed.append(pending[3])
             pending = next(rows, None)
-        yield seq_id, length, scored_chunks(maxima, length, chunk_size)
+        bounds = chunk_bounds(length, chunk_size)
+        yield RecordChunks(seq_id, length, bounds, scored_chunks(maxima, bounds), printed)
     if pending is not None:
         raise RuntimeError(f"chunk table row for {pending[0]!r} matches no record in order")
 
@@ -82,14 +96,14 @@ def write_answers(paths: OutputPaths, chunk_size: int, settings: CallSettings) -
             handles[target].write(header)
         calls, regions = handles[paths.calls], handles[paths.regions]
         bed, track = handles[paths.regions_bed], handles[paths.bedgraph]
-        for seq_id, length, chunks in record_chunks(paths, chunk_size):
-            calls.write(format_call_row(seq_id, length, call_sequence(chunks, settings)))
-            if chunks:
-                tsv_rows, bed_rows = format_region_rows(seq_id, find_regions(chunks, settings))
+        for r in record_chunks(paths, chunk_size):
+            calls.write(format_call_row(r.seq_id, r.length, call_sequence(r.chunks, settings)))
+            if r.chunks:
+                tsv_rows, bed_rows = format_region_rows(r.seq_id, find_regions(r.chunks, settings))
                 regions.write(tsv_rows)
                 bed.write(bed_rows)
-                track.write(format_bedgraph_rows(seq_id, chunks,
-                                                 track_intervals(chunks, length, chunk_size)))
+                track.write(format_bedgraph_rows(r.seq_id, r.scores_printed,
+                                                 track_intervals(r.chunks, r.bounds)))
         for fh in handles.values():
             fh.flush()
             os.fchmod(fh.fileno(), 0o644)

@@ -14,15 +14,14 @@ threshold edge decides the same way here and there.
 
 Regions scan a long sequence for runs of viral chunks (delta > min_weighted_delta), bridging gaps
 of up to `region_max_gap` other chunks: a prophage in a bacterial contig becomes one region.
-Coordinates come from the chunking arithmetic (`chunk_bounds`), which spreads the overlap.
+Coordinates come from the chunking arithmetic (`chunking.chunk_bounds`), which spreads the
+overlap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-
-from orchestrator.chunking import chunk_bounds
 
 CALL_VIRAL = "viral"
 CALL_NONVIRAL = "non-viral"
@@ -90,10 +89,10 @@ class Region:
     max_score: float
 
 
-def scored_chunks(maxima: dict[int, tuple[float, float]], length: int, chunk_size: int
+def scored_chunks(maxima: dict[int, tuple[float, float]], bounds: Sequence[tuple[int, int]]
                   ) -> list[ChunkScore]:
-    """ChunkScores in sequence order from {chunk number (1-based): (max0, max1)}."""
-    bounds = chunk_bounds(length, chunk_size)
+    """ChunkScores in sequence order from {chunk number (1-based): (max0, max1)} and the
+    record's `chunk_bounds`."""
     return [ChunkScore(k, *bounds[k - 1], *maxima[k]) for k in sorted(maxima)]
 
 
@@ -155,14 +154,16 @@ def find_regions(chunks: Sequence[ChunkScore], s: CallSettings) -> list[Region]:
     return regions
 
 
-def track_intervals(chunks: Sequence[ChunkScore], length: int, chunk_size: int
+def track_intervals(chunks: Sequence[ChunkScore], bounds: Sequence[tuple[int, int]]
                     ) -> list[tuple[int, int]]:
-    """Non-overlapping [start, end) per scored chunk for a genome track.
+    """Non-overlapping [start, end) per scored chunk for a genome track (`bounds`: the record's
+    `chunk_bounds`).
 
     Neighbouring chunks overlap (the chunking spreads the overlap); each overlap is split at its
     midpoint so that every base is drawn once, as bedGraph requires.
     """
-    bounds = chunk_bounds(length, chunk_size)
+    if not bounds:
+        return []
     cuts = [0] + [(bounds[k + 1][0] + bounds[k][1]) // 2 for k in range(len(bounds) - 1)]
-    cuts.append(length)
+    cuts.append(bounds[-1][1])
     return [(cuts[c.index - 1], cuts[c.index]) for c in chunks]

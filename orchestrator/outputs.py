@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.calls import ChunkScore, Region, SequenceCall
+from orchestrator.calls import Region, SequenceCall
 
 PREDICTIONS_NAME = "prediction_results.txt"
 HIGHEST_NAME = "prediction_results_highestscore.csv"  # tab-separated despite the name
@@ -158,12 +158,15 @@ def chunk_maxima(chunk_starts: Sequence[int], probs: np.ndarray) -> np.ndarray:
     return np.maximum.reduceat(p, np.asarray(chunk_starts, np.intp), axis=0)
 
 
-def format_chunk_table_rows(seq_id: str, chunk_ids: Sequence[str], maxima: np.ndarray) -> str:
-    """Chunk maxima table rows `ID\\tk\\tmax_score_0\\tmax_score_1` (scores as printed)."""
+def format_chunk_table_rows(seq_id: str, highest_rows: Sequence[str]) -> str:
+    """Chunk maxima table rows `ID\\tk\\tmax_score_0\\tmax_score_1` from one record's
+    highestscore rows (format_highest_rows), so the scores are printed once."""
     prefix = len(seq_id) + len("_chunk_")
-    return "".join(f"{seq_id}\t{cid[prefix:]}\t{a}\t{b}\n" for cid, a, b in
-                   zip(chunk_ids, format_scores(maxima[:, 0]), format_scores(maxima[:, 1]),
-                       strict=True))
+    out = []
+    for row in highest_rows:
+        cid, _virus, scores = row.split("\t", 2)
+        out.append(f"{seq_id}\t{cid[prefix:]}\t{scores}")
+    return "".join(out)
 
 
 def format_highest_rows(chunk_ids: Sequence[str], maxima: np.ndarray) -> list[str]:
@@ -286,10 +289,11 @@ def format_region_rows(seq_id: str, regions: Sequence[Region]) -> tuple[str, str
     return "".join(tsv), "".join(bed)
 
 
-def format_bedgraph_rows(seq_id: str, chunks: Sequence[ChunkScore],
+def format_bedgraph_rows(seq_id: str, scores: Sequence[str],
                          intervals: Sequence[tuple[int, int]]) -> str:
-    return "".join(f"{seq_id}\t{s}\t{e}\t{format_score(c.max1)}\n"
-                   for c, (s, e) in zip(chunks, intervals, strict=True))
+    """Track rows for scored chunks: their virus scores as printed, over their intervals."""
+    return "".join(f"{seq_id}\t{s}\t{e}\t{score}\n"
+                   for score, (s, e) in zip(scores, intervals, strict=True))
 
 
 # --------------------------------------------------------------------------- atomic writes

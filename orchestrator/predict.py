@@ -205,7 +205,7 @@ def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | No
             g = bisect_left(starts, part.start, g)  # the part's chunk groups: [g, g_end)
             g_end = bisect_left(starts, part.end, g)
             tally.add_chunk_maxima(ids[g:g_end], maxima[g:g_end], part.end - part.start)
-            table.append(format_chunk_table_rows(tally.seq_id, ids[g:g_end], maxima[g:g_end]))
+            table.append(format_chunk_table_rows(tally.seq_id, rows[g:g_end]))
             g = g_end
         if part.ends:
             summary.append(tally.row())

@@ -112,7 +112,7 @@ def test_track_intervals_tile_the_sequence_without_overlap(size: int) -> None:
     for length in (1, size - 1, size, size + 1, 2 * size + 7, 7_777, 10_000):
         bounds = chunk_bounds(length, size)
         chunks = _scored(length, size, set())
-        cuts = track_intervals(chunks, length, size)
+        cuts = track_intervals(chunks, bounds)
         assert cuts[0][0] == 0 and cuts[-1][1] == length
         for (s, e), (bs, be), nxt in zip(cuts, bounds, [*cuts[1:], None], strict=True):
             assert bs <= s < e <= be  # inside its chunk
