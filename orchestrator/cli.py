@@ -35,6 +35,8 @@ examples:
   orchestrator predict a.fa b.fa -o out/ --chunk-size 300 --classifier 300_model.pth --backend local \\
       --model-repository artifacts/model_repository
   zcat reads.fa.gz | orchestrator predict - -o out/ --chunk-size 500 --classifier 500_model.pth
+  orchestrator predict sample.unaligned.bam contigs.fa.zst -o out/ --chunk-size 500 --classifier 500_model.pth
+  orchestrator report out/
   orchestrator demo
 """
 
@@ -80,10 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        help="the whole pipeline: FASTA in, VirNucPro predictions out",
-        description="Chunk, translate, embed with DNABERT-S + ESM-2 (Triton or in-process), classify, "
-        "write prediction_results.txt, prediction_results_highestscore.csv, sequence_summary.tsv "
-        "and run.json. Rerunning the same command resumes an interrupted run.",
+        help="the whole pipeline: sequences in, VirNucPro predictions and per-sequence calls out",
+        description="Read FASTA/FASTQ/SAM/BAM/CRAM, chunk, translate, embed with DNABERT-S + ESM-2 "
+        "(Triton or in-process), classify, write the original's prediction_results.txt and "
+        "prediction_results_highestscore.csv, plus sequence_summary.tsv, sequence_calls.tsv, "
+        "viral_regions.tsv/.bed, chunk_scores.bedgraph, report.html and run.json. Rerunning the "
+        "same command resumes an interrupted run; rerunning a finished one with other call "
+        "thresholds re-derives the calls without re-embedding.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
