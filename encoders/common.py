@@ -104,16 +104,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def lengths_from_padding(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Token count per row of a right-padded batch [b, t]: index of the last non-pad token + 1.
-
-    For callers of an encoder module that pass no lengths. Right even when a pad id occurs inside
-    a row, because both encoders close every row with a non-pad token ([SEP] / <eos>).
-    """
-    pos = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
-    return (tokens.ne(pad_id) * pos).amax(1)
-
-
 def keep_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
     """bool [b, t]: True at the real tokens (position < length), False at the padding."""
     return torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]

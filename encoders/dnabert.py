@@ -20,7 +20,6 @@ from torch import nn
 from encoders.common import (
     Embedder,
     keep_mask,
-    lengths_from_padding,
     load_into,
     read_state_file,
     resolve_device,
@@ -171,7 +170,6 @@ class DnabertEncoder(nn.Module):
     first lengths[row] tokens, [CLS] and [SEP] included, in float32 [b, c]. The attention and
     pooling mask is `position < length`, never `token != PAD_ID`: the tokenizer maps the text
     "[PAD]" to PAD_ID, and the original (one unpadded sequence at a time) attends to such a token.
-    Without lengths they are inferred from the trailing padding (every row ends with [SEP]).
     """
 
     def __init__(self, cfg: DnabertConfig) -> None:
@@ -195,25 +193,17 @@ class DnabertEncoder(nn.Module):
         pad = (~keep).to(torch.float32) * MASK_BIAS  # [b, t]
         return (alibi[None] + pad[:, None, None, :]).to(dtype)
 
-    def keep(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """bool [b, t]: the real tokens of each row (position < length)."""
-        if lengths is None:
-            lengths = lengths_from_padding(tokens, PAD_ID)
-        return keep_mask(lengths, tokens.shape[1])
-
-    def hidden_states(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Last hidden state per token [b, t, c] (padded positions are computed but meaningless)."""
-        keep = self.keep(tokens, lengths)
+        keep = keep_mask(lengths, tokens.shape[1])
         x = self.embeddings(tokens)
         bias = self.attention_bias(keep, x.dtype)
         for layer in self.encoder.layer:
             x = layer(x, bias)
         return x
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if lengths is None:
-            lengths = lengths_from_padding(tokens, PAD_ID)
-        w = self.keep(tokens, lengths).to(torch.float32)
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        w = keep_mask(lengths, tokens.shape[1]).to(torch.float32)
         x = self.hidden_states(tokens, lengths).float()
         return (x * w[..., None]).sum(1) / w.sum(1, keepdim=True)
 

@@ -24,7 +24,6 @@ from torch import nn
 from encoders.common import (
     Embedder,
     keep_mask,
-    lengths_from_padding,
     load_into,
     read_state_file,
     resolve_device,
@@ -140,7 +139,7 @@ class Esm2Encoder(nn.Module):
     forward(tokens [b, t] int64, `<cls> seq <eos>` right-padded with <pad>; lengths [b] int64 tokens
     per row, n + 2) -> mean over residue positions 1..min(1024, n) in float32 [b, c] (BOS, EOS and
     padding excluded). Padding, BOS and EOS are found by position from the lengths, never by token
-    value. Without lengths they are inferred from the trailing padding (every row ends with <eos>).
+    value.
     """
 
     def __init__(self, cfg: Esm2Config, alphabet_size: int, pad: int, cls: int, eos: int,
@@ -163,10 +162,8 @@ class Esm2Encoder(nn.Module):
         work = torch.float32 if dtype == torch.bfloat16 else dtype
         return freqs.cos()[:, None, None].to(work), freqs.sin()[:, None, None].to(work)
 
-    def hidden_states(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Representation after the final LayerNorm [b, t, c] (fair-esm's last repr layer)."""
-        if lengths is None:
-            lengths = lengths_from_padding(tokens, self.pad)
         keep = keep_mask(lengths, tokens.shape[1])
         x = self.embed_tokens(tokens)
         if self.config.token_dropout:
@@ -182,9 +179,7 @@ class Esm2Encoder(nn.Module):
             x = layer(x, cos, sin, mask)
         return self.emb_layer_norm_after(x)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if lengths is None:
-            lengths = lengths_from_padding(tokens, self.pad)
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.hidden_states(tokens, lengths).float()
         pos = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
         # residues sit at 1..n = 1..lengths-2: after <cls>, before <eos> and the padding

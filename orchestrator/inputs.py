@@ -19,6 +19,7 @@ import re
 import shutil
 import sys
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -73,12 +74,7 @@ class LengthStats:
         self.max = length if self.max is None else max(self.max, length)
         if 0 < length <= self.short_length:
             self.n_short += 1
-        for i, edge in enumerate(LENGTH_BIN_EDGES):
-            if length <= edge:
-                self.bins[i] += 1
-                break
-        else:
-            self.bins[-1] += 1
+        self.bins[bisect_left(LENGTH_BIN_EDGES, length)] += 1  # bin i: edge[i-1] < length <= edge[i]
 
     @property
     def fraction_short(self) -> float:
@@ -174,17 +170,17 @@ def entries(path: str, fmt: InputFormat, sink: Callable[[bytes], None] | None = 
 def _fastq_entries(path: str, name: str) -> Iterator[Entry]:
     import dnaio
 
-    n = 0
+    n = 0  # records read so far
     with _open_raw(path) as raw:
         try:
             stream, _ = decompressed(raw)
             with dnaio.open(stream, fileformat="fastq") as reader:
-                for n, rec in enumerate(reader):  # noqa: B007 - n names the bad record below
-                    seq = rec.sequence.encode("ascii")
-                    yield rec.id, seq, f"{name}:{FASTQ_LINES * n + 1}"
+                for rec in reader:
+                    yield rec.id, rec.sequence.encode("ascii"), f"{name}:{FASTQ_LINES * n + 1}"
+                    n += 1
         except dnaio.FastqFormatError as exc:
             line = exc.line + 1 if exc.line is not None else None
-            where = f"{name}:{line}" if line else f"{name}: record {n + 2}"
+            where = f"{name}:{line}" if line else f"{name}: record {n + 1}"
             raise InputError(f"{where}: not valid FASTQ: {exc.message}") from None
         except decompression_errors() as exc:
             raise InputError(f"{name}: cannot read input: {exc}") from None

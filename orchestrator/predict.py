@@ -35,7 +35,7 @@ from orchestrator.classifier import Classifier, load_classifier
 from orchestrator.endpoints import ConnectionOptions, parse_servers
 from orchestrator.errors import InputError
 from orchestrator.frames import kept_frames_batch
-from orchestrator.inputs import read_records, scan_inputs, spool_stdin
+from orchestrator.inputs import LengthStats, read_records, scan_inputs, spool_stdin
 from orchestrator.outdir_lock import OutdirLock
 from orchestrator.outputs import (
     HIGHEST_HEADER,
@@ -461,7 +461,7 @@ def _check_settings(s: CallSettings) -> None:
 SHORT_RECORDS_WARN_FRACTION = 0.5
 
 
-def _warn_short_records(lengths: Any, chunk_size: int) -> None:
+def _warn_short_records(lengths: LengthStats, chunk_size: int) -> None:
     if lengths.n_short and lengths.fraction_short > SHORT_RECORDS_WARN_FRACTION:
         log.warning(
             "warning: %.0f%% of records (%d of %d with sequence) are %d bp or shorter, at most "

@@ -139,7 +139,7 @@ def test_dnabert_matches_reference_long_padded_batch() -> None:
     for i, s in enumerate(seqs):
         tokens[i, : len(s)] = torch.tensor(s)
     with torch.inference_mode():
-        got = module(tokens)
+        got = module(tokens, torch.tensor(lengths))
     for i, s in enumerate(seqs):
         ref = _reference_dnabert(state, SMALL, s).float()
         assert (got[i] - ref).abs().max().item() <= 1e-5, i
@@ -148,12 +148,12 @@ def test_dnabert_matches_reference_long_padded_batch() -> None:
 def test_dnabert_key_prefix_and_heads_are_handled() -> None:
     state = _dnabert_state(SMALL, seed=2)
     tokens = torch.tensor([[1, 7, 8, 9, 2]])
-    plain = build_dnabert(SMALL, state, "plain")(tokens)
+    plain = build_dnabert(SMALL, state, "plain")(tokens, torch.tensor([5]))
     mlm = {"bert." + k: v for k, v in state.items()}
     mlm["cls.predictions.bias"] = torch.zeros(SMALL.vocab_size)
     mlm["cls.predictions.transform.dense.weight"] = torch.zeros(SMALL.hidden_size, SMALL.hidden_size)
     assert "bert.pooler.dense.weight" in mlm
-    prefixed = build_dnabert(SMALL, mlm, "prefixed")(tokens)
+    prefixed = build_dnabert(SMALL, mlm, "prefixed")(tokens, torch.tensor([5]))
     assert torch.equal(plain, prefixed)
     assert "pooler.dense.weight" not in map_dnabert(state)
 
@@ -208,19 +208,19 @@ def test_dnabert_pooling_is_masked_mean_including_specials() -> None:
     module = build_dnabert(SMALL, _dnabert_state(SMALL, 4), "x")
     tokens = torch.tensor([[1, 9, 9, 2, 3, 3], [1, 9, 9, 9, 9, 2]])
 
-    def fake_hidden(tok: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def fake_hidden(tok: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(tok.shape[1], dtype=torch.float32)
         return pos[None, :, None].expand(tok.shape[0], -1, SMALL.hidden_size).clone()
 
     module.hidden_states = fake_hidden  # type: ignore[method-assign]
-    out = module(tokens)
+    out = module(tokens, torch.tensor([4, 6]))
     assert out[0, 0].item() == pytest.approx((0 + 1 + 2 + 3) / 4)  # [CLS] seq [SEP], pads excluded
     assert out[1, 0].item() == pytest.approx(sum(range(6)) / 6)
     # the mask comes from the lengths: a pad id inside a row is pooled like any token
     inner = torch.tensor([[1, 3, 9, 2, 3, 3], [1, 9, 3, 3, 9, 2]])
-    for out in (module(inner, torch.tensor([4, 6])), module(inner)):  # given / inferred lengths
-        assert out[0, 0].item() == pytest.approx((0 + 1 + 2 + 3) / 4)
-        assert out[1, 0].item() == pytest.approx(sum(range(6)) / 6)
+    out = module(inner, torch.tensor([4, 6]))
+    assert out[0, 0].item() == pytest.approx((0 + 1 + 2 + 3) / 4)
+    assert out[1, 0].item() == pytest.approx(sum(range(6)) / 6)
     assert module(inner, torch.tensor([2, 6]))[0, 0].item() == pytest.approx(0.5)
 
 
@@ -239,12 +239,12 @@ def test_dnabert_pad_id_inside_a_row_is_attended_and_pooled() -> None:
         tokens[i, : len(r)] = torch.tensor(r)
     lengths = torch.tensor([len(r) for r in rows])
     with torch.inference_mode():
-        given, inferred = module(tokens, lengths), module(tokens)
-        dropped = module(torch.tensor([[1, 7, 9, 8, 2]]))  # what a token-value mask amounts to
+        given = module(tokens, lengths)
+        # what a token-value mask amounts to
+        dropped = module(torch.tensor([[1, 7, 9, 8, 2]]), torch.tensor([5]))
     for i, r in enumerate(rows):
         ref = _reference_dnabert(state, SMALL, r).float()
         assert (given[i] - ref).abs().max().item() <= 1e-5, i
-        assert (inferred[i] - ref).abs().max().item() <= 1e-5, i
     assert (dropped[0] - given[0]).abs().max().item() > 1e-3  # the case is not trivially equal
 
 
@@ -307,7 +307,7 @@ def test_esm2_matches_fair_esm(artifacts: Path) -> None:
         assert np.array_equal(t, tokens[i, : len(t)].numpy())
     with torch.inference_mode():
         reps = ref(tokens, repr_layers=[ref.num_layers])["representations"][ref.num_layers]
-        hidden = emb.module.hidden_states(tokens)
+        hidden = emb.module.hidden_states(tokens, torch.tensor([len(s) + 2 for s in seqs]))
     for i, s in enumerate(seqs):
         n = len(s)
         assert (hidden[i, : n + 2] - reps[i, : n + 2]).abs().max().item() <= 1e-5
@@ -343,7 +343,7 @@ def test_esm2_pooling_excludes_bos_eos_pad_and_caps_at_1024() -> None:
             state["encoder.sentence_encoder." + k] = torch.randn(shape, generator=g)
     module = build_esm2(cfg, state, "x")
 
-    def fake_hidden(tok: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def fake_hidden(tok: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(tok.shape[1], dtype=torch.float32)
         return pos[None, :, None].expand(tok.shape[0], -1, 8).clone()
 
@@ -351,15 +351,15 @@ def test_esm2_pooling_excludes_bos_eos_pad_and_caps_at_1024() -> None:
     tokens = torch.full((2, 1102), alpha.padding_idx)
     tokens[0, :5] = torch.tensor([alpha.cls_idx, 5, 6, 7, alpha.eos_idx])
     tokens[1, 0], tokens[1, 1:1101], tokens[1, 1101] = alpha.cls_idx, 5, alpha.eos_idx
-    out = module(tokens)
+    out = module(tokens, torch.tensor([5, 1102]))
     assert out[0, 0].item() == pytest.approx(2.0)  # residues at positions 1, 2, 3
     assert out[1, 0].item() == pytest.approx(sum(range(1, 1025)) / 1024)  # 1..min(1024, n)
     # BOS, EOS and padding are found by position: special ids among the residues are residues
     tokens[0, :5] = torch.tensor([alpha.cls_idx, alpha.padding_idx, alpha.eos_idx, alpha.cls_idx,
                                   alpha.eos_idx])
-    for out in (module(tokens, torch.tensor([5, 1102])), module(tokens)):
-        assert out[0, 0].item() == pytest.approx(2.0)
-        assert out[1, 0].item() == pytest.approx(sum(range(1, 1025)) / 1024)
+    out = module(tokens, torch.tensor([5, 1102]))
+    assert out[0, 0].item() == pytest.approx(2.0)
+    assert out[1, 0].item() == pytest.approx(sum(range(1, 1025)) / 1024)
     assert module(tokens, torch.tensor([4, 1102]))[0, 0].item() == pytest.approx(1.5)  # 1, 2
 
 
