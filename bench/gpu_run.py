@@ -71,7 +71,7 @@ def frame_tokens(fasta: Path, chunk_size: int, tokenizer_json: Path) -> dict[str
     from tokenizers import Tokenizer
 
     from orchestrator.inputs import read_records
-    from orchestrator.predict import Counters, iter_windows
+    from orchestrator.windows import Counters, iter_windows
 
     tok = Tokenizer.from_file(str(tokenizer_json))
     dna = esm = frames = 0

@@ -131,7 +131,7 @@ class Checkpoint:
                     shutil.rmtree(p)
                 else:
                     p.unlink()
-        for p in (*self.paths.results(), self.paths.report):
+        for p in (*self.paths.results(), *self.paths.extra_outputs()):
             p.unlink(missing_ok=True)
 
     # -- windows -------------------------------------------------------------------------------
@@ -149,6 +149,10 @@ class Checkpoint:
 
     def part(self, index: int, suffix: str) -> Path:
         return self.state / f"w{index:06d}{suffix}"
+
+    def parts(self, suffix: str) -> list[Path]:
+        """The finished windows' parts of one kind, in window order."""
+        return [self.part(i, suffix) for i in range(self.windows_done)]
 
     def commit_window(self, index: int, *, parts: Mapping[str, str],
                       carried_tally: dict[str, Any] | None, counters: dict[str, Any]) -> None:

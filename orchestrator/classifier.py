@@ -64,10 +64,13 @@ class Classifier:
         w1 = self._state["hidden_layer.weight"]  # [h, d]
         self.input_width: int = int(w1.shape[1])
         self.hidden_width: int = int(w1.shape[0])
-        # Layer 1 ([n, d] x [d, h]) is nearly all the work: float32 BLAS, as torch does. Everything
-        # after it is O(n*h) and runs in float64, so the only rounding left is layer 1's (same as
-        # torch's up to summation order); folding BN into the weights would add its own rounding.
-        self._w1t = np.ascontiguousarray(w1.T)  # [d, h] float32
+        # Layer 1 ([n, d] x [d, h]) is nearly all the work. It runs in float64: float32 BLAS sums
+        # a row in an order that depends on how many rows share the call, so a frame's printed
+        # score would change with the window size, and re-classifying stored embeddings would not
+        # reproduce predict's scores. In float64 that order moves the result ~1e-16, far below
+        # float32's last digit. Everything after it is O(n*h) and also float64; folding BN into
+        # the weights would add its own rounding.
+        self._w1t = np.ascontiguousarray(w1.T, dtype=np.float64)  # [d, h]
         f64 = {k: v.astype(np.float64) for k, v in self._state.items() if v.dtype == np.float32}
         scale = f64["bn1.weight"] / np.sqrt(f64["bn1.running_var"] + BN_EPS)  # [h]
         # (x W1^T + b1 - mean) * scale + beta  ==  (x W1^T) * scale + shift
@@ -97,7 +100,7 @@ class Classifier:
                 f"{self.source}: features of shape {tuple(x.shape)} do not fit a classifier of "
                 f"input width {self.input_width}"
             )
-        h = (x @ self._w1t).astype(np.float64)  # [n, h]
+        h = x.astype(np.float64) @ self._w1t  # [n, h]
         h *= self._scale
         h += self._shift
         np.maximum(h, 0.0, out=h)
@@ -527,13 +530,18 @@ def _as_numpy_state(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def save_classifier_safetensors(state: Mapping[str, Any], path: str | Path) -> None:
-    """Write the state under the original key names as .safetensors (no pickle at all)."""
+def save_classifier_safetensors(state: Mapping[str, Any], path: str | Path,
+                                metadata: dict[str, str] | None = None) -> None:
+    """Write the state under the original key names as .safetensors (no pickle at all).
+
+    `metadata` goes into the file's header (string values only, as safetensors requires); `train`
+    records there what the classifier was trained for, readable without loading any tensor.
+    """
     from safetensors.numpy import save_file
 
     arrays = _validated_state(_as_numpy_state(state), str(path))
     arrays.setdefault("bn1.num_batches_tracked", np.zeros((), dtype=np.int64))
-    save_file(arrays, str(path))
+    save_file(arrays, str(path), metadata=metadata)
 
 
 def save_classifier_pth(state: Mapping[str, Any], path: str | Path) -> None:

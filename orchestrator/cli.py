@@ -14,16 +14,22 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
 from encoders.errors import EncoderError
 from orchestrator import __version__
 from orchestrator.calls import CallSettings
 from orchestrator.errors import InputError, Interrupted, OrchestratorError
 
+if TYPE_CHECKING:
+    from orchestrator.endpoints import ConnectionOptions
+
 log = logging.getLogger("orchestrator")
 
 DEFAULT_SERVER_ENV = "VIRNUCPRO_TRITON_URL"
 DEFAULT_SERVER = "localhost:8001"
+# One codon at least; ESM-2 takes proteins of at most 1,022 residues (3 x 1,022 bases).
+MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 3, 3 * 1022
 
 EXAMPLES = """\
 examples:
@@ -37,7 +43,23 @@ examples:
   zcat reads.fa.gz | orchestrator predict - -o out/ --chunk-size 500 --classifier 500_model.pth
   orchestrator predict sample.unaligned.bam contigs.fa.zst -o out/ --chunk-size 500 --classifier 500_model.pth
   orchestrator report out/
+  orchestrator embed reads.fq.gz -o sample.h5 --chunk-size 150
+  orchestrator train --viral viral.h5 --other host.h5 -o 150_model.safetensors
+  orchestrator evaluate --classifier 150_model.safetensors --viral test_viral.h5 --other test_host.h5 -o eval/
   orchestrator demo
+"""
+
+
+EMBED_EXAMPLES = """\
+examples:
+  orchestrator embed reads.fq.gz -o sample.h5 --chunk-size 150 --server gpu01:8001
+  orchestrator embed viral_genomic.gbff.gz -o viral.h5 --chunk-size 150 --cds-frames-only --label viral
+"""
+
+TRAIN_EXAMPLES = """\
+example:
+  orchestrator train --viral viral.h5 --other host.h5 bacteria.h5 -o 150_model.safetensors
+  orchestrator predict reads.fq.gz -o out/ --chunk-size 150 --classifier 150_model.safetensors
 """
 
 
@@ -57,47 +79,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="orchestrator",
-        description="VirNucPro viral-sequence identification with encoders served by NVIDIA Triton.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser(
-        "prepare",
-        help="chunk + six-frame translate: the original's three intermediate files",
-        description="Write <stem>_chunked<N>.fa, <stem>_identified_nucleotide.fa and "
-        "<stem>_identified_protein.faa exactly as the original VirNucPro does.",
-        epilog="example:\n  orchestrator prepare reads.fa -o prep/ --chunk-size 500",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="FASTA file(s), .gz allowed, - for stdin")
-    p.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
-    p.add_argument("--chunk-size", type=int, choices=(300, 500), required=True)
-    _add_common(p)
-
-    p = sub.add_parser(
-        "predict",
-        help="the whole pipeline: sequences in, VirNucPro predictions and per-sequence calls out",
-        description="Read FASTA/FASTQ/SAM/BAM/CRAM, chunk, translate, embed with DNABERT-S + ESM-2 "
-        "(Triton or in-process), classify, write the original's prediction_results.txt and "
-        "prediction_results_highestscore.csv, plus sequence_summary.tsv, sequence_calls.tsv, "
-        "viral_regions.tsv/.bed, chunk_scores.bedgraph, report.html and run.json. Rerunning the "
-        "same command resumes an interrupted run; rerunning a finished one with other call "
-        "thresholds re-derives the calls without re-embedding.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="FASTA, FASTQ, SAM, BAM or CRAM; plain, gzip, bzip2, xz or zstd (sniffed); "
-                   "- for stdin (not BAM/CRAM); several inputs are one sample")
-    p.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
-    p.add_argument("--chunk-size", type=int, choices=(300, 500), required=True)
-    p.add_argument("--classifier", required=True, help="300_model.pth / 500_model.pth (or .safetensors)")
+def _add_serving(p: argparse.ArgumentParser) -> None:
+    """Where the encoders run, how requests are cut, and secure access: predict and embed."""
     p.add_argument(
         "--server", action="append", metavar="HOST:PORT[,HOST:PORT...]",
         help="Triton gRPC endpoint(s); repeat or give a comma-separated list to use many servers "
@@ -122,6 +105,67 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--ssl-key", metavar="CLIENT.key", help="private key of --ssl-cert")
     tls.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
                      help="gRPC metadata sent on every call, e.g. authorization='Bearer TOKEN' (repeatable)")
+
+
+def _chunk_size(text: str) -> int:
+    """300 and 500 match the published classifiers; other sizes need a classifier trained on them."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not MIN_CHUNK_SIZE <= value <= MAX_CHUNK_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} (ESM-2 takes proteins of at "
+            f"most 1,022 residues), got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="orchestrator",
+        description="VirNucPro viral-sequence identification with encoders served by NVIDIA Triton.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser(
+        "prepare",
+        help="chunk + six-frame translate: the original's three intermediate files",
+        description="Write <stem>_chunked<N>.fa, <stem>_identified_nucleotide.fa and "
+        "<stem>_identified_protein.faa exactly as the original VirNucPro does.",
+        epilog="example:\n  orchestrator prepare reads.fa -o prep/ --chunk-size 500",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="FASTA file(s), .gz allowed, - for stdin")
+    p.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
+    p.add_argument("--chunk-size", type=_chunk_size, required=True, metavar="N",
+                   help="chunk length: 300 or 500 for the published classifiers")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "predict",
+        help="the whole pipeline: sequences in, VirNucPro predictions and per-sequence calls out",
+        description="Read FASTA/FASTQ/SAM/BAM/CRAM, chunk, translate, embed with DNABERT-S + ESM-2 "
+        "(Triton or in-process), classify, write the original's prediction_results.txt and "
+        "prediction_results_highestscore.csv, plus sequence_summary.tsv, sequence_calls.tsv, "
+        "viral_regions.tsv/.bed, chunk_scores.bedgraph, report.html and run.json. Rerunning the "
+        "same command resumes an interrupted run; rerunning a finished one with other call "
+        "thresholds re-derives the calls without re-embedding.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="FASTA, FASTQ, SAM, BAM or CRAM; plain, gzip, bzip2, xz or zstd (sniffed); "
+                   "- for stdin (not BAM/CRAM); several inputs are one sample")
+    p.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
+    p.add_argument("--chunk-size", type=_chunk_size, required=True, metavar="N",
+                   help="chunk length: 300 or 500 for the published classifiers, or the size a "
+                   "classifier from `orchestrator train` was trained on")
+    p.add_argument("--classifier", required=True,
+                   help="300_model.pth / 500_model.pth, or a .safetensors from `orchestrator train`")
+    _add_serving(p)
     calls = p.add_argument_group(
         "sequence calls and viral regions (sequence_calls.tsv, viral_regions.tsv/.bed; "
         "method of viral-pipelines' classify_virnucpro_contigs)")
@@ -143,7 +187,82 @@ def build_parser() -> argparse.ArgumentParser:
         calls.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
                            metavar="N", help=f"{text} (default {getattr(defaults, name)})")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--save-embeddings", action="store_true",
+                   help="also write OUTDIR/embeddings.h5: every kept frame's DNABERT-S and ESM-2 "
+                   "vectors (the file `orchestrator embed` writes; 13 KB per frame with the real "
+                   "models), to re-classify, train or evaluate later without a GPU")
     p.add_argument("--restart", action="store_true", help="discard a previous run's state in OUTDIR and start over")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "embed",
+        help="sequences in, every kept frame's DNABERT-S + ESM-2 vectors out (HDF5)",
+        description="The predict pipeline up to the embeddings (same inputs, servers, windows, "
+        "resume and bad-input handling), written as an HDF5 file: frame/chunk/record IDs, "
+        "dna_embedding, protein_embedding, optional label; model names, widths and weight "
+        "checksums as attributes. Rerunning the same command resumes an interrupted run.",
+        epilog=EMBED_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="FASTA, FASTQ, SAM, BAM, CRAM or GenBank; plain or compressed; - for stdin")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="embeddings file to write")
+    p.add_argument("--chunk-size", type=_chunk_size, required=True, metavar="N",
+                   help="chunk length (the read length you will classify, e.g. 150)")
+    p.add_argument("--label", help="label stored with every frame and as a file attribute "
+                   "(e.g. viral, host); train takes the class from --viral/--other")
+    p.add_argument("--cds-frames-only", action="store_true",
+                   help="keep only frames whose protein lies in an annotated CDS (GenBank inputs): "
+                   "the original's choice of training frames")
+    _add_serving(p)
+    p.add_argument("--restart", action="store_true", help="discard a previous run's state and start over")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "train",
+        help="train a classifier on labelled embeddings files",
+        description="Train the original's classifier shape (Linear -> BatchNorm -> ReLU -> Dropout -> "
+        "Linear) with its recipe by default, the best epoch's weights restored, the held-out "
+        "split made by record. Writes a .safetensors predict --classifier loads, and a JSON "
+        "model card beside it (<name>.card.json).",
+        epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--viral", nargs="+", required=True, metavar="A.h5", help="embeddings of viral sequences (label 1)")
+    p.add_argument("--other", nargs="+", required=True, metavar="C.h5",
+                   help="embeddings of everything else: hosts, bacteria, ... (label 0)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors")
+    recipe = p.add_argument_group("recipe (defaults: the original's)")
+    recipe.add_argument("--epochs", type=int, default=200, help="most epochs (default 200)")
+    recipe.add_argument("--batch-size", type=int, default=32, help="frames per step (default 32)")
+    recipe.add_argument("--lr", type=float, default=2e-4, help="SGD learning rate (default 2e-4)")
+    recipe.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    recipe.add_argument("--step-size", type=int, default=10, help="StepLR epochs per step (default 10)")
+    recipe.add_argument("--gamma", type=float, default=0.85, help="StepLR factor (default 0.85)")
+    recipe.add_argument("--patience", type=int, default=5,
+                        help="stop after this many epochs without a lower validation loss (default 5)")
+    recipe.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share of records held out for validation (default 0.2)")
+    recipe.add_argument("--hidden", type=int, default=512, help="hidden units (default 512)")
+    recipe.add_argument("--dropout", type=float, default=0.5, help="dropout (default 0.5)")
+    recipe.add_argument("--balance", choices=("none", "downsample", "weight"), default="none",
+                        help="class balance: downsample the larger class's training frames (the "
+                        "original's way), weight the loss, or none (default)")
+    recipe.add_argument("--seed", type=int, default=42, help="seed of the split, sampling and weights (default 42)")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a classifier on labelled embeddings: metrics, ROC, score histogram",
+        description="Accuracy, precision, recall, F1, MCC, ROC-AUC, PR-AUC and the confusion matrix, "
+        "per frame and per chunk (the max-over-frames consensus predict writes), as metrics.json "
+        "and metrics.tsv, with scores.tsv, roc.png and score_histogram.png.",
+        epilog="example:\n  orchestrator evaluate --classifier 300_model.pth --viral test_viral.h5 "
+        "--other test_host.h5 -o eval/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--classifier", required=True, help=".pth (published) or .safetensors (train)")
+    p.add_argument("--viral", nargs="+", default=[], metavar="A.h5", help="embeddings of viral sequences")
+    p.add_argument("--other", nargs="+", default=[], metavar="C.h5", help="embeddings of other sequences")
+    p.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
     _add_common(p)
 
     p = sub.add_parser(
@@ -198,6 +317,17 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
 
 
+def _servers(args: argparse.Namespace) -> list[str]:
+    return args.server or [os.environ.get(DEFAULT_SERVER_ENV) or DEFAULT_SERVER]
+
+
+def _connection(args: argparse.Namespace) -> ConnectionOptions:
+    from orchestrator.endpoints import ConnectionOptions, parse_headers
+
+    return ConnectionOptions(ssl=args.ssl, root_cert=args.ssl_root_cert, cert=args.ssl_cert,
+                             key=args.ssl_key, headers=parse_headers(args.header))
+
+
 def _dispatch(args: argparse.Namespace, progress: bool) -> int:
     if args.command == "prepare":
         from orchestrator.prepare import run_prepare
@@ -205,7 +335,6 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         run_prepare(inputs=args.inputs, outdir=args.outdir, chunk_size=args.chunk_size, progress=progress)
         return 0
     if args.command == "predict":
-        from orchestrator.endpoints import ConnectionOptions, parse_headers
         from orchestrator.predict import run_predict
 
         run_predict(
@@ -214,7 +343,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             chunk_size=args.chunk_size,
             classifier=args.classifier,
             backend=args.backend,
-            server=args.server or [os.environ.get(DEFAULT_SERVER_ENV) or DEFAULT_SERVER],
+            server=_servers(args),
             model_repository=args.model_repository,
             batch_size=args.batch_size,
             max_in_flight=args.max_in_flight,
@@ -222,12 +351,39 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             lookahead=args.lookahead,
             restart=args.restart,
             progress=progress,
-            connection=ConnectionOptions(
-                ssl=args.ssl, root_cert=args.ssl_root_cert, cert=args.ssl_cert, key=args.ssl_key,
-                headers=parse_headers(args.header)),
+            connection=_connection(args),
             call_settings=CallSettings(**{f.name: getattr(args, f.name) for f in fields(CallSettings)}),
             report=not args.no_report,
+            save_embeddings=args.save_embeddings,
         )
+        return 0
+    if args.command == "embed":
+        from orchestrator.embed import run_embed
+
+        run_embed(
+            inputs=args.inputs, output=args.output, chunk_size=args.chunk_size, label=args.label,
+            cds_frames_only=args.cds_frames_only, backend=args.backend,
+            server=_servers(args),
+            model_repository=args.model_repository, batch_size=args.batch_size,
+            max_in_flight=args.max_in_flight, window=args.window, lookahead=args.lookahead,
+            restart=args.restart, progress=progress,
+            connection=_connection(args),
+        )
+        return 0
+    if args.command == "train":
+        from orchestrator.train import run_train
+
+        run_train(viral=args.viral, other=args.other, output=args.output, epochs=args.epochs,
+                  batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                  step_size=args.step_size, gamma=args.gamma, patience=args.patience,
+                  val_fraction=args.val_fraction, hidden=args.hidden, dropout=args.dropout,
+                  balance=args.balance, seed=args.seed, progress=progress)
+        return 0
+    if args.command == "evaluate":
+        from orchestrator.evaluate import run_evaluate
+
+        run_evaluate(classifier=args.classifier, viral=args.viral, other=args.other,
+                     outdir=args.outdir)
         return 0
     if args.command == "report":
         from orchestrator.report import write_report

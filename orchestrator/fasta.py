@@ -15,9 +15,13 @@ import io
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from orchestrator.compression import decompressed, decompression_errors
 from orchestrator.errors import InputError
+
+if TYPE_CHECKING:
+    from orchestrator.coding import CodingRegion
 
 BLOCK = 1 << 20
 SEQ_WHITESPACE = b" \t\r\n"  # what Biopython removes from sequence lines
@@ -25,10 +29,15 @@ SEQ_WHITESPACE = b" \t\r\n"  # what Biopython removes from sequence lines
 
 @dataclass(frozen=True)
 class Record:
-    """One FASTA record: `seq` holds the residues as in the file (case kept, no newlines)."""
+    """One input record: `seq` holds the residues as in the file (case kept, no newlines).
+
+    `cds` holds the annotated protein-coding regions of a GenBank record (training keeps only
+    frames inside them, `orchestrator.coding`); None for formats that carry no annotations.
+    """
 
     id: str
     seq: bytes
+    cds: tuple[CodingRegion, ...] | None = None
 
 
 def display_name(path: str) -> str:

@@ -2,6 +2,8 @@
 
 FASTA goes through our Biopython-exact parser (`fasta`), so the original tool's default path is
 unchanged. FASTQ is read by dnaio and SAM/BAM/CRAM by pysam (htslib), both C parsers that stream.
+GenBank (RefSeq genomes to train from) is read by Biopython; its records also carry their annotated
+CDS (`Record.cds`, see `coding`), which training uses to keep only the frames of real genes.
 The format is sniffed from the (decompressed) first bytes, never from the file name, and several
 inputs of mixed formats are one sample.
 
@@ -18,19 +20,24 @@ import io
 import re
 import shutil
 import sys
+import warnings
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from encoders.validation import ALLOWED_TEXT, first_disallowed
+from orchestrator.coding import cds_proteins
 from orchestrator.compression import decompressed, decompression_errors, peek_decompressed
 from orchestrator.errors import InputError
 from orchestrator.fasta import BLOCK, Record, display_name, fasta_entries
 
-FORMATS = ("fasta", "fastq", "sam", "bam", "cram")
+if TYPE_CHECKING:
+    from Bio.SeqRecord import SeqRecord
+
+FORMATS = ("fasta", "fastq", "sam", "bam", "cram", "genbank")
 SNIFF_BYTES = 1 << 16
 MAX_DUPLICATES_NAMED = 5
 _SAM_HEADER = re.compile(rb"@[A-Za-z][A-Za-z0-9]\t")
@@ -42,6 +49,8 @@ LENGTH_BIN_EDGES = (0, 50, 100, 150, 200, 250, 300, 400, 500, 1_000, 2_000, 5_00
 
 # A FASTQ record is 4 lines (dnaio reads no other layout), so record n starts at line 4n + 1.
 FASTQ_LINES = 4
+# Biopython only warns when a GenBank sequence ends early (a cut-off download); we refuse it.
+GENBANK_TRUNCATED = r"Premature end of file in sequence data|Expected sequence length"
 
 
 @dataclass(frozen=True)
@@ -137,7 +146,9 @@ def detect_format(path: str) -> InputFormat:
                              f"this one is wrapped in {compression or 'nothing'}")
         return InputFormat("bam", None)
     text = head.lstrip()
-    if text.startswith(b"@"):
+    if text.startswith(b"LOCUS "):
+        kind = "genbank"
+    elif text.startswith(b"@"):
         kind = "sam" if _SAM_HEADER.match(text) else "fastq"
     elif not text.startswith(b">") and head.split(b"\n", 1)[0].count(b"\t") >= SAM_FIELDS - 1:
         kind = "sam"  # a SAM file without header lines
@@ -163,6 +174,9 @@ def entries(path: str, fmt: InputFormat, sink: Callable[[bytes], None] | None = 
             yield rid, seq, f"{name}:{line}"
     elif fmt.kind == "fastq":
         yield from _fastq_entries(path, name)
+    elif fmt.kind == "genbank":
+        for entry, _record in _genbank_entries(path, name):
+            yield entry
     else:
         yield from _alignment_entries(path, name)
 
@@ -184,6 +198,41 @@ def _fastq_entries(path: str, name: str) -> Iterator[Entry]:
             raise InputError(f"{where}: not valid FASTQ: {exc.message}") from None
         except decompression_errors() as exc:
             raise InputError(f"{name}: cannot read input: {exc}") from None
+
+
+def _genbank_entries(path: str, name: str) -> Iterator[tuple[Entry, SeqRecord]]:
+    """Each record's entry and its Biopython SeqRecord (for its features)."""
+    from Bio import BiopythonParserWarning, SeqIO
+    from Bio.Seq import UndefinedSequenceError
+
+    n = 0
+    with _open_raw(path) as raw:
+        stream, _ = decompressed(raw)
+        # latin-1 maps every byte to one character, so the sequence bytes come back unchanged
+        # and a stray byte is reported by the character check, not as a decoding error
+        text = io.TextIOWrapper(stream, encoding="latin-1")
+        try:
+            parser = SeqIO.parse(text, "genbank")
+            while True:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("error", GENBANK_TRUNCATED, BiopythonParserWarning)
+                    record = next(parser, None)
+                if record is None:
+                    break
+                n += 1
+                where = f"{name}: record {n}"
+                try:
+                    seq = str(record.seq).encode("latin-1")
+                except UndefinedSequenceError:
+                    raise InputError(f"{where}: record {record.id!r} has no sequence (a CONTIG/WGS master "
+                                     "record?); download the full record with sequence") from None
+                yield (record.id, seq, where), record
+        except (ValueError, BiopythonParserWarning, *decompression_errors()) as exc:
+            raise InputError(f"{name}: record {n + 1}: not valid GenBank: {exc}") from None
+        finally:
+            text.detach()  # closing the wrapper would close stdin
+    if not n:
+        raise InputError(f"{name}: not valid GenBank: no complete record after the LOCUS line")
 
 
 def _alignment_entries(path: str, name: str) -> Iterator[Entry]:
@@ -209,10 +258,22 @@ def _alignment_entries(path: str, name: str) -> Iterator[Entry]:
 
 def read_records(paths: Sequence[str], *, sink: Callable[[bytes], None] | None = None
                  ) -> Iterator[Record]:
-    """All records of all inputs, in order; `sink` sees each raw byte of FASTA inputs."""
+    """All records of all inputs, in order; `sink` sees each raw byte of FASTA inputs.
+
+    Records from GenBank carry their annotated CDS as `cds` (None for other formats).
+    """
     for path in paths:
-        for rid, seq, _where in entries(path, detect_format(path), sink):
-            yield Record(rid, seq)
+        fmt = detect_format(path)
+        if fmt.kind == "genbank":
+            for (rid, seq, where), record in _genbank_entries(path, display_name(path)):
+                try:
+                    cds = tuple(cds_proteins(record))
+                except ValueError as exc:
+                    raise InputError(f"{where}: record {rid!r}: {exc}") from None
+                yield Record(rid, seq, cds)
+        else:
+            for rid, seq, _where in entries(path, fmt, sink):
+                yield Record(rid, seq)
 
 
 def _file_sha256(path: str) -> str:

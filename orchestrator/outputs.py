@@ -28,6 +28,7 @@ BEDGRAPH_NAME = "chunk_scores.bedgraph"
 REPORT_NAME = "report.html"
 STATE_DIR_NAME = ".virnucpro_state"
 CHUNK_TABLE_NAME = "chunk_maxima.tsv"
+EMBEDDINGS_NAME = "embeddings.h5"  # predict --save-embeddings
 
 PREDICTIONS_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
 # The original writes only the first two; a common downstream workflow also reads the max scores.
@@ -86,8 +87,10 @@ NA = "NA"
 class OutputPaths:
     """The files a run writes into OUTDIR, plus the folder holding its checkpoints."""
 
-    def __init__(self, outdir: str | Path) -> None:
+    def __init__(self, outdir: str | Path, *, save_embeddings: bool = False) -> None:
         self.outdir = Path(outdir)
+        self.save_embeddings = save_embeddings
+        self.embeddings = self.outdir / EMBEDDINGS_NAME
         self.predictions = self.outdir / PREDICTIONS_NAME
         self.highest = self.outdir / HIGHEST_NAME
         self.summary = self.outdir / SUMMARY_NAME
@@ -103,7 +106,12 @@ class OutputPaths:
 
     def results(self) -> tuple[Path, ...]:
         """The files that make a run complete (the answers are re-derived when missing)."""
-        return (self.predictions, self.highest, self.summary, self.run_json)
+        files = (self.predictions, self.highest, self.summary, self.run_json)
+        return (*files, self.embeddings) if self.save_embeddings else files
+
+    def extra_outputs(self) -> tuple[Path, ...]:
+        """Written after the results or only on request; removed with them by --restart."""
+        return (self.report, self.embeddings)
 
     def answers(self) -> tuple[Path, ...]:
         """Files derived from the results without any model (`answers.write_answers`)."""

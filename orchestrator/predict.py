@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
-import shutil
-import sys
 import time
 from bisect import bisect_left
-from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,12 +25,13 @@ from orchestrator import __version__
 from orchestrator.answers import write_answers
 from orchestrator.calls import CallSettings
 from orchestrator.checkpoint import Checkpoint, FinalFile
-from orchestrator.chunking import chunk_sequence
 from orchestrator.classifier import Classifier, load_classifier
+from orchestrator.embeddings import PART_SUFFIX as EMBEDDINGS_PART
+from orchestrator.embeddings import assemble as assemble_embeddings
+from orchestrator.embeddings import header_for, write_part
 from orchestrator.endpoints import ConnectionOptions, parse_servers
 from orchestrator.errors import InputError
-from orchestrator.frames import kept_frames_batch
-from orchestrator.inputs import LengthStats, read_records, scan_inputs, spool_stdin
+from orchestrator.inputs import scan_inputs
 from orchestrator.outdir_lock import OutdirLock
 from orchestrator.outputs import (
     HIGHEST_HEADER,
@@ -49,114 +45,20 @@ from orchestrator.outputs import (
     prediction_rows,
     write_json_atomic,
 )
+from orchestrator.windows import (
+    DEFAULT_LOOKAHEAD,
+    Counters,
+    Embedded,
+    Window,
+    check_args,
+    open_backend,
+    run_windows,
+    spooled_inputs,
+    warn_short_records,
+)
 
 log = logging.getLogger("orchestrator")
 
-STDIN_SPOOL_NAME = "stdin.spool"
-# Windows queued beyond the one being waited for: enough that the servers never wait for the
-# client between windows, few enough that memory stays a small number of windows.
-DEFAULT_LOOKAHEAD = 2
-
-
-@dataclass
-class RecordPart:
-    """The stretch of one record that falls into a window: frames [start, end) of that window.
-
-    `tally` is a fresh tally when the record starts in this window, None when it continues the
-    record carried over from the previous window; `ends` marks the window where it finishes.
-    """
-
-    tally: SequenceTally | None
-    start: int
-    end: int = -1
-    ends: bool = False
-
-
-@dataclass
-class Window:
-    """Kept frames of a run of chunks; `chunk_ids[k]` owns frames from `chunk_starts[k]` on."""
-
-    index: int
-    frame_ids: list[str] = field(default_factory=list)
-    nucleotides: list[str] = field(default_factory=list)
-    proteins: list[str] = field(default_factory=list)
-    parts: list[RecordPart] = field(default_factory=list)
-    chunk_ids: list[str] = field(default_factory=list)
-    chunk_starts: list[int] = field(default_factory=list)
-    progress: dict[str, int] = field(default_factory=dict)  # run totals up to this window
-
-
-@dataclass
-class Counters:
-    records: int = 0
-    bases: int = 0
-    chunks: int = 0
-    frames: int = 0
-    windows: int = 0
-
-
-# Records are translated in groups of about this many bases: one vectorised kept_frames_batch
-# call per group instead of one per record (short records are dominated by per-call overhead).
-TRANSLATE_GROUP_BASES = 1 << 20
-
-
-def _translated(records: Iterator[Any], chunk_size: int) -> Iterator[tuple[Any, list, list]]:
-    """(record, its chunks, kept frames per chunk), translation batched over record groups."""
-    group: list[tuple[Any, list]] = []
-    size = 0
-
-    def flush() -> Iterator[tuple[Any, list, list]]:
-        frames = kept_frames_batch([c for _, chunks in group for c in chunks])
-        i = 0
-        for rec, chunks in group:
-            yield rec, chunks, frames[i:i + len(chunks)]
-            i += len(chunks)
-
-    for record in records:
-        group.append((record, chunk_sequence(record, chunk_size)))
-        size += len(record.seq)
-        if size >= TRANSLATE_GROUP_BASES:
-            yield from flush()
-            group = []
-            size = 0
-    if group:
-        yield from flush()
-
-
-def iter_windows(records: Iterator[Any], chunk_size: int, window_frames: int,
-                 counters: Counters, on_bases: Any = None) -> Iterator[Window]:
-    """Group kept frames into windows of >= `window_frames` frames, cut before a chunk."""
-    current = Window(0)
-    for record, chunks, chunk_frames in _translated(records, chunk_size):
-        if len(current.frame_ids) >= window_frames:
-            yield current
-            current = Window(current.index + 1)
-        counters.records += 1
-        counters.bases += len(record.seq)
-        counters.chunks += len(chunks)
-        part = RecordPart(SequenceTally.for_record(record.id, record.seq, len(chunks)),
-                          len(current.frame_ids))
-        current.parts.append(part)
-        for chunk, frames in zip(chunks, chunk_frames, strict=True):
-            if len(current.frame_ids) >= window_frames:
-                part.end = len(current.frame_ids)
-                yield current
-                current = Window(current.index + 1)
-                part = RecordPart(None, 0)
-                current.parts.append(part)
-            if frames:
-                current.chunk_ids.append(chunk.id)
-                current.chunk_starts.append(len(current.frame_ids))
-            for frame in frames:
-                current.frame_ids.append(frame.frame_id)
-                current.nucleotides.append(frame.nucleotide)
-                current.proteins.append(frame.protein)
-        part.end = len(current.frame_ids)
-        part.ends = True
-        if on_bases is not None:
-            on_bases(len(record.seq))
-    if current.parts:
-        yield current
 
 
 def _classify(classifier: Classifier, dna: np.ndarray, prot: np.ndarray) -> np.ndarray:
@@ -216,70 +118,6 @@ def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | No
             PART_CHUNKS: "".join(table)}, carried
 
 
-def _open_backend(backend: str, *, servers: list[str], model_repository: str | None,
-                  batch_size: int | None, max_in_flight: int | None,
-                  connection: ConnectionOptions | None) -> Any:
-    if backend == "triton":
-        from orchestrator.client import EmbeddingClient
-
-        return EmbeddingClient(servers, batch_size=batch_size, max_in_flight=max_in_flight,
-                               options=connection)
-    if backend == "local":
-        from orchestrator.local_backend import LocalBackend
-
-        return LocalBackend(model_repository)
-    raise InputError(f"unknown backend {backend!r} (triton or local)")
-
-
-def _check_args(chunk_size: int, window: int, batch_size: int | None,
-                max_in_flight: int | None, lookahead: int, inputs: Sequence[str]) -> None:
-    if not inputs:
-        raise InputError("no input given")
-    if chunk_size <= 0:
-        raise InputError(f"--chunk-size must be positive, got {chunk_size}")
-    if window <= 0:
-        raise InputError(f"--window must be positive, got {window}")
-    if lookahead < 0:
-        raise InputError(f"--lookahead must be 0 or more, got {lookahead}")
-    if batch_size is not None and batch_size <= 0:
-        raise InputError(f"--batch-size must be positive, got {batch_size}")
-    if max_in_flight is not None and max_in_flight <= 0:
-        raise InputError(f"--max-in-flight must be positive, got {max_in_flight}")
-    if list(inputs).count("-") > 1:
-        raise InputError("stdin (-) can be given only once")
-
-
-def _spooled_inputs(inputs: list[str], paths: OutputPaths) -> list[str]:
-    """Paths that can be read twice (scan, then predict): stdin and pipes are spooled first."""
-    read_paths = []
-    for i, p in enumerate(inputs):
-        if p == "-":
-            paths.state.mkdir(parents=True, exist_ok=True)
-            read_paths.append(spool_stdin(str(paths.state / STDIN_SPOOL_NAME)))
-        elif not os.path.exists(p):
-            raise InputError(f"{p}: no such file")
-        elif not os.path.isfile(p):  # a FIFO such as <(zcat x.gz): readable once only
-            paths.state.mkdir(parents=True, exist_ok=True)
-            dest = paths.state / f"input{i}.spool"
-            try:
-                with open(p, "rb") as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            except OSError as exc:
-                raise InputError(f"{p}: cannot read ({exc.strerror})") from exc
-            read_paths.append(str(dest))
-        else:
-            read_paths.append(p)
-    return read_paths
-
-
-def _progress_bar(enabled: bool, total: int) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="bp", unit_scale=True, desc="predict", file=sys.stderr)
-
-
 def run_predict(
     *,
     inputs: Sequence[str],
@@ -298,45 +136,48 @@ def run_predict(
     connection: ConnectionOptions | None = None,
     call_settings: CallSettings | None = None,
     report: bool = True,
+    save_embeddings: bool = False,
 ) -> dict[str, Any]:
     """Run the whole pipeline; returns the run record (also written as run.json).
 
     `server`: one HOST:PORT, a comma-separated list, or a sequence of them (all used at once).
     `call_settings`: thresholds of sequence_calls.tsv and viral_regions.tsv; `report`: write
-    report.html at the end.
+    report.html at the end; `save_embeddings`: also write OUTDIR/embeddings.h5 (every kept
+    frame's vectors, the file `orchestrator embed` writes).
     """
-    _check_args(chunk_size, window, batch_size, max_in_flight, lookahead, inputs)
+    check_args(chunk_size, window, batch_size, max_in_flight, lookahead, inputs)
     settings = call_settings or CallSettings()
     _check_settings(settings)
     servers = parse_servers([server] if isinstance(server, str) else server)
-    paths = OutputPaths(outdir)
+    paths = OutputPaths(outdir, save_embeddings=save_embeddings)
     paths.outdir.mkdir(parents=True, exist_ok=True)
     with OutdirLock(paths.outdir):
         return _predict(inputs=inputs, paths=paths, chunk_size=chunk_size, classifier=classifier,
                         backend=backend, servers=servers, model_repository=model_repository,
                         batch_size=batch_size, max_in_flight=max_in_flight, window=window,
                         lookahead=lookahead, restart=restart, progress=progress,
-                        connection=connection, settings=settings, report=report)
+                        connection=connection, settings=settings, report=report,
+                        save_embeddings=save_embeddings)
 
 
 def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, classifier: str,
              backend: str, servers: list[str], model_repository: str | None,
              batch_size: int | None, max_in_flight: int | None, window: int, lookahead: int,
              restart: bool, progress: bool, connection: ConnectionOptions | None,
-             settings: CallSettings, report: bool) -> dict[str, Any]:
+             settings: CallSettings, report: bool, save_embeddings: bool) -> dict[str, Any]:
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
     outdir = paths.outdir
     ckpt = Checkpoint(paths)
     ckpt.refuse_foreign(restart)
 
-    read_paths = _spooled_inputs(list(inputs), paths)
+    read_paths = spooled_inputs(list(inputs), paths)
 
     t0 = time.perf_counter()
     # format errors and duplicate IDs: InputError before any model
     scan = scan_inputs(read_paths, short_length=chunk_size // 2)
     scan_seconds = time.perf_counter() - t0
-    _warn_short_records(scan.lengths, chunk_size)
+    warn_short_records(scan.lengths, chunk_size)
     clf = load_classifier(classifier)
     clf_sha = clf.sha256  # of the bytes it was loaded from
     input_digests = [scan.sha256[p] for p in read_paths]
@@ -351,7 +192,7 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
         "max_in_flight": max_in_flight, "window": window, "lookahead": lookahead,
         "restart": restart,
         "input_formats": [scan.formats[p].describe() for p in read_paths],
-        "calls": settings.to_dict(), "report": report,
+        "calls": settings.to_dict(), "report": report, "save_embeddings": save_embeddings,
     }
     input_lengths = scan.lengths.to_dict()
     if scan.n_records == 0:
@@ -360,7 +201,7 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
         run_json = _write_empty(paths, ckpt, parameters, clf, clf_sha, input_digests, wall0, cpu0)
         return _finish(paths, run_json, chunk_size, settings, report, fresh=False)
 
-    be = _open_backend(backend, servers=servers, model_repository=model_repository,
+    be = open_backend(backend, servers=servers, model_repository=model_repository,
                        batch_size=batch_size, max_in_flight=max_in_flight, connection=connection)
     try:
         dna_w, prot_w = be.widths
@@ -376,6 +217,8 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
             "models": [{k: m.get(k) for k in ("name", "version", "weights_sha256", "width", "batch_size")}
                        for m in models],
         }
+        if save_embeddings:  # only when set: runs without it keep their earlier fingerprint
+            fingerprint["save_embeddings"] = True
         done = ckpt.open(fingerprint, restart)
         if done < 0:
             return _finish(paths, json.loads(paths.run_json.read_text()), chunk_size, settings,
@@ -386,15 +229,17 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
         else:
             log.info("starting: %d records, %d bp, chunk size %d, windows of %d frames",
                      scan.n_records, scan.n_bases, chunk_size, window)
-        record = _run_windows(
-            read_paths=read_paths, paths=paths, ckpt=ckpt, backend=be, clf=clf,
+        timings = dict.fromkeys(("preprocess", "embed", "classify", "write"), 0.0)
+        counters, frames_embedded, windows_run = run_windows(
+            read_paths=read_paths, paths=paths, ckpt=ckpt, backend=be,
             chunk_size=chunk_size, window=window, lookahead=lookahead, done=done,
-            progress=progress, total_bases=scan.n_bases,
+            progress=progress, total_bases=scan.n_bases, timings=timings,
+            finish_window=_predict_windows(clf=clf, ckpt=ckpt, timings=timings,
+                                           save_embeddings=save_embeddings),
         )
         endpoints = getattr(be, "endpoints_info", lambda: None)()
     finally:
         be.close()
-    counters, timings, frames_embedded, windows_run = record
     wall = time.perf_counter() - wall0
     timings["scan"] = scan_seconds
     timings["total"] = wall
@@ -407,7 +252,14 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
         cpu=time.process_time() - cpu0, input_lengths=input_lengths,
     )
     t0 = time.perf_counter()
+    if save_embeddings:
+        # before the text files: a crash in between resumes with zero windows left and redoes both
+        n = assemble_embeddings(paths.embeddings, header_for(
+            chunk_size, models, inputs, input_digests), ckpt.parts(EMBEDDINGS_PART))
+        log.info("wrote %s (%d frames)", paths.embeddings, n)
     ckpt.assemble(final_files(paths), run_json)
+    for part in ckpt.parts(EMBEDDINGS_PART):
+        part.unlink(missing_ok=True)
     log.info("wrote %s (%d records, %d chunks, %d frames) in %.1f s",
              paths.outdir, counters.records, counters.chunks, counters.frames, wall)
     run_json["timings"]["assemble"] = round(time.perf_counter() - t0, 4)
@@ -456,22 +308,6 @@ def _check_settings(s: CallSettings) -> None:
                              f"got {getattr(s, name)}")
 
 
-# Most records at most half a chunk long: the published classifiers were trained on 300/500 bp
-# chunks and are unreliable far below that.
-SHORT_RECORDS_WARN_FRACTION = 0.5
-
-
-def _warn_short_records(lengths: LengthStats, chunk_size: int) -> None:
-    if lengths.n_short and lengths.fraction_short > SHORT_RECORDS_WARN_FRACTION:
-        log.warning(
-            "warning: %.0f%% of records (%d of %d with sequence) are %d bp or shorter, at most "
-            "half of --chunk-size %d; the published classifiers are unreliable on sequences this "
-            "short (a published evaluation measured ROC-AUC 0.56 on 150 bp windows with the "
-            "300 model); assemble reads into contigs first if you can",
-            100 * lengths.fraction_short, lengths.n_short, lengths.n - lengths.bins[0],
-            lengths.short_length, chunk_size)
-
-
 def _write_report(paths: OutputPaths) -> None:
     """report.html from the finished files; a failure is a warning (the results are complete)."""
     from orchestrator.report import write_report
@@ -483,24 +319,19 @@ def _write_report(paths: OutputPaths) -> None:
                     "`orchestrator report %s` retries)", paths.report, exc, paths.outdir)
 
 
-def _run_windows(*, read_paths: list[str], paths: OutputPaths, ckpt: Checkpoint, backend: Any,
-                 clf: Classifier, chunk_size: int, window: int, lookahead: int, done: int,
-                 progress: bool, total_bases: int
-                 ) -> tuple[Counters, dict[str, float], int, int]:
-    """The main loop: skip finished windows (frames regenerated, not embedded), score the rest."""
-    counters = Counters()
-    timings = dict.fromkeys(("preprocess", "embed", "classify", "write"), 0.0)
-    bar = _progress_bar(progress, total_bases)
-    carried_dict = ckpt.carried_tally if done else None
+def _predict_windows(*, clf: Classifier, ckpt: Checkpoint, timings: dict[str, float],
+                     save_embeddings: bool) -> Callable[[Window, Embedded], None]:
+    """predict's window step: classify, format the parts, keep the vectors if asked, commit."""
+    carried_dict = ckpt.carried_tally if ckpt.windows_done else None
     carried = SequenceTally.from_dict(carried_dict) if carried_dict else None
-    frames_embedded = 0
-    windows_run = 0
 
-    def finish(w: Window, embeddings: tuple[np.ndarray, np.ndarray]) -> None:
-        nonlocal carried, frames_embedded, windows_run
+    def finish(w: Window, embeddings: Embedded) -> None:
+        nonlocal carried
         t0 = time.perf_counter()
         probs = _classify(clf, *embeddings)
         t1 = time.perf_counter()
+        if save_embeddings:  # before the commit: the manifest never counts a window without it
+            write_part(ckpt.part(w.index, EMBEDDINGS_PART), w.frame_ids, *embeddings)
         parts, carried = _window_texts(w, probs, carried)
         ckpt.commit_window(
             w.index, parts=parts, carried_tally=carried.to_dict() if carried is not None else None,
@@ -508,54 +339,8 @@ def _run_windows(*, read_paths: list[str], paths: OutputPaths, ckpt: Checkpoint,
         )
         timings["classify"] += t1 - t0
         timings["write"] += time.perf_counter() - t1
-        frames_embedded += len(w.frame_ids)
-        windows_run += 1
-        log.debug("window %d: %d frames", w.index, len(w.frame_ids))
 
-    def wait_for(ticket: Any) -> tuple[np.ndarray, np.ndarray]:
-        t0 = time.perf_counter()
-        embeddings = ticket.result()
-        timings["embed"] += time.perf_counter() - t0
-        return embeddings
-
-    # Windows whose requests are queued or in flight, oldest first. Up to 1 + lookahead at once:
-    # the servers work on the next windows while the oldest one's last requests are in flight
-    # and while this thread reads, translates, classifies and writes. Commits stay in order.
-    in_flight: deque[tuple[Window, Any]] = deque()
-    try:
-        windows = iter_windows(read_records(read_paths), chunk_size, window, counters,
-                               bar.update if bar is not None else None)
-        while True:
-            t0 = time.perf_counter()
-            w = next(windows, None)
-            timings["preprocess"] += time.perf_counter() - t0
-            if w is None:
-                break
-            counters.windows += 1
-            counters.frames += len(w.frame_ids)
-            w.progress = {"frames": counters.frames, "records": counters.records}
-            if w.index < done:
-                continue
-            ready = []
-            while len(in_flight) > lookahead:
-                oldest, ticket = in_flight.popleft()
-                ready.append((oldest, wait_for(ticket)))
-            in_flight.append((w, backend.submit(w.nucleotides, w.proteins)))
-            for oldest, embeddings in ready:  # written while the servers embed what is queued
-                finish(oldest, embeddings)
-            while len(in_flight) > 1 and in_flight[0][1].done():
-                oldest, ticket = in_flight.popleft()
-                finish(oldest, wait_for(ticket))
-        while in_flight:
-            oldest, ticket = in_flight.popleft()
-            finish(oldest, wait_for(ticket))
-    finally:
-        if bar is not None:
-            bar.close()
-    if ckpt.windows_done != counters.windows:
-        raise InputError(f"{paths.outdir}: the checkpoint counts {ckpt.windows_done} windows but "
-                         f"the input has {counters.windows}; rerun with --restart")
-    return counters, timings, frames_embedded, windows_run
+    return finish
 
 
 def _run_record(*, parameters: dict[str, Any], backend: str,
