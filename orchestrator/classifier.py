@@ -57,9 +57,11 @@ class Classifier:
     """Eval-mode MLP: one matmul chain over float32 features of width `input_width`."""
 
     def __init__(self, state: Mapping[str, Any], *, source: str = "<state dict>",
-                 sha256: str = "") -> None:
+                 sha256: str = "", metadata: Mapping[str, str] | None = None) -> None:
         self.source = source
         self.sha256 = sha256
+        # safetensors header metadata; `train` records the chunk size the model was trained on
+        self.metadata: dict[str, str] = dict(metadata or {})
         self._state = _validated_state(state, source)
         w1 = self._state["hidden_layer.weight"]  # [h, d]
         self.input_width: int = int(w1.shape[1])
@@ -184,13 +186,24 @@ def load_classifier(path: str | Path) -> Classifier:
     except OSError as exc:
         raise ClassifierError(f"{p}: cannot read classifier file: {exc.strerror or exc}") from None
     digest = hashlib.sha256(blob).hexdigest()
+    metadata: dict[str, str] = {}
     if p.suffix == ".safetensors" or _looks_like_safetensors(blob):
         state = _read_safetensors(p, blob)
+        metadata = _safetensors_metadata(blob)
     elif zipfile.is_zipfile(io.BytesIO(blob)):
         state = _read_torch_zip(p, blob)
     else:
         _refuse_non_zip(p, blob)
-    return Classifier(state, source=str(p), sha256=digest)
+    return Classifier(state, source=str(p), sha256=digest, metadata=metadata)
+
+
+def _safetensors_metadata(blob: bytes) -> dict[str, str]:
+    """The header's __metadata__ (already validated by the reader); {} when absent."""
+    import json
+
+    n = int.from_bytes(blob[:8], "little")
+    meta = json.loads(blob[8:8 + n]).get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()}
 
 
 def _looks_like_safetensors(blob: bytes) -> bool:

@@ -179,6 +179,7 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
     scan_seconds = time.perf_counter() - t0
     warn_short_records(scan.lengths, chunk_size)
     clf = load_classifier(classifier)
+    _warn_chunk_size_mismatch(clf, chunk_size)
     clf_sha = clf.sha256  # of the bytes it was loaded from
     input_digests = [scan.sha256[p] for p in read_paths]
 
@@ -293,6 +294,15 @@ def _finish(paths: OutputPaths, run_json: dict[str, Any], chunk_size: int,
     if report and (stale or not paths.report.exists()):
         _write_report(paths)
     return run_json
+
+
+def _warn_chunk_size_mismatch(clf: Classifier, chunk_size: int) -> None:
+    """A classifier from `orchestrator train` records its chunk size; another one is a mistake."""
+    trained = clf.metadata.get("chunk_size")
+    if trained is not None and trained != str(chunk_size):
+        log.warning("warning: %s was trained on %s bp chunks but --chunk-size is %d; its scores "
+                    "are only meaningful at the size it was trained on", clf.source, trained,
+                    chunk_size)
 
 
 def _check_settings(s: CallSettings) -> None:
