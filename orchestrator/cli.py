@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="class balance: downsample the larger class's training frames (the "
                         "original's way), weight the loss, or none (default)")
     recipe.add_argument("--seed", type=int, default=42, help="seed of the split, sampling and weights (default 42)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train: auto (a GPU when torch sees one; default), cpu or cuda")
     _add_common(p)
 
     p = sub.add_parser(
@@ -377,7 +379,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
                   batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                   step_size=args.step_size, gamma=args.gamma, patience=args.patience,
                   val_fraction=args.val_fraction, hidden=args.hidden, dropout=args.dropout,
-                  balance=args.balance, seed=args.seed, progress=progress)
+                  balance=args.balance, seed=args.seed, progress=progress, device=args.device)
         return 0
     if args.command == "evaluate":
         from orchestrator.evaluate import run_evaluate

@@ -208,11 +208,23 @@ def _levels(inputs: Sequence[_Input]) -> tuple[dict[str, dict[str, Any]], Curves
                               for inp in inputs])
     chunks = np.concatenate([inp.chunk_max for inp in inputs])
     chunk_y = np.concatenate([np.full(len(inp.chunk_max), inp.label, np.int8) for inp in inputs])
-    chunk_score = chunks[:, 1].astype(np.float64) - chunks[:, 0].astype(np.float64)  # exact
-    return {
-        "frame": binary_metrics(frame_y, frames[:, 1], (frames[:, 1] > frames[:, 0]).astype(np.int8)),
-        "chunk": binary_metrics(chunk_y, chunk_score, (chunks[:, 1] >= chunks[:, 0]).astype(np.int8)),
-    }, {"frame": (frame_y, frames[:, 1]), "chunk": (chunk_y, chunk_score)}
+    return {"frame": frame_metrics(frame_y, frames), "chunk": chunk_metrics(chunk_y, chunks)}, \
+        {"frame": (frame_y, frames[:, 1]), "chunk": (chunk_y, chunk_score(chunks))}
+
+
+def chunk_score(maxima: np.ndarray) -> np.ndarray:
+    """A chunk's ranking score: max_score_1 - max_score_0 (exact in float64), > 0 leans virus."""
+    return maxima[:, 1].astype(np.float64) - maxima[:, 0].astype(np.float64)
+
+
+def frame_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Frames as prediction_results.txt labels them: virus iff p1 > p0 (a tie is others)."""
+    return binary_metrics(y, probs[:, 1], (probs[:, 1] > probs[:, 0]).astype(np.int8))
+
+
+def chunk_metrics(y: np.ndarray, maxima: np.ndarray) -> dict[str, Any]:
+    """Chunks as the highestscore file labels them: virus iff max_score_1 >= max_score_0."""
+    return binary_metrics(y, chunk_score(maxima), (maxima[:, 1] >= maxima[:, 0]).astype(np.int8))
 
 
 def _tsv_value(v: Any) -> str:

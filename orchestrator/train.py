@@ -40,7 +40,7 @@ from orchestrator import __version__
 from orchestrator.classifier import load_classifier, save_classifier_safetensors
 from orchestrator.embeddings import iter_blocks, read_header, record_id_of
 from orchestrator.errors import InputError
-from orchestrator.metrics import binary_metrics
+from orchestrator.evaluate import chunk_consensus, chunk_metrics, frame_metrics
 from orchestrator.outputs import write_json_atomic
 
 if TYPE_CHECKING:
@@ -187,14 +187,15 @@ def _mlp(width: int, hidden: int, dropout: float) -> torch.nn.Module:
 def train_classifier(features: np.ndarray, labels: np.ndarray, train_idx: np.ndarray,
                      val_idx: np.ndarray, config: TrainConfig | None = None, *,
                      class_weight: Sequence[float] | None = None,
-                     progress: bool = False) -> TrainResult:
+                     progress: bool = False, device: str = "cpu") -> TrainResult:
     """Train on rows `train_idx` of `features`, early-stop on rows `val_idx`; no file I/O.
 
     Takes the whole feature array plus index arrays (not copies of the splits) so that a large
     training set is held once. `class_weight` ([other, viral]) weights the training loss only; the
     validation loss is the plain mean cross-entropy over validation frames, the quantity early
-    stopping and the card report. Deterministic for a given seed and torch thread count; the global
-    torch RNG is left as it was.
+    stopping and the card report. Deterministic for a given seed and torch thread count on the
+    CPU; the global torch RNG is left as it was. `device` "cuda" moves the features there once
+    (n x d x 4 bytes of GPU memory).
     """
     import torch
     from torch.nn import functional as F
@@ -207,19 +208,21 @@ def train_classifier(features: np.ndarray, labels: np.ndarray, train_idx: np.nda
         raise InputError(f"training needs at least 2 frames, the split left {len(train_idx)}")
     if len(val_idx) < 1:
         raise InputError("the validation set is empty; early stopping needs held-out frames")
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))  # shares memory
-    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    weight = None if class_weight is None else torch.tensor(list(class_weight), dtype=torch.float32)
-    rows = torch.from_numpy(train_idx)
+    # shares memory on the CPU
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+    weight = None if class_weight is None else torch.tensor(list(class_weight), dtype=torch.float32,
+                                                            device=device)
+    rows = torch.from_numpy(train_idx).to(device)
     history: list[dict[str, float]] = []
     best_loss, best_epoch, since_best = math.inf, 0, 0
     best_state: dict[str, torch.Tensor] = {}
     stopped_early = False
     stop_reason = f"reached the maximum of {config.epochs} epochs"
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[] if device == "cpu" else None):
         torch.manual_seed(config.seed)  # weight init and dropout masks
-        model = _mlp(x.shape[1], config.hidden, config.dropout)
-        shuffle = torch.Generator().manual_seed(config.seed)
+        model = _mlp(x.shape[1], config.hidden, config.dropout).to(device)
+        shuffle = torch.Generator().manual_seed(config.seed)  # on the CPU: same batches anywhere
         opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
         epochs = range(1, config.epochs + 1)
@@ -230,7 +233,7 @@ def train_classifier(features: np.ndarray, labels: np.ndarray, train_idx: np.nda
         for epoch in epochs:
             lr = float(opt.param_groups[0]["lr"])
             model.train()
-            order = rows[torch.randperm(len(rows), generator=shuffle)]
+            order = rows[torch.randperm(len(rows), generator=shuffle).to(device)]
             # BatchNorm1d in training mode cannot normalise a batch of one row (torch raises
             # "Expected more than 1 value per channel"); a last batch of exactly one frame is left
             # out of this epoch. The shuffle puts a different frame there each epoch.
@@ -269,6 +272,7 @@ def train_classifier(features: np.ndarray, labels: np.ndarray, train_idx: np.nda
         if progress:
             epochs.close()
     model.load_state_dict(best_state)
+    model.cpu()
     state = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
     return TrainResult(state=state, history=history, best_epoch=best_epoch,
                        stopped_early=stopped_early, stop_reason=stop_reason)
@@ -284,7 +288,7 @@ def _validate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     loss_sum, correct = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(val_idx), _EVAL_ROWS):
-            rows = torch.from_numpy(val_idx[start:start + _EVAL_ROWS])
+            rows = torch.from_numpy(val_idx[start:start + _EVAL_ROWS]).to(x.device)
             logits = model(x[rows]).double()
             loss_sum += float(F.cross_entropy(logits, y[rows], reduction="sum"))
             correct += int(((logits[:, 1] > logits[:, 0]).long() == y[rows]).sum())
@@ -299,6 +303,7 @@ class _Data:
     features: np.ndarray  # [n, d] float32, all files
     labels: np.ndarray  # [n] int64, 1 viral
     record_ids: list[str]  # per frame; one shared str object per record
+    chunk_keys: list[str]  # per frame: file index + chunk ID (chunk IDs are unique per file only)
     files: list[dict[str, Any]]  # card entries
     chunk_size: int
     models: list[dict[str, Any]]
@@ -374,6 +379,7 @@ def _load(sources: list[tuple[str, int]]) -> _Data:
     features = np.empty((total, width), dtype=np.float32)
     labels = np.empty(total, dtype=np.int64)
     record_ids: list[str] = []
+    chunk_keys: list[str] = []
     shared: dict[str, str] = {}
     side_records: tuple[set[str], set[str]] = (set(), set())
     files = []
@@ -388,6 +394,7 @@ def _load(sources: list[tuple[str, int]]) -> _Data:
             if row + len(block) > start + n:
                 raise InputError(f"{path}: holds more rows than its header says ({n})")
             features[row:row + len(block)] = block
+            chunk_keys.extend(f"{len(files)}\t{cid}" for cid in chunk_ids)
             for cid in chunk_ids:
                 rid = record_id_of(cid)
                 rid = shared.setdefault(rid, rid)
@@ -406,7 +413,8 @@ def _load(sources: list[tuple[str, int]]) -> _Data:
                     "record is kept on one side of the split with its frames' labels as given",
                     len(both), min(both))
     first = headers[0][1]
-    return _Data(features=features, labels=labels, record_ids=record_ids, files=files,
+    return _Data(features=features, labels=labels, record_ids=record_ids, chunk_keys=chunk_keys,
+                 files=files,
                  chunk_size=first.chunk_size, models=first.models)
 
 
@@ -446,6 +454,16 @@ def _check_output(output: Path, sources: list[tuple[str, int]]) -> None:
             raise InputError(f"{path}: is an input; the output would overwrite it")
 
 
+def _device(requested: str, torch: Any) -> str:
+    if requested not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, got {requested!r}")
+    available = torch.cuda.is_available()
+    if requested == "cuda" and not available:
+        raise InputError("--device cuda, but torch sees no CUDA GPU here (a CPU-only torch build, "
+                         "or no GPU on this node)")
+    return "cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu"
+
+
 def _save_model(state: dict[str, np.ndarray], output: Path, metadata: dict[str, str]) -> None:
     """Write through a temporary file and rename: a reader never sees a partial classifier."""
     fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=MODEL_SUFFIX)
@@ -463,13 +481,16 @@ def run_train(*, viral: Sequence[str], other: Sequence[str], output: str, epochs
               batch_size: int = 32, lr: float = 2e-4, momentum: float = 0.9, step_size: int = 10,
               gamma: float = 0.85, patience: int = 5, val_fraction: float = 0.2, hidden: int = 512,
               dropout: float = 0.5, balance: str = "none", seed: int = 42,
-              progress: bool = False) -> dict[str, Any]:
+              progress: bool = False, device: str = "auto") -> dict[str, Any]:
     """Train a classifier on viral (label 1) and other (label 0) embeddings files; returns the card.
 
     Everything that can be refused is checked before any vector is read. The held-out metrics are
-    computed from the written file through the loader predict uses.
+    computed from the written file through the loader predict uses. `device`: auto (a GPU when
+    torch sees one), cpu or cuda.
     """
     import torch
+
+    device = _device(device, torch)
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                          step_size=step_size, gamma=gamma, patience=patience, hidden=hidden,
@@ -507,19 +528,23 @@ def run_train(*, viral: Sequence[str], other: Sequence[str], output: str, epochs
              len(np.unique(codes[val_idx])))
 
     result = train_classifier(data.features, data.labels, used_idx, val_idx, config,
-                              class_weight=class_weight, progress=progress)
+                              class_weight=class_weight, progress=progress, device=device)
     _save_model(result.state, out, {"format": MODEL_FORMAT, "chunk_size": str(data.chunk_size),
                                     "card": card_path.name})
 
     # The card's metrics describe the saved file exactly as predict will load and apply it.
     classifier = load_classifier(out)
-    score = np.empty(len(val_idx), dtype=np.float32)
-    y_pred = np.empty(len(val_idx), dtype=bool)
-    for start in range(0, len(val_idx), _EVAL_ROWS):
-        proba = classifier.predict_proba(data.features[val_idx[start:start + _EVAL_ROWS]])
-        score[start:start + len(proba)] = proba[:, 1]
-        y_pred[start:start + len(proba)] = proba[:, 1] > proba[:, 0]
-    metrics = binary_metrics(data.labels[val_idx], score, y_pred)
+    probs = np.concatenate([classifier.predict_proba(data.features[val_idx[i:i + _EVAL_ROWS]])
+                            for i in range(0, len(val_idx), _EVAL_ROWS)])
+    # chunks as predict scores them: max over their frames (chunk IDs qualified by file)
+    val_keys = [data.chunk_keys[i] for i in val_idx]
+    keys, maxima = chunk_consensus(val_keys, probs)
+    first_row: dict[str, int] = {}
+    for i, key in enumerate(val_keys):
+        first_row.setdefault(key, i)
+    chunk_labels = data.labels[val_idx][[first_row[k] for k in keys]]
+    metrics = {"frame": frame_metrics(data.labels[val_idx], probs),
+               "chunk": chunk_metrics(chunk_labels, maxima)}
 
     card = {
         "format": CARD_FORMAT,
@@ -534,7 +559,7 @@ def run_train(*, viral: Sequence[str], other: Sequence[str], output: str, epochs
         "recipe": {**asdict(config), "val_fraction": val_fraction, "balance": balance,
                    "class_weight": class_weight, "optimizer": "SGD", "scheduler": "StepLR per epoch",
                    "loss": "cross-entropy", "early_stopping": "validation loss",
-                   "device": "cpu", "torch_version": torch.__version__,
+                   "device": device, "torch_version": torch.__version__,
                    "torch_threads": torch.get_num_threads()},
         "epochs": result.history,
         "best_epoch": result.best_epoch,

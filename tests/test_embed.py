@@ -215,3 +215,35 @@ def test_predict_save_embeddings_resumes_and_restarts(tmp_path, job, slow_server
     assert proc.returncode == 2 and "save_embeddings" in proc.stderr, proc.stderr
     assert run_cli("predict", *pargs, "--restart").returncode == 0
     assert not (out / "embeddings.h5").exists()
+
+
+def test_cds_frames_only_keeps_the_annotated_genes_frames(tmp_path, slow_server):
+    """GenBank in: with --cds-frames-only only the frames that lie in the annotated CDS remain."""
+    from Bio import SeqIO
+    from Bio.Seq import Seq
+    from Bio.SeqFeature import FeatureLocation, SeqFeature
+    from Bio.SeqRecord import SeqRecord
+
+    rng = np.random.default_rng(4)
+    codons = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT"
+              if a + b + c not in ("TAA", "TAG", "TGA")]
+    gene = "ATG" + "".join(rng.choice(codons, size=299)) + "TAA"  # 903 bp at [600, 1503)
+    flank = ["".join(rng.choice(list("ACGT"), size=n)) for n in (600, 597)]  # 2,100 bp: 14 chunks
+    record = SeqRecord(Seq(flank[0] + gene + flank[1]), id="g1.1", name="g1",
+                       annotations={"molecule_type": "DNA"})
+    record.features.append(SeqFeature(FeatureLocation(600, 1503, strand=1), type="CDS",
+                                      qualifiers={"transl_table": ["11"]}))
+    gbk = tmp_path / "g1.gbk"
+    SeqIO.write([record], gbk, "genbank")
+
+    common = ["--chunk-size", "150", "--server", slow_server.grpc_url]
+    assert run_cli("embed", str(gbk), "-o", str(tmp_path / "all.h5"), *common).returncode == 0
+    proc = run_cli("embed", str(gbk), "-o", str(tmp_path / "cds.h5"), "--cds-frames-only", *common)
+    assert proc.returncode == 0, proc.stderr
+    every = read_embeddings(tmp_path / "all.h5").frame_ids
+    kept = read_embeddings(tmp_path / "cds.h5").frame_ids
+    # chunks 5..10 cover the gene in frame F1; chunk 11 holds its stop codon
+    assert kept == [f"g1.1_chunk_{k}F1" for k in range(5, 11)]
+    assert set(kept) < set(every)
+    header, _ = read_header(tmp_path / "cds.h5")
+    assert header.frame_filter == "stop-free, in an annotated CDS"

@@ -63,8 +63,10 @@ def test_trained_model_separates_classes_and_loads_in_predict(embedded, triton_s
                    "-o", str(model), "--seed", "3")
     assert proc.returncode == 0, proc.stderr
     card = _card(model)
-    held_out = card["validation_metrics"]
+    held_out = card["validation_metrics"]["frame"]
     assert held_out["accuracy"] >= 0.9, held_out
+    assert card["validation_metrics"]["chunk"]["accuracy"] >= 0.9
+    assert card["validation_metrics"]["chunk"]["n"] < held_out["n"]  # frames pooled per chunk
     assert card["chunk_size"] == int(CHUNK)
 
     # the model predicts at the size it was trained on, through the same servers
@@ -113,5 +115,5 @@ def test_shuffled_labels_do_not_learn(embedded):
                    str(root / "shuffled1.h5"), "-o", str(model), "--seed", "3")
     assert proc.returncode == 0, proc.stderr
     card = _card(model)
-    held_out = card["validation_metrics"]
+    held_out = card["validation_metrics"]["frame"]
     assert 0.2 <= held_out["accuracy"] <= 0.8, held_out

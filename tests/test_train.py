@@ -135,7 +135,7 @@ def test_separable_records_are_learned_and_shuffled_labels_are_not(tmp_path: Pat
     out = tmp_path / "real.safetensors"
     run_train(viral=[write_file(tmp_path / "v.h5", viral)], other=[write_file(tmp_path / "o.h5", other)],
               output=str(out), **FAST)
-    assert read_card(out)["validation_metrics"]["accuracy"] >= 0.9
+    assert read_card(out)["validation_metrics"]["frame"]["accuracy"] >= 0.9
 
     # Control: the same kind of features, labels assigned to records at random.
     records = {**gaussian_records(rng, "a", 200, 3, 0.6), **gaussian_records(rng, "b", 200, 3, -0.6)}
@@ -145,7 +145,7 @@ def test_separable_records_are_learned_and_shuffled_labels_are_not(tmp_path: Pat
     run_train(viral=[write_file(tmp_path / "sv.h5", {k: records[k] for k in names if k in viral_names})],
               other=[write_file(tmp_path / "so.h5", {k: records[k] for k in names if k not in viral_names})],
               output=str(shuffled), **FAST)
-    assert 0.3 <= read_card(shuffled)["validation_metrics"]["accuracy"] <= 0.7
+    assert 0.3 <= read_card(shuffled)["validation_metrics"]["frame"]["accuracy"] <= 0.7
 
 
 def test_best_epoch_weights_are_restored_not_the_last_epochs(tmp_path: Path) -> None:
@@ -248,7 +248,7 @@ def test_saved_file_loads_for_predict_and_card_describes_it(tmp_path: Path) -> N
         assert split["train"][side]["records"] + split["validation"][side]["records"] == n
         assert split["validation"][side]["records"] >= 1
     assert card["recipe"]["seed"] == 42 and card["recipe"]["device"] == "cpu"
-    assert card["validation_metrics"]["n"] == sum(v["frames"] for v in split["validation"].values())
+    assert card["validation_metrics"]["frame"]["n"] == sum(v["frames"] for v in split["validation"].values())
     assert set(card["epochs"][0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "lr"}
 
 
@@ -273,7 +273,7 @@ def test_balance_modes_record_their_counts(tmp_path: Path, mode: str) -> None:
         w_other, w_viral = card["recipe"]["class_weight"]
         assert w_viral / w_other == pytest.approx(train["other"]["frames"] / train["viral"]["frames"])
     # validation is never resampled
-    assert card["validation_metrics"]["n"] == sum(v["frames"] for v in card["split"]["validation"].values())
+    assert card["validation_metrics"]["frame"]["n"] == sum(v["frames"] for v in card["split"]["validation"].values())
 
 
 # --------------------------------------------------------------------------- refusals and warnings
@@ -323,6 +323,21 @@ def test_refuses_too_few_records_and_bad_output(tmp_path: Path) -> None:
         run_train(viral=[viral], other=[other], output=str(tmp_path / "m.pth"))
 
 
+
+def test_device_cuda_without_a_gpu_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    viral, other = two_files(tmp_path)
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        run_train(viral=[viral], other=[other], output=str(tmp_path / "m.safetensors"),
+                  device="cuda")
+    card = run_train(viral=[viral], other=[other], output=str(tmp_path / "m.safetensors"),
+                     epochs=2)  # auto -> the CPU here
+    assert card["recipe"]["device"] == "cpu"
+
+
 def test_warns_on_contradicting_labels_and_shared_records(tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     rng = np.random.default_rng(0)
@@ -346,4 +361,4 @@ def test_warns_when_validation_lacks_a_class(tmp_path: Path, caplog: pytest.LogC
         card = run_train(viral=[viral], other=[other], output=str(out), **{**FAST, "epochs": 1})
     assert "validation holds no viral frames" in caplog.text
     assert card["split"]["validation"]["viral"] == {"frames": 0, "records": 0}
-    assert card["validation_metrics"]["roc_auc"] is None
+    assert card["validation_metrics"]["frame"]["roc_auc"] is None
