@@ -16,6 +16,7 @@ import http.client
 import importlib.util
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -44,11 +45,34 @@ _POLL_S = 0.1
 _NOISE = ("CudaDriverHelper has not been initialized", "Waiting for in-flight requests")
 
 
+PRIVATE_PORTS_FROM = 20000  # above the well-known services most machines run
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now (for tests and temporary servers)."""
+    """A TCP port that nothing listens on right now (for tests and temporary servers).
+
+    Chosen below the kernel's ephemeral range when possible: a port from that range can be taken
+    by any outgoing connection (gRPC clients make many) between now and the server's start.
+    """
+    low = _ephemeral_low()
+    for port in random.sample(range(PRIVATE_PORTS_FROM, low), min(50, max(0, low - PRIVATE_PORTS_FROM))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands to outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def port_in_use(host: str, port: int) -> bool:
