@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import pickle
 import re
@@ -93,6 +94,22 @@ class Classifier:
                 f"give DNA {dna_width} + protein {protein_width} = {dna_width + protein_width}; "
                 "use the classifier that matches these models"
             )
+
+    def encoder_mismatch(self, models: list[dict[str, Any]]) -> str | None:
+        """Why these encoders do not fit, or None: a classifier from `orchestrator train` names the
+        encoder weights it learned from, and vectors of other weights (even of the same width) make
+        its scores meaningless."""
+        try:
+            trained = {m["name"]: m.get("weights_sha256") for m in json.loads(self.metadata["models"])}
+        except (KeyError, ValueError, TypeError):
+            return None  # the published classifiers record nothing
+        for model in models:
+            want, have = trained.get(model.get("name")), model.get("weights_sha256")
+            if want and have and want != have:
+                return (f"{self.source} was trained on vectors of {model['name']} weights "
+                        f"{want[:12]}, but these come from weights {have[:12]}; its scores are not "
+                        "meaningful for other encoder weights")
+        return None
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """[n, input_width] float32 -> [n, 2] float32 softmax probabilities (others, virus)."""
@@ -199,8 +216,6 @@ def load_classifier(path: str | Path) -> Classifier:
 
 def _safetensors_metadata(blob: bytes) -> dict[str, str]:
     """The header's __metadata__ (already validated by the reader); {} when absent."""
-    import json
-
     n = int.from_bytes(blob[:8], "little")
     meta = json.loads(blob[8:8 + n]).get("__metadata__") or {}
     return {str(k): str(v) for k, v in meta.items()}

@@ -132,6 +132,9 @@ def _open_inputs(classifier: str, viral: Sequence[str], other: Sequence[str]
         clf.check_widths(int(models[0]["width"]), int(models[1]["width"]))
     except ClassifierError as exc:
         raise ClassifierError(f"{inputs[0].path}: {exc}") from None
+    mismatch = clf.encoder_mismatch(models)
+    if mismatch:
+        log.warning("warning: %s (%s)", mismatch, inputs[0].path)
     by_digest: dict[str, str] = {}
     for inp in inputs:
         inp.sha256 = _file_sha256(inp.path)

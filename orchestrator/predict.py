@@ -197,8 +197,9 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
     }
     input_lengths = scan.lengths.to_dict()
     if scan.n_records == 0:
-        log.warning("warning: no FASTA records in %s; writing header-only outputs",
-                    ", ".join(inputs))
+        log.warning("warning: no records in %s; writing header-only outputs%s", ", ".join(inputs),
+                    " (and no embeddings.h5: there are no vectors)" if save_embeddings else "")
+        paths.save_embeddings = False
         run_json = _write_empty(paths, ckpt, parameters, clf, clf_sha, input_digests, wall0, cpu0)
         return _finish(paths, run_json, chunk_size, settings, report, fresh=False)
 
@@ -208,6 +209,9 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
         dna_w, prot_w = be.widths
         clf.check_widths(dna_w, prot_w)
         models = be.models_info()
+        mismatch = clf.encoder_mismatch(models)
+        if mismatch:
+            log.warning("warning: %s", mismatch)
         fingerprint = {
             "tool_version": __version__,
             "inputs_sha256": input_digests,

@@ -25,6 +25,7 @@ and seed give the same model and card.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -529,8 +530,10 @@ def run_train(*, viral: Sequence[str], other: Sequence[str], output: str, epochs
 
     result = train_classifier(data.features, data.labels, used_idx, val_idx, config,
                               class_weight=class_weight, progress=progress, device=device)
+    trained_on = [{k: m.get(k) for k in ("name", "weights_sha256", "width")} for m in data.models]
     _save_model(result.state, out, {"format": MODEL_FORMAT, "chunk_size": str(data.chunk_size),
-                                    "card": card_path.name})
+                                    "card": card_path.name,
+                                    "models": json.dumps(trained_on, sort_keys=True)})
 
     # The card's metrics describe the saved file exactly as predict will load and apply it.
     classifier = load_classifier(out)

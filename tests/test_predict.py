@@ -223,13 +223,18 @@ def test_empty_input_exit_0_header_only(tmp_path, capsys, demo_artifacts):
     clf = Path(demo_artifacts) / "classifiers" / "500_model.pth"
     out = tmp_path / "o"
     code = main(["predict", str(fa), "-o", str(out), "--chunk-size", "500", "--classifier",
-                 str(clf), "--server", _dead_server()])
+                 str(clf), "--server", _dead_server(), "--save-embeddings"])
     assert code == 0
     assert (out / "prediction_results.txt").read_text() == PREDICTIONS_HEADER
     assert (out / "prediction_results_highestscore.csv").read_text() == HIGHEST_HEADER
     assert (out / "sequence_summary.tsv").read_text() == SUMMARY_HEADER
     assert json.loads((out / "run.json").read_text())["counts"]["records"] == 0
-    assert "no FASTA records" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no records" in err and "no embeddings.h5" in err
+    assert not (out / "embeddings.h5").exists()
+    code = main(["predict", str(fa), "-o", str(out), "--chunk-size", "500", "--classifier",
+                 str(clf), "--server", _dead_server(), "--save-embeddings"])
+    assert code == 0 and "already complete" in capsys.readouterr().err
 
 
 def test_outdir_with_another_runs_results_refused(tmp_path, capsys, demo_artifacts):

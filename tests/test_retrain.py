@@ -76,7 +76,7 @@ def test_trained_model_separates_classes_and_loads_in_predict(embedded, triton_s
                        CHUNK, "--classifier", str(model), "--server", triton_server.grpc_url,
                        "--no-report")
         assert proc.returncode == 0, proc.stderr
-        assert "trained on" not in proc.stderr
+        assert "trained on" not in proc.stderr  # same chunk size, same encoder weights
         rows = (out / "prediction_results_highestscore.csv").read_text().splitlines()[1:]
         viral = sum(r.split("\t")[1] == "True" for r in rows) / len(rows)
         assert (viral >= 0.9) if expect_viral else (viral <= 0.1), (name, viral)

@@ -237,8 +237,14 @@ def test_saved_file_loads_for_predict_and_card_describes_it(tmp_path: Path) -> N
     from safetensors import safe_open
 
     with safe_open(str(out), "np") as fh:
-        assert fh.metadata() == {"format": "virnucpro-classifier", "chunk_size": "300",
-                                 "card": "model.card.json"}
+        meta = fh.metadata()
+    assert {k: meta[k] for k in ("format", "chunk_size", "card")} == {
+        "format": "virnucpro-classifier", "chunk_size": "300", "card": "model.card.json"}
+    assert classifier.metadata == meta
+    # the encoder weights it learned from are recorded: other weights are named, the same are not
+    assert classifier.encoder_mismatch(MODELS) is None
+    other_weights = [{**MODELS[0], "weights_sha256": "f" * 64}, MODELS[1]]
+    assert "not meaningful" in classifier.encoder_mismatch(other_weights)
     assert card["chunk_size"] == 300 and card["models"] == MODELS
     assert card["classifier"]["sha256"] == classifier.sha256
     assert [(f["side"], f["frames"], f["records"]) for f in card["data"]] == [("viral", 32, 8),
