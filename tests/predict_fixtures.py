@@ -43,12 +43,13 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 DELAY = {delay}
+REPEAT = {repeat}  # the 8 bins repeated: wider rows for memory tests
 
 
 def embed(s):
     b = np.frombuffer(s, dtype=np.uint8).astype(np.int64)
     hist = np.bincount(b % 8, minlength=8).astype(np.float32)
-    return hist / max(1, len(b))
+    return np.tile(hist / max(1, len(b)), REPEAT)
 
 
 class TritonPythonModel:
@@ -75,23 +76,25 @@ def write_toy_repository(root: Path, delay: float = 0.0,
                          models: tuple[str, ...] = ("dnabert_s", "esm2"),
                          max_batch_size: int = 16, instances: int = 1, weights_tag: str = "",
                          record_parameters_to: Path | None = None,
-                         dynamic_batching: bool = True) -> Path:
+                         dynamic_batching: bool = True, width: int = TOY_WIDTH) -> Path:
     """dnabert_s (fixed width in the config) and esm2 (width -1: the client must probe).
 
     `delay` seconds of sleep per execute() make a run slow enough to interrupt mid-way;
     `instances` per model; `weights_tag` changes the weights_sha256 the config declares;
     `record_parameters_to` makes the models append each request's parameters to that file;
-    without `dynamic_batching` every request is one execute() (a fixed `delay` per request).
+    without `dynamic_batching` every request is one execute() (a fixed `delay` per request);
+    `width` (a multiple of 8) widens both models' rows.
     """
     batching = "dynamic_batching { max_queue_delay_microseconds: 1000 }" if dynamic_batching else ""
-    for name, dims in (("dnabert_s", str(TOY_WIDTH)), ("esm2", "-1")):
+    for name, dims in (("dnabert_s", str(width)), ("esm2", "-1")):
         if name not in models:
             continue
         (root / name / "1").mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(
             name=name, dims=dims, max_batch_size=max_batch_size, instances=instances,
             weights_tag=weights_tag, record_to=record_parameters_to or "", batching=batching))
-        (root / name / "1" / "model.py").write_text(TOY_MODEL.format(delay=float(delay)))
+        (root / name / "1" / "model.py").write_text(
+            TOY_MODEL.format(delay=float(delay), repeat=width // TOY_WIDTH))
     return root
 
 

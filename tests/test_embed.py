@@ -247,3 +247,24 @@ def test_cds_frames_only_keeps_the_annotated_genes_frames(tmp_path, slow_server)
     assert set(kept) < set(every)
     header, _ = read_header(tmp_path / "cds.h5")
     assert header.frame_filter == "stop-free, in an annotated CDS"
+
+
+def test_embed_peak_memory_independent_of_input_size(tmp_path):
+    """10x the input may not raise embed's peak RSS by more than 25%, with rows of 64 KB per
+    frame (the 10x file holds over 100 MB of vectors: held in memory, they would show)."""
+    from test_predict import _peak_rss_kb
+
+    repo = write_toy_repository(tmp_path / "wide", width=8192)
+    small = write_coding_fasta(tmp_path / "small.fa", records=40, length=2500, seed=3)
+    big = write_coding_fasta(tmp_path / "big.fa", records=400, length=2500, seed=3)
+    peaks, frames = {}, {}
+    with TritonServer(repo) as server:
+        for name, fa in (("1x", small), ("10x", big)):
+            out = tmp_path / f"{name}.h5"
+            peaks[name] = _peak_rss_kb(["embed", str(fa), "-o", str(out), "--chunk-size", "500",
+                                        "--server", server.grpc_url, "--window", "32", "-q"])
+            frames[name] = read_header(out)[1]
+    assert frames["10x"] >= 9 * frames["1x"] and frames["1x"] > 5 * 32  # 1x: steady state too
+    assert frames["10x"] * 2 * 8192 * 4 > 100 * 2**20
+    assert peaks["10x"] <= 1.25 * peaks["1x"], peaks
+
