@@ -297,9 +297,9 @@ def run_evaluate(*, classifier: str, viral: Sequence[str], other: Sequence[str],
                  block_rows: int = 16384) -> dict[str, Any]:
     """Score labelled embeddings files, write the metrics and plots into outdir, return metrics.json.
 
-    block_rows bounds the features in memory. Raises InputError (one line, naming the file) for no files, a file given
-    twice, unreadable files, files of different chunk sizes or encoders, or a classifier of the
-    wrong width.
+    block_rows bounds the features in memory. Raises InputError (one line, naming the file) for no
+    files, a file given twice, unreadable files, files of different chunk sizes or encoders, or a
+    classifier of the wrong width.
     """
     if block_rows < 1:
         raise InputError(f"block_rows must be positive, got {block_rows}")
