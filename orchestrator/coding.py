@@ -103,14 +103,6 @@ class CodingIndex:
         return False
 
 
-def in_annotated_cds(protein: str, chunk_start: int, chunk_end: int, regions: Sequence[CodingRegion]) -> bool:
-    """True iff the frame `protein` of chunk [chunk_start, chunk_end) is part of an overlapping CDS.
-
-    One query; for many chunks of one record build a `CodingIndex` once (as `kept_coding_frames` does).
-    """
-    return CodingIndex(regions).contains(protein, chunk_start, chunk_end)
-
-
 def kept_coding_frames(record: Record, chunk_size: int, frames: Sequence[Sequence[Frame]]) -> list[list[Frame]]:
     """Per chunk of `record` (cut as `chunk_sequence(record, chunk_size)`), its frames inside a CDS.
 

@@ -26,7 +26,7 @@ from Bio.SeqFeature import CompoundLocation, SeqFeature, SimpleLocation
 from Bio.SeqRecord import SeqRecord
 
 from orchestrator.chunking import chunk_bounds, chunk_sequence
-from orchestrator.coding import CodingIndex, CodingRegion, cds_proteins, in_annotated_cds, kept_coding_frames
+from orchestrator.coding import CodingIndex, CodingRegion, cds_proteins, kept_coding_frames
 from orchestrator.errors import InputError
 from orchestrator.fasta import Record
 from orchestrator.frames import Frame, kept_frames_batch
@@ -137,6 +137,10 @@ def labels(frames: list[Frame]) -> list[str]:
     return [label(f) for f in frames]
 
 
+def _contains(protein: str, start: int, end: int, regions: list[CodingRegion]) -> bool:
+    return CodingIndex(regions).contains(protein, start, end)
+
+
 @pytest.mark.parametrize("size", [300, 150])
 def test_exactly_the_frames_that_read_a_gene_in_its_own_frame_are_kept(genome: Record, size: int) -> None:
     genes = gene_codons()
@@ -211,10 +215,10 @@ def test_an_untranslatable_cds_names_the_record(tmp_path: Path) -> None:
 def test_overlap_is_required_and_the_index_spans_bins() -> None:
     regions = [CodingRegion(100, 400, 1, "MKLV"), CodingRegion(0, 20_000, None, "QQWERT"),
                CodingRegion(8_000, 8_400, -1, "PPGA")]
-    assert in_annotated_cds("KL", 300, 600, regions)
-    assert not in_annotated_cds("KL", 400, 700, regions)  # the CDS ends where the chunk starts
-    assert in_annotated_cds("WER", 12_000, 12_300, regions)  # a CDS over many bins (origin-spanning join)
-    assert in_annotated_cds("PG", 8_150, 8_450, regions) and not in_annotated_cds("PG", 8_400, 8_700, regions)
+    assert _contains("KL", 300, 600, regions)
+    assert not _contains("KL", 400, 700, regions)  # the CDS ends where the chunk starts
+    assert _contains("WER", 12_000, 12_300, regions)  # a CDS over many bins (origin-spanning join)
+    assert _contains("PG", 8_150, 8_450, regions) and not _contains("PG", 8_400, 8_700, regions)
     index = CodingIndex(regions)
     assert index.contains("PPGA", 4_000, 8_200) and not index.contains("MKLVX", 0, 20_000)
     with pytest.raises(ValueError, match="no CDS annotations"):
