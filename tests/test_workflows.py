@@ -87,4 +87,7 @@ def test_wdl_task_checks_and_keeps_the_original_interface():
     assert ".virnucpro.tsv" in outputs["prediction_results"]
     assert ".virnucpro_highestscore.csv" in outputs["highestscore"]
     assert "gpu" not in {k.lower() for k in task.runtime}
+    # optional vectors: a Boolean input switching --save-embeddings, an output that may be empty
+    assert "save_embeddings" in inputs and "--save-embeddings" in str(task.command)
+    assert 'glob("out/embeddings.h5")' in outputs["embeddings"]
 

@@ -19,6 +19,9 @@ task classify_virnucpro {
     File?     classifier
     File?     ssl_root_cert
     Int       retry_deadline_seconds = 600
+    # Also keep every kept frame's DNABERT-S + ESM-2 vectors (HDF5, ~13 KB per frame) to
+    # re-classify, train or evaluate later without a GPU (orchestrator train/evaluate).
+    Boolean   save_embeddings = false
 
     # Accepted so existing callers keep working. batch_size caps the rows per request (the servers'
     # max_batch_size caps it too); the others have no effect here: the models, their batching and
@@ -65,6 +68,7 @@ task classify_virnucpro {
       --server "~{triton_url}" \
       --batch-size ~{batch_size} \
       ~{if defined(ssl_root_cert) then "--ssl-root-cert '" + ssl_root_cert + "'" else ""} \
+      ~{if save_embeddings then "--save-embeddings" else ""} \
       --no-progress
 
     cp out/prediction_results.txt "~{basename}.virnucpro.tsv"
@@ -84,6 +88,8 @@ task classify_virnucpro {
     File viral_regions_bed = "out/viral_regions.bed"
     File chunk_scores_bedgraph = "out/chunk_scores.bedgraph"
     File report = "out/report.html"
+    # empty unless save_embeddings (glob: engines treat a missing File? output differently)
+    Array[File] embeddings = glob("out/embeddings.h5")
   }
 
   runtime {
