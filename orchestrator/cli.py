@@ -14,15 +14,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import TYPE_CHECKING
+from typing import Any
 
 from encoders.errors import EncoderError
 from orchestrator import __version__
 from orchestrator.calls import CallSettings
 from orchestrator.errors import InputError, Interrupted, OrchestratorError
-
-if TYPE_CHECKING:
-    from orchestrator.endpoints import ConnectionOptions
 
 log = logging.getLogger("orchestrator")
 
@@ -319,15 +316,20 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
 
 
-def _servers(args: argparse.Namespace) -> list[str]:
-    return args.server or [os.environ.get(DEFAULT_SERVER_ENV) or DEFAULT_SERVER]
-
-
-def _connection(args: argparse.Namespace) -> ConnectionOptions:
+def _pipeline_options(args: argparse.Namespace, progress: bool) -> dict[str, Any]:
+    """The options predict and embed share: inputs, chunking, where and how to embed, resume."""
     from orchestrator.endpoints import ConnectionOptions, parse_headers
 
-    return ConnectionOptions(ssl=args.ssl, root_cert=args.ssl_root_cert, cert=args.ssl_cert,
-                             key=args.ssl_key, headers=parse_headers(args.header))
+    return {
+        "inputs": args.inputs, "chunk_size": args.chunk_size, "backend": args.backend,
+        "server": args.server or [os.environ.get(DEFAULT_SERVER_ENV) or DEFAULT_SERVER],
+        "model_repository": args.model_repository, "batch_size": args.batch_size,
+        "max_in_flight": args.max_in_flight, "window": args.window, "lookahead": args.lookahead,
+        "restart": args.restart, "progress": progress,
+        "connection": ConnectionOptions(ssl=args.ssl, root_cert=args.ssl_root_cert,
+                                        cert=args.ssl_cert, key=args.ssl_key,
+                                        headers=parse_headers(args.header)),
+    }
 
 
 def _dispatch(args: argparse.Namespace, progress: bool) -> int:
@@ -340,37 +342,19 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from orchestrator.predict import run_predict
 
         run_predict(
-            inputs=args.inputs,
             outdir=args.outdir,
-            chunk_size=args.chunk_size,
             classifier=args.classifier,
-            backend=args.backend,
-            server=_servers(args),
-            model_repository=args.model_repository,
-            batch_size=args.batch_size,
-            max_in_flight=args.max_in_flight,
-            window=args.window,
-            lookahead=args.lookahead,
-            restart=args.restart,
-            progress=progress,
-            connection=_connection(args),
             call_settings=CallSettings(**{f.name: getattr(args, f.name) for f in fields(CallSettings)}),
             report=not args.no_report,
             save_embeddings=args.save_embeddings,
+            **_pipeline_options(args, progress),
         )
         return 0
     if args.command == "embed":
         from orchestrator.embed import run_embed
 
-        run_embed(
-            inputs=args.inputs, output=args.output, chunk_size=args.chunk_size, label=args.label,
-            cds_frames_only=args.cds_frames_only, backend=args.backend,
-            server=_servers(args),
-            model_repository=args.model_repository, batch_size=args.batch_size,
-            max_in_flight=args.max_in_flight, window=args.window, lookahead=args.lookahead,
-            restart=args.restart, progress=progress,
-            connection=_connection(args),
-        )
+        run_embed(output=args.output, label=args.label, cds_frames_only=args.cds_frames_only,
+                  **_pipeline_options(args, progress))
         return 0
     if args.command == "train":
         from orchestrator.train import run_train

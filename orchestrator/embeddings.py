@@ -254,6 +254,27 @@ def header_for(chunk_size: int, models: list[dict[str, Any]], inputs: Sequence[s
 
 # --------------------------------------------------------------------------- reading
 
+# What must agree between files read together: vectors of other encoder weights (or another chunk
+# size) are not comparable, even at the same width.
+MODEL_KEYS = ("name", "width", "weights_sha256")
+
+
+def check_compatible(path: str, header: EmbeddingsHeader, ref_path: str,
+                     ref_header: EmbeddingsHeader) -> None:
+    """Refuse (InputError naming both files) mixing `path` with `ref_path` in one train/evaluate."""
+    if header.chunk_size != ref_header.chunk_size:
+        raise InputError(f"{path}: chunk size {header.chunk_size}, but {ref_path} has "
+                         f"{ref_header.chunk_size}; use embeddings of one chunk size together")
+    if len(header.models) != len(ref_header.models):
+        raise InputError(f"{path}: {len(header.models)} models, but {ref_path} has "
+                         f"{len(ref_header.models)}")
+    for role, model, ref in zip(("DNA", "protein"), header.models, ref_header.models, strict=False):
+        diffs = [f"{k} {model.get(k)!r} vs {ref.get(k)!r}" for k in MODEL_KEYS
+                 if str(model.get(k) or "") != str(ref.get(k) or "")]
+        if diffs:
+            raise InputError(f"{path}: made with another {role} model than {ref_path}: "
+                             + ", ".join(diffs))
+
 
 @dataclass
 class Embeddings:
@@ -296,17 +317,19 @@ def _strings(ds: Any, start: int = 0, stop: int | None = None) -> list[str]:
     return [s.decode("utf-8") for s in ds[start:stop]]
 
 
+def _header(h5: Any) -> EmbeddingsHeader:
+    attrs = h5.attrs
+    return EmbeddingsHeader(
+        chunk_size=int(attrs["chunk_size"]), models=json.loads(attrs["models"]),
+        inputs=json.loads(attrs.get("inputs", "[]")), label=str(attrs.get("label", "")) or None,
+        frame_filter=str(attrs.get("frame_filter", "")),
+        tool_version=str(attrs.get("tool_version", "")))
+
+
 def read_header(path: str | Path) -> tuple[EmbeddingsHeader, int]:
     """The file attributes and the number of rows, without reading any vectors."""
     with _open(path) as h5:
-        attrs = h5.attrs
-        label = str(attrs.get("label", "")) or None
-        header = EmbeddingsHeader(
-            chunk_size=int(attrs["chunk_size"]), models=json.loads(attrs["models"]),
-            inputs=json.loads(attrs.get("inputs", "[]")), label=label,
-            frame_filter=str(attrs.get("frame_filter", "")),
-            tool_version=str(attrs.get("tool_version", "")))
-        return header, int(h5[DNA].shape[0])
+        return _header(h5), int(h5[DNA].shape[0])
 
 
 def iter_blocks(path: str | Path, rows: int = 16384
@@ -324,8 +347,9 @@ def iter_blocks(path: str | Path, rows: int = 16384
 def read_embeddings(path: str | Path) -> Embeddings:
     """The whole file: n x (dna + protein) x 4 bytes of memory (13 KB per frame for the real
     models)."""
-    header, n = read_header(path)
     with _open(path) as h5:
+        header = _header(h5)
+        n = int(h5[DNA].shape[0])
         dna_width = int(h5[DNA].shape[1])
         features = np.empty((n, dna_width + int(h5[PROTEIN].shape[1])), dtype=np.float32)
         for start in range(0, n, 16384):  # in blocks: no second full-size copy

@@ -13,7 +13,6 @@ Outputs in OUTDIR: metrics.json, metrics.tsv, scores.tsv (per frame), roc.png, s
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -26,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from orchestrator.classifier import Classifier, load_classifier
-from orchestrator.embeddings import EmbeddingsHeader, iter_blocks, read_header
+from orchestrator.embeddings import EmbeddingsHeader, check_compatible, iter_blocks, read_header
 from orchestrator.errors import ClassifierError, InputError
+from orchestrator.inputs import file_sha256
 from orchestrator.metrics import binary_metrics, roc_curve
 from orchestrator.outputs import NA, chunk_maxima, format_scores, write_atomic, write_json_atomic
 
@@ -43,8 +43,6 @@ METRICS_COLUMNS = ("level", "n", "n_positive", "n_negative", "accuracy", "precis
                    "mcc", "roc_auc", "pr_auc", "tn", "fp", "fn", "tp")
 SCORES_COLUMNS = ("file", "frame_id", "label", "p_others", "p_virus")
 CLASS_NAMES = {1: "virus", 0: "others"}
-# What must agree between files: vectors from different encoders are not comparable.
-MODEL_KEYS = ("name", "width", "weights_sha256")
 
 
 def chunk_consensus(chunk_ids: Sequence[str], probs: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -74,36 +72,6 @@ class _Input:
     chunk_max: np.ndarray = field(default_factory=lambda: np.empty((0, 2), np.float32))
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _model_key(model: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(model.get(k) or "") for k in MODEL_KEYS)
-
-
-def _check_same_setup(inputs: Sequence[_Input]) -> None:
-    """Refuse files made with another chunk size or other encoders than the first file."""
-    ref = inputs[0]
-    for other in inputs[1:]:
-        if other.header.chunk_size != ref.header.chunk_size:
-            raise InputError(f"{other.path}: chunk_size {other.header.chunk_size}, but {ref.path} "
-                             f"has {ref.header.chunk_size}; evaluate files of one chunk size together")
-        a, b = ref.header.models, other.header.models
-        if len(a) != len(b):
-            raise InputError(f"{other.path}: {len(b)} models, but {ref.path} has {len(a)}")
-        for role, ma, mb in zip(("DNA", "protein"), a, b, strict=False):
-            diffs = [f"{k} {mb.get(k)!r} vs {ma.get(k)!r}" for k, va, vb
-                     in zip(MODEL_KEYS, _model_key(ma), _model_key(mb), strict=True) if va != vb]
-            if diffs:
-                raise InputError(f"{other.path}: {role} model differs from {ref.path}'s: "
-                                 + ", ".join(diffs))
-
-
 def _check_distinct(paths: Sequence[str]) -> None:
     """The same file twice (by path, link or inode) would count its frames twice, or in both classes."""
     seen: dict[tuple[int, int] | str, str] = {}
@@ -125,7 +93,8 @@ def _open_inputs(classifier: str, viral: Sequence[str], other: Sequence[str]
         raise InputError("no embeddings files given; name at least one viral or other file")
     _check_distinct([p for p, _ in paths])
     inputs = [_Input(p, label, *read_header(p)) for p, label in paths]
-    _check_same_setup(inputs)
+    for inp in inputs[1:]:
+        check_compatible(inp.path, inp.header, inputs[0].path, inputs[0].header)
     clf = load_classifier(classifier)
     models = inputs[0].header.models
     try:
@@ -137,7 +106,7 @@ def _open_inputs(classifier: str, viral: Sequence[str], other: Sequence[str]
         log.warning("warning: %s (%s)", mismatch, inputs[0].path)
     by_digest: dict[str, str] = {}
     for inp in inputs:
-        inp.sha256 = _file_sha256(inp.path)
+        inp.sha256 = file_sha256(inp.path)
         if inp.sha256 in by_digest:
             raise InputError(f"{inp.path}: same content as {by_digest[inp.sha256]}; give each file once")
         by_digest[inp.sha256] = inp.path

@@ -276,9 +276,13 @@ def read_records(paths: Sequence[str], *, sink: Callable[[bytes], None] | None =
                 yield Record(rid, seq)
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+    """sha256 of a file's bytes, read in blocks (inputs, embeddings files)."""
+    digest = hashlib.sha256()
     with _open_raw(path) as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+        while block := fh.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def scan_inputs(paths: Sequence[str], *, short_length: int = 0) -> InputSummary:
@@ -308,7 +312,7 @@ def scan_inputs(paths: Sequence[str], *, short_length: int = 0) -> InputSummary:
             n_bases += len(seq)
             lengths.add(len(seq))
             hashes.append(hash(rid))
-        digests[path] = digest.hexdigest() if fmt.kind == "fasta" else _file_sha256(path)
+        digests[path] = digest.hexdigest() if fmt.kind == "fasta" else file_sha256(path)
     if len(set(hashes)) < len(hashes):
         _raise_duplicates(paths, formats, hashes)
     return InputSummary(n_records, n_bases, digests, formats, lengths)

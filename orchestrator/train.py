@@ -24,7 +24,6 @@ and seed give the same model and card.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -39,9 +38,10 @@ import numpy as np
 
 from orchestrator import __version__
 from orchestrator.classifier import load_classifier, save_classifier_safetensors
-from orchestrator.embeddings import iter_blocks, read_header, record_id_of
+from orchestrator.embeddings import check_compatible, iter_blocks, read_header, record_id_of
 from orchestrator.errors import InputError
 from orchestrator.evaluate import chunk_consensus, chunk_metrics, frame_metrics
+from orchestrator.inputs import file_sha256
 from orchestrator.outputs import write_json_atomic
 
 if TYPE_CHECKING:
@@ -62,7 +62,6 @@ _LABEL_WORDS = (
     frozenset({"viral", "virus", "viruses"}),
 )
 _EVAL_ROWS = 8192  # validation rows per forward pass: bounded memory for any validation size
-_HASH_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -317,24 +316,6 @@ def card_path_for(output: str | Path) -> Path:
     return p.with_name(stem + CARD_SUFFIX)
 
 
-def _model_key(models: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
-    return [(str(m.get("name", "")), int(m.get("width", 0)), str(m.get("weights_sha256") or ""))
-            for m in models]
-
-
-def _describe_models(models: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{name} (width {width}, weights {sha[:12] or 'unrecorded'})"
-                     for name, width, sha in _model_key(models))
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sources(viral: Sequence[str], other: Sequence[str]) -> list[tuple[str, int]]:
     """(path, label) per file; refuses a missing side and a file given twice."""
     if not viral:
@@ -363,13 +344,7 @@ def _load(sources: list[tuple[str, int]]) -> _Data:
         if n == 0:
             raise InputError(f"{path}: holds no frames (an empty embeddings file)")
         if headers:
-            first_path, first, _ = headers[0]
-            if header.chunk_size != first.chunk_size:
-                raise InputError(f"{path}: chunk size {header.chunk_size}, but {first_path} has "
-                                 f"{first.chunk_size}; train on embeddings of one chunk size")
-            if _model_key(header.models) != _model_key(first.models):
-                raise InputError(f"{path}: made with models {_describe_models(header.models)}, but "
-                                 f"{first_path} with {_describe_models(first.models)}")
+            check_compatible(path, header, headers[0][0], headers[0][1])
         word = (header.label or "").strip().lower()
         if word in _LABEL_WORDS[1 - label]:
             log.warning("%s: its label is %r but it was given as --%s; training uses it as %s",
@@ -406,7 +381,7 @@ def _load(sources: list[tuple[str, int]]) -> _Data:
             raise InputError(f"{path}: holds {row - start} rows, but its header says {n}")
         labels[start:row] = label
         side_records[label].update(file_records)
-        files.append({"path": path, "sha256": _sha256(path), "side": SIDES[label], "label": label,
+        files.append({"path": path, "sha256": file_sha256(path), "side": SIDES[label], "label": label,
                       "file_label": header.label, "frames": n, "records": len(file_records)})
     both = side_records[0] & side_records[1]
     if both:

@@ -46,3 +46,13 @@ def triton_server(model_repository: Path) -> Iterator[TritonServer]:
     """
     with TritonServer(model_repository, ready_timeout=180) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """Toy models that sleep 0.15 s per request: a run lasts long enough to be killed mid-way."""
+    from predict_fixtures import write_toy_repository
+
+    root = tmp_path_factory.mktemp("slow_toy")
+    with TritonServer(write_toy_repository(root / "repo", delay=0.15)) as server:
+        yield server

@@ -154,19 +154,21 @@ def outputs_of(outdir: Path) -> dict[str, bytes]:
     return {n: (outdir / n).read_bytes() for n in names}
 
 
-def windows_done(outdir: Path) -> int:
-    """Finished windows in OUTDIR's checkpoint manifest (0 before the first commit)."""
+def windows_done(outdir: Path, state: Path | None = None) -> int:
+    """Finished windows in the checkpoint manifest (0 before the first commit); `state`: the
+    checkpoint folder when it is not OUTDIR's (embed keeps it beside its output file)."""
+    manifest = (state or outdir / ".virnucpro_state") / "manifest.json"
     try:
-        return json.loads((outdir / ".virnucpro_state" / "manifest.json").read_text())[
-            "windows_done"]
+        return json.loads(manifest.read_text())["windows_done"]
     except (FileNotFoundError, ValueError, KeyError):
         return 0
 
 
-def wait_for_window(proc: subprocess.Popen, outdir: Path, windows: int = 1) -> None:
-    """Block until the running predict `proc` has committed `windows` windows."""
+def wait_for_window(proc: subprocess.Popen, outdir: Path, windows: int = 1,
+                    state: Path | None = None) -> None:
+    """Block until the running predict or embed `proc` has committed `windows` windows."""
     deadline = time.monotonic() + 120
-    while windows_done(outdir) < windows:
+    while windows_done(outdir, state) < windows:
         assert proc.poll() is None, proc.communicate()[1]
         assert time.monotonic() < deadline
         time.sleep(0.02)

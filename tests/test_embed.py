@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import h5py
@@ -21,11 +20,14 @@ from predict_fixtures import (
     ROOT,
     orchestrator_cmd,
     run_cli,
+    wait_for_window,
     write_coding_fasta,
+    write_toy_classifier,
     write_toy_repository,
 )
 
 from orchestrator.classifier import load_classifier
+from orchestrator.embed import EmbedPaths
 from orchestrator.embeddings import read_embeddings, read_header
 from orchestrator.outputs import format_scores
 from orchestrator.server import TritonServer
@@ -88,13 +90,6 @@ def test_embed_vectors_give_predicts_scores(tmp_path, triton_server, demo_artifa
 
 
 @pytest.fixture(scope="module")
-def slow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slow_toy_embed")
-    with TritonServer(write_toy_repository(root / "repo", delay=0.15)) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def job(tmp_path_factory, slow_server):
     """Input, arguments and an uninterrupted run's file (the reference)."""
     root = tmp_path_factory.mktemp("embed_job")
@@ -107,27 +102,13 @@ def job(tmp_path_factory, slow_server):
     return args, ref
 
 
-def _windows_done(output: Path) -> int:
-    manifest = output.parent / f".{output.name}.virnucpro_state" / "manifest.json"
-    try:
-        import json
-
-        return json.loads(manifest.read_text())["windows_done"]
-    except (FileNotFoundError, ValueError, KeyError):
-        return 0
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_resumed_embed_is_identical(tmp_path, job, sig):
     args, ref = job
     out = tmp_path / "run.h5"
     proc = subprocess.Popen(orchestrator_cmd("embed", *args, "-o", str(out)), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while _windows_done(out) < 2:
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for_window(proc, out, 2, state=EmbedPaths(out).state)
     proc.send_signal(sig)
     proc.communicate(timeout=60)
     assert proc.returncode in (-signal.SIGKILL, 143)
@@ -191,15 +172,11 @@ def test_embed_refusals(tmp_path, job, slow_server):
 def test_predict_save_embeddings_resumes_and_restarts(tmp_path, job, slow_server):
     """The vectors survive an interrupted predict; --restart without the flag removes them."""
     args, ref = job
-    from predict_fixtures import write_toy_classifier
-
     clf = write_toy_classifier(tmp_path / "clf.safetensors")
     out = tmp_path / "pred"
     pargs = [*args, "--classifier", str(clf), "--no-report", "-o", str(out)]
     proc = subprocess.Popen(orchestrator_cmd("predict", *pargs, "--save-embeddings"), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    from predict_fixtures import wait_for_window
-
     wait_for_window(proc, out, 2)
     proc.kill()
     proc.wait()

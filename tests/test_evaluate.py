@@ -270,7 +270,7 @@ def refused(data: dict[str, Path], *, viral: Sequence[Path], other: Sequence[Pat
 def test_refuses_mismatched_chunk_size(data: dict[str, Path]) -> None:
     odd = make_embeddings(data["dir"] / "cs500.h5", 4, shift=0, chunk_size=500)
     message = refused(data, viral=[data["viral_a"]], other=[odd])
-    assert str(odd) in message and "chunk_size 500" in message and "300" in message
+    assert str(odd) in message and "chunk size 500" in message and "300" in message
 
 
 def test_refuses_mismatched_models(data: dict[str, Path]) -> None:

@@ -23,19 +23,9 @@ from predict_fixtures import (
     run_cli,
     write_coding_fasta,
     write_toy_classifier,
-    write_toy_repository,
 )
 
-from orchestrator.server import TritonServer
-
 WINDOW = "16"
-
-
-@pytest.fixture(scope="module")
-def slow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slow_toy")
-    with TritonServer(write_toy_repository(root / "repo", delay=0.15)) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
