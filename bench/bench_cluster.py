@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_predict import make_input  # noqa: E402
 from predict_fixtures import outputs_of, write_toy_classifier, write_toy_repository  # noqa: E402
 
-from orchestrator.client import MODELS  # noqa: E402
-from orchestrator.server import TritonServer  # noqa: E402
+from orchestrator.embed.contract import MODELS  # noqa: E402
+from orchestrator.embed.triton.server import TritonServer  # noqa: E402
 
 INSTANCES = 4
 BATCH = 64

@@ -52,7 +52,7 @@ def _best_of(fn, repeats: int = 3) -> float:
 def bench_file(frames: int, root: Path) -> dict[str, float]:
     import h5py
 
-    from orchestrator import embeddings as emb
+    from orchestrator.write import embeddings as emb
 
     rng = np.random.default_rng(0)
     window = 4096
@@ -109,7 +109,7 @@ def bench_file(frames: int, root: Path) -> dict[str, float]:
 
 def bench_classifier(frames: int) -> dict[str, float]:
     from export.demo import classifier_state
-    from orchestrator.classifier import Classifier
+    from orchestrator.classify.classifier import Classifier
 
     state = classifier_state(DNA_WIDTH + PROTEIN_WIDTH, seed=1)
     clf = Classifier(state)
@@ -139,12 +139,12 @@ def bench_train_evaluate(root: Path) -> dict[str, float]:
     import torch
 
     from export.demo import classifier_state
-    from orchestrator.classifier import save_classifier_safetensors
-    from orchestrator.evaluate import run_evaluate
-    from orchestrator.train import TrainConfig, train_classifier
+    from orchestrator.classify.classifier import save_classifier_safetensors
+    from orchestrator.learning.evaluate import run_evaluate
+    from orchestrator.learning.train import TrainConfig, train_classifier
 
     target = root / "bench.h5"
-    from orchestrator.embeddings import read_embeddings
+    from orchestrator.write.embeddings import read_embeddings
 
     data = read_embeddings(target)
     n = len(data.frame_ids)

@@ -1,7 +1,7 @@
 """Input readers: what each format and compression costs per base, measured side by side.
 
 Writes (once, cached under bench/data/) the same seeded reads as FASTA, FASTQ (plain, gzip, zstd),
-unaligned BAM and CRAM, then times `orchestrator.inputs.read_records` over each (the pass predict
+unaligned BAM and CRAM, then times `orchestrator.read.formats.read_records` over each (the pass predict
 makes; the scan pass costs the same) and Biopython's FASTA parser (what the original uses) as the
 baseline. Prints Mbp/s, the ratio to our FASTA reader, and checks every format gives the same
 records.
@@ -67,7 +67,7 @@ def _time(fn) -> tuple[float, str, int]:
 
 
 def _ours(path: Path):
-    from orchestrator.inputs import read_records
+    from orchestrator.read.formats import read_records
 
     def run() -> tuple[str, int]:
         h = hashlib.sha256()
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     files = _write_inputs(args.reads, args.length)
     runs = [("FASTA, Biopython (the original's parser)", _biopython(files["FASTA"]))]
-    runs += [(f"{label}, orchestrator.inputs", _ours(path)) for label, path in files.items()]
+    runs += [(f"{label}, orchestrator.read.formats", _ours(path)) for label, path in files.items()]
     figures: dict[str, dict] = {}
     reference = None
     fasta_rate = None

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from predict_fixtures import write_toy_classifier, write_toy_repository  # noqa: E402
 
-from orchestrator.server import TritonServer  # noqa: E402
+from orchestrator.embed.triton.server import TritonServer  # noqa: E402
 
 SENSE = np.array([a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT"
                   if a + b + c not in ("TAA", "TAG", "TGA")], dtype="S3")

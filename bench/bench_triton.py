@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from encoders import load_embedder  # noqa: E402
 from encoders.common import Embedder  # noqa: E402
 from encoders.repository import token_budget, weights_for  # noqa: E402
-from orchestrator.server import TritonServer  # noqa: E402
+from orchestrator.embed.triton.server import TritonServer  # noqa: E402
 
 KINDS = ("dnabert_s", "esm2")
 # Frame lengths as VirNucPro produces them from 300/500 bp chunks: nucleotide slices of up to

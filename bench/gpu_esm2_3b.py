@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.server import TritonServer  # noqa: E402
+from orchestrator.embed.triton.server import TritonServer  # noqa: E402
 
 MODEL = "esm2"
 ARCH_3B = {"num_layers": 36, "embed_dim": 2560, "attention_heads": 40}

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from gpu_esm2_3b import ARCH_3B, ARCH_TINY, flops_per_token, write_checkpoint  # noqa: E402
 
-from orchestrator.server import TritonServer  # noqa: E402
+from orchestrator.embed.triton.server import TritonServer  # noqa: E402
 
 SENSE = np.array([a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT"
                   if a + b + c not in ("TAA", "TAG", "TGA")], dtype="S3")
@@ -70,8 +70,8 @@ def frame_tokens(fasta: Path, chunk_size: int, tokenizer_json: Path) -> dict[str
     """Tokens each model sees for the input's kept frames (ESM-2: residues + 2, capped at 1024)."""
     from tokenizers import Tokenizer
 
-    from orchestrator.inputs import read_records
-    from orchestrator.windows import Counters, iter_windows
+    from orchestrator.chunk.windows import Counters, iter_windows
+    from orchestrator.read.formats import read_records
 
     tok = Tokenizer.from_file(str(tokenizer_json))
     dna = esm = frames = 0
@@ -85,7 +85,8 @@ def frame_tokens(fasta: Path, chunk_size: int, tokenizer_json: Path) -> dict[str
 def model_statistics(url: str) -> dict[str, dict]:
     """Per model: executions by batch size, summed compute seconds, instance count (as the
     orchestrator reads it from the served config)."""
-    from orchestrator.endpoints import MODELS, ConnectionOptions, Endpoint
+    from orchestrator.embed.contract import MODELS
+    from orchestrator.embed.triton.endpoints import ConnectionOptions, Endpoint
 
     endpoint = Endpoint(url, ConnectionOptions(), request_timeout=60.0)
     endpoint.connect()
@@ -184,16 +185,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
 def run_input(server: TritonServer, root: Path, fasta: Path, chunk_size: int,
               arch: dict[str, dict[str, int]], peak: float) -> dict[str, object]:
-    from orchestrator.predict import run_predict
+    from orchestrator.commands.predict import run_predict
+    from orchestrator.pipeline.options import PipelineOptions
 
     tokens = frame_tokens(fasta, chunk_size, root / "model_repository" / "dnabert_s" / "1"
                           / "weights" / "tokenizer.json")
     before = model_statistics(server.grpc_url)
     t0 = time.perf_counter()
-    record = run_predict(inputs=[str(fasta)], outdir=str(root / f"out_{fasta.stem}"),
-                         chunk_size=chunk_size,
-                         classifier=str(root / "classifiers" / f"{chunk_size}_model.pth"),
-                         server=server.grpc_url, restart=True)
+    options = PipelineOptions(inputs=[str(fasta)], chunk_size=chunk_size, servers=server.grpc_url,
+                              restart=True)
+    record = run_predict(options, outdir=str(root / f"out_{fasta.stem}"),
+                         classifier=str(root / "classifiers" / f"{chunk_size}_model.pth"))
     wall = time.perf_counter() - t0
     after = model_statistics(server.grpc_url)
     frames = record["counts"]["frames"]

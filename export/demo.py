@@ -188,7 +188,7 @@ def classifier_state(width: int, seed: int) -> dict[str, np.ndarray]:
 
 def write_classifiers(out: Path, width: int, seed: int) -> None:
     """300_model.pth / 500_model.pth in the published whole-module pickle format."""
-    from orchestrator.classifier import save_classifier_pth
+    from orchestrator.classify.classifier import save_classifier_pth
 
     for size in CHUNK_SIZES:
         path = classifier_path(out, size)

@@ -44,7 +44,7 @@ def check_weights(out: Path, *, embed: bool = True) -> dict[str, int]:
 
 def check_classifiers(out: Path, hidden: dict[str, int]) -> None:
     """Load each classifier with the orchestrator's safe loader and check its input width."""
-    from orchestrator.classifier import load_classifier
+    from orchestrator.classify.classifier import load_classifier
 
     for size in CHUNK_SIZES:
         load_classifier(classifier_path(out, size)).check_widths(hidden["dnabert_s"], hidden["esm2"])

@@ -1,4 +1,4 @@
-"""Typed errors raised by library code; `orchestrator.cli` maps them to exit codes and one line."""
+"""Typed errors raised by library code; `orchestrator.commands.cli` maps them to exit codes and one line."""
 
 
 class OrchestratorError(Exception):

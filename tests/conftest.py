@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.server import TritonServer
+from orchestrator.embed.triton.server import TritonServer
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT.parent / "shared" / "golden"
 TOY_WIDTH = 8
 
 TOY_CONFIG = """\
@@ -100,7 +99,7 @@ def write_toy_repository(root: Path, delay: float = 0.0,
 
 def write_toy_classifier(path: Path, width: int = 2 * TOY_WIDTH, seed: int = 7) -> Path:
     """A random MLP of the published shape (input width -> 512 -> 2) as safetensors."""
-    from orchestrator.classifier import save_classifier_safetensors
+    from orchestrator.classify.classifier import save_classifier_safetensors
 
     rng = np.random.default_rng(seed)
     state = {

@@ -1,4 +1,4 @@
-"""Per-sequence calls, viral regions and genome tracks (orchestrator.calls + their files).
+"""Per-sequence calls, viral regions and genome tracks (orchestrator.classify.calls + their files).
 
 The call method is checked table-driven on hand-made chunk maxima at every threshold edge
 (dyadic thresholds, so edges are exact in floating point); regions and tracks against the chunking
@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from predict_fixtures import TOY_WIDTH, run_cli, write_toy_repository
 
-from orchestrator.calls import (
+from orchestrator.chunk.chunking import chunk_bounds
+from orchestrator.classify.calls import (
     CallSettings,
     ChunkScore,
     call_sequence,
     find_regions,
     track_intervals,
 )
-from orchestrator.chunking import chunk_bounds
-from orchestrator.server import TritonServer
+from orchestrator.embed.triton.server import TritonServer
 
 EDGES = CallSettings(min_weighted_delta=0.25, high_confidence_delta=0.625,
                      min_confident_score=0.75, max_opposing_score=0.25, min_ambiguous_score=0.625,
@@ -125,7 +125,7 @@ def test_track_intervals_tile_the_sequence_without_overlap(size: int) -> None:
 
 def write_gc_classifier(path: Path) -> Path:
     """p(virus) = sigmoid(40 (GC - 0.5)) of the toy DNA embedding (letter bins: C=3, G=7)."""
-    from orchestrator.classifier import save_classifier_safetensors
+    from orchestrator.classify.classifier import save_classifier_safetensors
 
     width = 2 * TOY_WIDTH
     w1 = np.zeros((512, width), np.float32)

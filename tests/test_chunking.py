@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.chunking import Chunk, chunk_bounds, chunk_sequence
-from orchestrator.fasta import Record
+from orchestrator.chunk.chunking import Chunk, chunk_bounds, chunk_sequence
+from orchestrator.read.record import Record
 
 
 def readme_bounds(length: int, size: int) -> list[tuple[int, int]]:
@@ -65,6 +65,8 @@ def test_chunk_sequence_ids_and_case() -> None:
     seq = b"acgtN" * 120 + b"ACGT"  # 604 nt
     chunks = chunk_sequence(Record("x", seq), 300)
     assert [c.id for c in chunks] == ["x_chunk_1", "x_chunk_2", "x_chunk_3"]
-    assert chunks[0] == Chunk("x_chunk_1", seq[:300])
+    assert chunks[0] == Chunk("x_chunk_1", seq[:300], 0, 300)
+    assert [(c.start, c.end) for c in chunks] == chunk_bounds(len(seq), 300)
+    assert all(c.seq == seq[c.start:c.end] for c in chunks)
     assert chunks[-1].seq == seq[chunk_bounds(604, 300)[-1][0]:]
     assert chunk_sequence(Record("empty", b""), 500) == []

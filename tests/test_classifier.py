@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from golden_data import GOLDEN
 
-from orchestrator.classifier import (
+from orchestrator.classify.classifier import (
     Classifier,
     load_classifier,
     save_classifier_pth,
@@ -25,7 +26,6 @@ from orchestrator.errors import ClassifierError
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 REPO = Path(__file__).resolve().parents[1]
 
 # The original module, as a script run as __main__: the class is then pickled as
@@ -418,7 +418,7 @@ def test_pickle_cannot_alter_the_allowed_stand_ins(tmp_path: Path) -> None:
 
 def test_reader_matches_torch_on_the_original_tools_own_files() -> None:
     """The vanilla tool's saved embeddings (real torch files, views into shared storages)."""
-    from orchestrator.classifier import unpickle_torch_zip
+    from orchestrator.classify.unpickler import unpickle_torch_zip
 
     ref = GOLDEN / "broad_fixtures" / "reference_vanilla_output"
     for name, key in (("output_1_merged.pt", "ids"), ("output_1_ESM.pt", "proteins")):
@@ -443,8 +443,8 @@ def test_loading_needs_no_torch(tmp_path: Path) -> None:
         import sys
         sys.modules["torch"] = None  # any 'import torch' now raises ImportError
         import numpy as np
-        from orchestrator.classifier import load_classifier
-        import orchestrator.outputs
+        from orchestrator.classify.classifier import load_classifier
+        import orchestrator.write.formats
         a = load_classifier({str(tmp_path / "m.pth")!r}).predict_proba(np.ones((3, 12), np.float32))
         b = load_classifier({str(tmp_path / "m.safetensors")!r}).predict_proba(
             np.ones((3, 12), np.float32))

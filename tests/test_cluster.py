@@ -32,10 +32,10 @@ from predict_fixtures import (
     write_toy_repository,
 )
 
-from orchestrator.client import EmbeddingClient
-from orchestrator.endpoints import parse_headers, parse_servers, resolve_servers
+from orchestrator.embed.triton.client import EmbeddingClient
+from orchestrator.embed.triton.endpoints import parse_headers, parse_servers, resolve_servers
+from orchestrator.embed.triton.server import TritonServer, free_port
 from orchestrator.errors import InputError
-from orchestrator.server import TritonServer, free_port
 
 HEADER_FORWARDING = "--grpc-header-forward-pattern=authorization|x-.*"
 

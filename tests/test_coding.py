@@ -25,12 +25,14 @@ from Bio.Seq import Seq
 from Bio.SeqFeature import CompoundLocation, SeqFeature, SimpleLocation
 from Bio.SeqRecord import SeqRecord
 
-from orchestrator.chunking import chunk_bounds, chunk_sequence
-from orchestrator.coding import CodingIndex, CodingRegion, cds_proteins, kept_coding_frames
+from orchestrator.chunk.chunking import chunk_bounds, chunk_sequence
+from orchestrator.chunk.coding import CodingIndex, kept_coding_frames
+from orchestrator.chunk.frames import Frame, kept_frames_batch
 from orchestrator.errors import InputError
-from orchestrator.fasta import Record
-from orchestrator.frames import Frame, kept_frames_batch
-from orchestrator.inputs import InputFormat, detect_format, read_records, scan_inputs
+from orchestrator.read.formats import InputFormat, detect_format, read_records
+from orchestrator.read.genbank import cds_proteins
+from orchestrator.read.record import CodingRegion, Record
+from orchestrator.read.scan import scan_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPRESS = {
@@ -125,8 +127,9 @@ def genome(tmp_path_factory: pytest.TempPathFactory) -> Record:
 
 def filtered(record: Record, size: int) -> tuple[list[list[Frame]], list[list[Frame]]]:
     """(kept frames, kept frames inside a CDS) per chunk, as the training path computes them."""
-    frames = kept_frames_batch(chunk_sequence(record, size))
-    return frames, kept_coding_frames(record, size, frames)
+    chunks = chunk_sequence(record, size)
+    frames = kept_frames_batch(chunks)
+    return frames, kept_coding_frames(record, chunks, frames)
 
 
 def label(frame: Frame) -> str:
@@ -222,7 +225,8 @@ def test_overlap_is_required_and_the_index_spans_bins() -> None:
     index = CodingIndex(regions)
     assert index.contains("PPGA", 4_000, 8_200) and not index.contains("MKLVX", 0, 20_000)
     with pytest.raises(ValueError, match="no CDS annotations"):
-        kept_coding_frames(Record("x", b"ACGT"), 300, [[]])
+        record = Record("x", b"ACGT")
+        kept_coding_frames(record, chunk_sequence(record, 300), [[]])
 
 
 def test_genbank_records_match_biopython(tmp_path: Path) -> None:
@@ -293,7 +297,7 @@ def test_garbage_after_locus_names_the_file(tmp_path: Path, text: str, reason: s
 
 
 def test_stdin_takes_genbank(tmp_path: Path) -> None:
-    code = ("from orchestrator.inputs import read_records\n"
+    code = ("from orchestrator.read.formats import read_records\n"
             "print([(r.id, len(r.seq), len(r.cds)) for r in read_records(['-'])])")
     data = gzip.compress(genbank_text(synthetic_genome()).encode())
     out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, cwd=ROOT, check=True)

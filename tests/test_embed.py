@@ -15,8 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from golden_data import GOLDEN
 from predict_fixtures import (
-    GOLDEN,
     ROOT,
     orchestrator_cmd,
     run_cli,
@@ -26,11 +26,11 @@ from predict_fixtures import (
     write_toy_repository,
 )
 
-from orchestrator.classifier import load_classifier
-from orchestrator.embed import EmbedPaths
-from orchestrator.embeddings import read_embeddings, read_header
-from orchestrator.outputs import format_scores
-from orchestrator.server import TritonServer
+from orchestrator.classify.classifier import load_classifier
+from orchestrator.embed.triton.server import TritonServer
+from orchestrator.learning.embed_run import EmbedPaths
+from orchestrator.write.embeddings import read_embeddings, read_header
+from orchestrator.write.formats import format_scores
 
 
 def _prediction_rows(outdir: Path) -> list[list[str]]:

@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from orchestrator.embeddings import (
+from orchestrator.errors import InputError
+from orchestrator.write.embeddings import (
     VECTOR_CHUNK_ROWS,
     EmbeddingsHeader,
     EmbeddingsWriter,
@@ -21,7 +22,6 @@ from orchestrator.embeddings import (
     record_id_of,
     write_part,
 )
-from orchestrator.errors import InputError
 
 MODELS = [{"name": "dnabert_s", "version": "1", "weights_sha256": "aa", "width": 6},
           {"name": "esm2", "version": "1", "weights_sha256": "bb", "width": 10}]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from golden_data import BROAD
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -536,8 +537,8 @@ def test_protein_rule_against_fair_esms_vocabulary() -> None:
 
 def test_every_frame_the_orchestrator_makes_from_letters_is_accepted() -> None:
     """Frames of FASTA letters (lower case, N, IUPAC, U) pass both models' checks."""
-    from orchestrator.chunking import Chunk
-    from orchestrator.frames import kept_frames_batch
+    from orchestrator.chunk.chunking import Chunk
+    from orchestrator.chunk.frames import kept_frames_batch
 
     rng = np.random.default_rng(13)
     coding = "ATG" + "".join(rng.choice(["GCT", "AAA", "GGC", "TTC", "CTG", "GAT"], 200))
@@ -546,7 +547,7 @@ def test_every_frame_the_orchestrator_makes_from_letters_is_accepted() -> None:
         noisy[i] = rng.choice(list("NRYSWKMBDHVUnacgtx"))
     texts = [coding, coding.lower(), "".join(noisy), "".join(noisy).lower()]
     texts += ["".join(rng.choice(list("ACGTNacgtnRYKM"), 500)) for _ in range(300)]
-    chunks = [Chunk(f"r{i}", t.encode()) for i, t in enumerate(texts)]
+    chunks = [Chunk(f"r{i}", t.encode(), 0, len(t)) for i, t in enumerate(texts)]
     frames = [f for fs in kept_frames_batch(chunks) for f in fs]
     assert len(frames) > 20
     for f in frames:
@@ -557,7 +558,7 @@ def test_every_frame_the_orchestrator_makes_from_letters_is_accepted() -> None:
 
 def test_encoder_errors_stand_alone_and_exit_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    import orchestrator.cli
+    import orchestrator.commands.cli
     from encoders.errors import EncoderError
     from orchestrator.errors import OrchestratorError
 
@@ -571,8 +572,8 @@ def test_encoder_errors_stand_alone_and_exit_2(monkeypatch: pytest.MonkeyPatch, 
     def fail(*_a: object, **_k: object) -> int:
         raise SequenceError(1, "character '#' at position 2 (1-based) is not allowed")
 
-    monkeypatch.setattr(orchestrator.cli, "_dispatch", fail)
-    assert orchestrator.cli.main(["prepare", "x.fa", "-o", str(tmp_path), "--chunk-size", "500"]) == 2
+    monkeypatch.setattr(orchestrator.commands.cli, "_dispatch", fail)
+    assert orchestrator.commands.cli.main(["prepare", "x.fa", "-o", str(tmp_path), "--chunk-size", "500"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["orchestrator: error: sequence 1: character '#' at position 2 (1-based) is not allowed"]
 
@@ -634,7 +635,6 @@ def test_repository_parameters(artifacts: Path, tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- real weights
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "broad_fixtures"
 
 
 def _pretrained_artifacts() -> Path | None:
@@ -662,7 +662,7 @@ def test_real_weights_match_the_original_tools_embeddings() -> None:
     root = _pretrained_artifacts()
     assert root is not None
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    ref_dir = GOLDEN / "reference_vanilla_output"
+    ref_dir = BROAD / "reference_vanilla_output"
     cases = [
         ("dnabert_s", "test_with_orfs_identified_nucleotide.fa", "output_1_DNABERT_S.pt",
          "nucleotide", lambda d: np.array([r["mean_representation"] for r in d], np.float32)),
@@ -671,7 +671,7 @@ def test_real_weights_match_the_original_tools_embeddings() -> None:
     ]
     for kind, fasta, ref_file, id_key, to_array in cases:
         ref = torch.load(ref_dir / ref_file, weights_only=True)
-        seqs = _two_line_fasta(GOLDEN / fasta)
+        seqs = _two_line_fasta(BROAD / fasta)
         expected = to_array(ref["data"])
         got = load_embedder(kind, weights_dir(root, kind), device=device).embed(
             [seqs[i] for i in ref[id_key]])

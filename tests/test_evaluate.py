@@ -1,4 +1,4 @@
-"""`orchestrator.metrics` against scikit-learn, and `evaluate` end to end on small embeddings files."""
+"""`orchestrator.learning.metrics` against scikit-learn, and `evaluate` end to end on small embeddings files."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import pytest
 from sklearn import metrics as skm
 
 from export.demo import classifier_state
-from orchestrator.classifier import load_classifier, save_classifier_pth, save_classifier_safetensors
-from orchestrator.embeddings import EmbeddingsHeader, EmbeddingsWriter, read_embeddings
+from orchestrator.classify.classifier import load_classifier, save_classifier_pth, save_classifier_safetensors
+from orchestrator.classify.consensus import chunk_consensus
 from orchestrator.errors import InputError
-from orchestrator.evaluate import chunk_consensus, run_evaluate
-from orchestrator.metrics import binary_metrics, roc_curve
+from orchestrator.learning.evaluate import run_evaluate
+from orchestrator.learning.metrics import binary_metrics, roc_curve
+from orchestrator.write.embeddings import EmbeddingsHeader, EmbeddingsWriter, read_embeddings
 
 TOL = 1e-12
 DNA_W, PROT_W = 8, 16

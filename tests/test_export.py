@@ -110,7 +110,7 @@ def test_demo_esm2_loads_with_fair_esm(demo: Path) -> None:
 
 
 def test_demo_reloads_through_the_real_loaders(demo: Path) -> None:
-    from orchestrator.classifier import load_classifier
+    from orchestrator.classify.classifier import load_classifier
 
     dn = load_embedder("dnabert_s", weights_dir(demo, "dnabert_s"))
     es = load_embedder("esm2", weights_dir(demo, "esm2"))

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 from Bio import SeqIO
+from golden_data import GOLDEN
 
-from orchestrator import fasta
 from orchestrator.errors import InputError
-from orchestrator.fasta import Record
-from orchestrator.inputs import read_records, scan_inputs
+from orchestrator.read import fasta
+from orchestrator.read.formats import read_records
+from orchestrator.read.record import Record
+from orchestrator.read.scan import scan_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 INPUTS = [GOLDEN / "pub_mixed_500.fa", GOLDEN / "pub_mixed_300.fa", GOLDEN / "pub_edge_500.fa",
           GOLDEN / "broad_fixtures" / "test_with_orfs.fa",
           GOLDEN / "broad_fixtures" / "test_sequences_small.fa"]
@@ -69,7 +70,8 @@ def test_several_inputs_are_one_stream() -> None:
 
 
 def test_stdin_and_spool(tmp_path: Path) -> None:
-    code = ("import sys; from orchestrator.inputs import read_records, spool_stdin, scan_inputs\n"
+    code = ("import sys; from orchestrator.read.formats import read_records\n"
+            "from orchestrator.read.scan import scan_inputs; from orchestrator.read.sources import spool_stdin\n"
             "p = spool_stdin(sys.argv[1]); s = scan_inputs([p])\n"
             "print(s.n_records, s.n_bases, sum(len(r.seq) for r in read_records([p])))")
     raw = gzip.compress(INPUTS[0].read_bytes())
@@ -77,7 +79,7 @@ def test_stdin_and_spool(tmp_path: Path) -> None:
                          capture_output=True, cwd=ROOT, check=True).stdout.split()
     assert out == [b"60", b"128130", b"128130"]
     assert (tmp_path / "spool").read_bytes() == raw
-    code = "from orchestrator.inputs import read_records; print(len(list(read_records(['-']))))"
+    code = "from orchestrator.read.formats import read_records; print(len(list(read_records(['-']))))"
     out = subprocess.run([sys.executable, "-c", code], input=INPUTS[1].read_bytes(),
                          capture_output=True, cwd=ROOT, check=True).stdout
     assert out.strip() == b"60"

@@ -9,8 +9,13 @@ from Bio.Seq import Seq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.chunking import Chunk
-from orchestrator.frames import STANDARD_CODE, Frame, kept_frames, kept_frames_batch, scan
+from orchestrator.chunk.chunking import Chunk
+from orchestrator.chunk.frames import STANDARD_CODE, Frame, kept_frames, kept_frames_batch, scan
+
+
+def whole(chunk_id: str, seq: bytes) -> Chunk:
+    """A chunk that is a whole record of its own."""
+    return Chunk(chunk_id, seq, 0, len(seq))
 
 ACGT = set("ACGT")
 SENSE = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT"
@@ -46,13 +51,13 @@ sequences = st.lists(pieces, max_size=6).map("".join)
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sequences)
 def test_matches_per_codon_reference(seq: str) -> None:
-    assert kept_frames(Chunk("c", seq.encode())) == reference("c", seq)
+    assert kept_frames(whole("c", seq.encode())) == reference("c", seq)
 
 
 @settings(max_examples=200, deadline=None)
 @given(sequences)
 def test_frame_properties(seq: str) -> None:
-    frames = kept_frames(Chunk("c", seq.encode()))
+    frames = kept_frames(whole("c", seq.encode()))
     length = len(seq)
     for frame in frames:
         label = frame.frame_id[-2:]
@@ -71,8 +76,8 @@ def test_frame_properties(seq: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(sequences)
 def test_reverse_frames_are_forward_frames_of_reverse_complement(seq: str) -> None:
-    own = {f.frame_id[-2:]: f for f in kept_frames(Chunk("c", seq.encode()))}
-    other = {f.frame_id[-2:]: f for f in kept_frames(Chunk("c", revcomp(seq).encode()))}
+    own = {f.frame_id[-2:]: f for f in kept_frames(whole("c", seq.encode()))}
+    other = {f.frame_id[-2:]: f for f in kept_frames(whole("c", revcomp(seq).encode()))}
     for i in "123":
         a, b = own.get("R" + i), other.get("F" + i)
         assert (a is None) == (b is None)
@@ -83,7 +88,7 @@ def test_reverse_frames_are_forward_frames_of_reverse_complement(seq: str) -> No
 @settings(max_examples=80, deadline=None)
 @given(st.lists(sequences, max_size=8))
 def test_batch_equals_one_at_a_time(seqs: list[str]) -> None:
-    chunks = [Chunk(f"s{i}", s.encode()) for i, s in enumerate(seqs)]
+    chunks = [whole(f"s{i}", s.encode()) for i, s in enumerate(seqs)]
     assert kept_frames_batch(chunks) == [kept_frames(c) for c in chunks]
 
 
@@ -103,13 +108,13 @@ def test_scan_of_overlapping_windows_in_one_buffer(seq: str, cuts: list[tuple[in
 
 def test_known_chunk() -> None:
     # ATG AAA TTT GGG: F1 = MKFG; all other frames hold a stop or are checked by the reference.
-    frames = kept_frames(Chunk("x_chunk_1", b"atgaaatttggg"))
+    frames = kept_frames(whole("x_chunk_1", b"atgaaatttggg"))
     assert frames[0] == Frame("x_chunk_1F1", "ATGAAATTTGGG", "MKFG")
     assert frames == reference("x_chunk_1", "atgaaatttggg")
 
 
 def test_non_acgt_codons_are_skipped_not_stops() -> None:
-    frames = {f.frame_id: f for f in kept_frames(Chunk("n", b"ATGNNNTAN" + b"AAA"))}
+    frames = {f.frame_id: f for f in kept_frames(whole("n", b"ATGNNNTAN" + b"AAA"))}
     # F1 codons: ATG NNN TAN AAA -> M, skip, skip, K
     assert frames["nF1"].protein == "MK"
     assert frames["nF1"].nucleotide == "ATGNNNT"  # s[0 : 3*2+1]: no longer aligned with codons
@@ -117,8 +122,8 @@ def test_non_acgt_codons_are_skipped_not_stops() -> None:
 
 def test_empty_and_tiny_chunks_keep_nothing() -> None:
     for seq in (b"", b"A", b"AC", b"NNN", b"N" * 600):
-        assert kept_frames(Chunk("t", seq)) == []
-    assert kept_frames(Chunk("t", b"ATG")) == [Frame("tF1", "ATG", "M"), Frame("tR1", "CAT", "H")]
+        assert kept_frames(whole("t", seq)) == []
+    assert kept_frames(whole("t", b"ATG")) == [Frame("tF1", "ATG", "M"), Frame("tR1", "CAT", "H")]
 
 
 def test_written_out_code_is_ncbi_table_1() -> None:

@@ -26,10 +26,11 @@ from predict_fixtures import (
     write_toy_repository,
 )
 
+from orchestrator.embed.triton.server import TritonServer
 from orchestrator.errors import InputError
-from orchestrator.fasta import Record
-from orchestrator.inputs import detect_format, read_records, scan_inputs
-from orchestrator.server import TritonServer
+from orchestrator.read.formats import detect_format, read_records
+from orchestrator.read.record import Record
+from orchestrator.read.scan import scan_inputs
 
 COMPRESS = {
     "gzip": gzip.compress,
@@ -207,7 +208,7 @@ def test_characters_the_encoder_refuses_are_refused_up_front(tmp_path, text: str
 
 def test_stdin_takes_fastq_but_not_bam(tmp_path, reads) -> None:
     _, records = reads
-    code = "from orchestrator.inputs import read_records; print(len(list(read_records(['-']))))"
+    code = "from orchestrator.read.formats import read_records; print(len(list(read_records(['-']))))"
     fq = gzip.compress(write_fastq(tmp_path / "s.fq", records).read_bytes())
     out = subprocess.run([sys.executable, "-c", code], input=fq, capture_output=True, cwd=ROOT,
                          check=True).stdout

@@ -11,25 +11,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from golden_data import GOLDEN
 
-from orchestrator import outputs
-from orchestrator.outputs import (
+from orchestrator import atomic
+from orchestrator.atomic import write_atomic, write_json_atomic
+from orchestrator.classify.consensus import chunk_maxima
+from orchestrator.read.record import count_ambiguous
+from orchestrator.write.formats import (
     HIGHEST_HEADER,
     PREDICTIONS_HEADER,
     SUMMARY_HEADER,
-    OutputPaths,
-    SequenceTally,
-    chunk_maxima,
-    count_ambiguous,
     format_highest_rows,
     format_score,
     format_scores,
     prediction_rows,
-    write_atomic,
-    write_json_atomic,
 )
+from orchestrator.write.paths import OutputPaths
+from orchestrator.write.tally import SequenceTally
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+
+def tally_for(seq_id: str, seq: bytes, n_chunks: int) -> SequenceTally:
+    """A record's tally as predict starts it (length and ambiguous bases from the sequence)."""
+    return SequenceTally(seq_id, len(seq), n_chunks, count_ambiguous(seq))
+
 MERGED = GOLDEN / "broad_fixtures" / "test_with_orfs_merged"
 
 
@@ -193,14 +197,14 @@ def test_count_ambiguous() -> None:
 
 
 def test_tally_without_frames_says_na() -> None:
-    t = SequenceTally.for_record("empty_rec", b"", n_chunks=0)
+    t = tally_for("empty_rec", b"", n_chunks=0)
     assert t.row() == "empty_rec\t0\t0\t0\t0\t0\tNA\tNA\t0\n"
-    t = SequenceTally.for_record("all_n", b"N" * 600, n_chunks=2)
+    t = tally_for("all_n", b"N" * 600, n_chunks=2)
     assert t.row() == "all_n\t600\t2\t0\t0\t0\tNA\tNA\t600\n"
 
 
 def test_tally_counts_chunks_frames_and_scores() -> None:
-    t = SequenceTally.for_record("r", b"ACGTN" * 200, n_chunks=3)
+    t = tally_for("r", b"ACGTN" * 200, n_chunks=3)
     # chunk 1: two frames, max p0 0.9 / max p1 0.7 -> not viral; chunk 3 viral; chunk 2 unscored.
     t.add_chunk_maxima(["r_chunk_1", "r_chunk_3"],
                        np.array([[0.9, 0.7], [0.25, 0.75]], np.float32), n_frames=3)
@@ -212,7 +216,7 @@ def test_tally_counts_chunks_frames_and_scores() -> None:
 
 
 def test_tally_checkpoint_round_trip() -> None:
-    t = SequenceTally.for_record("r", b"ACGTRY", n_chunks=1)
+    t = tally_for("r", b"ACGTRY", n_chunks=1)
     t.add_chunk_maxima(["r_chunk_1"], np.array([[0.0020767080, 0.9979233]], np.float32), n_frames=1)
     back = SequenceTally.from_dict(json.loads(json.dumps(t.to_dict())))
     assert back.row() == t.row()
@@ -256,7 +260,7 @@ def test_write_atomic_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk gone")
 
-    monkeypatch.setattr(outputs.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk gone"):
         write_atomic(target, "new\n")
     assert target.read_text() == "old\n"

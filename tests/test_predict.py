@@ -19,8 +19,8 @@ import numpy as np
 import psutil
 import pytest
 import tritonclient.grpc as grpcclient
+from golden_data import GOLDEN
 from predict_fixtures import (
-    GOLDEN,
     ROOT,
     outputs_of,
     write_coding_fasta,
@@ -28,12 +28,13 @@ from predict_fixtures import (
     write_toy_repository,
 )
 
-from orchestrator.chunking import chunk_bounds
-from orchestrator.cli import main
-from orchestrator.inputs import read_records
-from orchestrator.outputs import HIGHEST_HEADER, PREDICTIONS_HEADER, SUMMARY_HEADER
-from orchestrator.predict import run_predict
-from orchestrator.server import TritonServer, free_port
+from orchestrator.chunk.chunking import chunk_bounds
+from orchestrator.commands.cli import main
+from orchestrator.commands.predict import run_predict
+from orchestrator.embed.triton.server import TritonServer, free_port
+from orchestrator.pipeline.options import PipelineOptions
+from orchestrator.read.formats import read_records
+from orchestrator.write.formats import HIGHEST_HEADER, PREDICTIONS_HEADER, SUMMARY_HEADER
 
 GOLDEN_SETS = [
     ("pub_mixed_500", GOLDEN / "pub_mixed_500.fa", 500),
@@ -57,11 +58,10 @@ def _rows(path: Path, header: str) -> list[list[str]]:
 
 def _predict(fasta: Path, chunk: int, outdir: Path, artifacts: Path, backend: str,
              server: str) -> dict:
-    return run_predict(
-        inputs=[str(fasta)], outdir=str(outdir), chunk_size=chunk,
-        classifier=str(artifacts / "classifiers" / f"{chunk}_model.pth"), backend=backend,
-        server=server, model_repository=str(artifacts / "model_repository"), batch_size=None,
-        max_in_flight=None, window=128, restart=False, progress=False)
+    options = PipelineOptions(inputs=[str(fasta)], chunk_size=chunk, backend=backend, servers=server,
+                              model_repository=str(artifacts / "model_repository"), window=128)
+    return run_predict(options, outdir=str(outdir),
+                       classifier=str(artifacts / "classifiers" / f"{chunk}_model.pth"))
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +154,11 @@ def test_real_encoders_over_two_servers_match_in_process(golden_runs, tmp_path, 
     name, fasta, chunk = GOLDEN_SETS[0]
     l_out, _ = golden_runs[name, "local"]
     with TritonServer(triton_server.model_repository) as second:
-        record = run_predict(
-            inputs=[str(fasta)], outdir=str(tmp_path / "o"), chunk_size=chunk,
-            classifier=str(Path(demo_artifacts) / "classifiers" / f"{chunk}_model.pth"),
-            server=[triton_server.grpc_url, second.grpc_url], window=64, lookahead=3)
+        options = PipelineOptions(inputs=[str(fasta)], chunk_size=chunk,
+                                  servers=[triton_server.grpc_url, second.grpc_url], window=64,
+                                  lookahead=3)
+        record = run_predict(options, outdir=str(tmp_path / "o"),
+                             classifier=str(Path(demo_artifacts) / "classifiers" / f"{chunk}_model.pth"))
     rows = _rows(tmp_path / "o" / "prediction_results.txt", PREDICTIONS_HEADER)
     l_rows = _rows(l_out / "prediction_results.txt", PREDICTIONS_HEADER)
     assert [r[:2] for r in rows] == [r[:2] for r in l_rows]
@@ -331,7 +332,7 @@ def test_triton_backend_never_imports_torch(tmp_path, demo_artifacts, triton_ser
     clf = Path(demo_artifacts) / "classifiers" / "500_model.pth"
     code = (
         "import sys\n"
-        "from orchestrator.cli import main\n"
+        "from orchestrator.commands.cli import main\n"
         f"rc = main(['predict', {str(ROOT / 'examples' / 'example.fa')!r}, '-o', "
         f"{str(tmp_path / 'o')!r}, '--chunk-size', '500', '--classifier', {str(clf)!r}, "
         f"'--server', {triton_server.grpc_url!r}, '-q'])\n"
@@ -345,7 +346,7 @@ def test_triton_backend_never_imports_torch(tmp_path, demo_artifacts, triton_ser
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys, demo_artifacts):
-    from orchestrator.demo import run_demo
+    from orchestrator.commands.demo import run_demo
 
     out = tmp_path / "demo_out"
     assert run_demo(artifacts=str(demo_artifacts), outdir=str(out), progress=False) == 0

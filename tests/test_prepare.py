@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from golden_data import GOLDEN
 
-from orchestrator import prepare
-from orchestrator.cli import main
-from orchestrator.prepare import input_stem, run_prepare
+from orchestrator.commands import prepare
+from orchestrator.commands.cli import main
+from orchestrator.commands.prepare import input_stem, run_prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 SETS = [("pub_mixed_500", 500), ("pub_mixed_300", 300), ("pub_edge_500", 500),
         ("broad_fixtures/test_with_orfs", 500), ("broad_fixtures/test_sequences_small", 500)]
 SUFFIXES = ("_chunked{n}.fa", "_identified_nucleotide.fa", "_identified_protein.faa")

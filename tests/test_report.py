@@ -1,4 +1,4 @@
-"""orchestrator.report: a self-contained, offline HTML report, checked as text and in real Chromium.
+"""orchestrator.write.report: a self-contained, offline HTML report, checked as text and in real Chromium.
 
 Every test writes a synthetic finished OUTDIR (tests/report_fixtures.py), runs the real
 write_report, then parses the page; the Chromium tests open it headless with the network blocked
@@ -22,8 +22,8 @@ pytest.importorskip("plotly", reason="the report needs plotly (pip install plotl
 import plotly.offline  # noqa: E402
 from report_fixtures import CHROMIUM, Expected, make_outdir, render  # noqa: E402
 
-from orchestrator import report  # noqa: E402
 from orchestrator.errors import InputError  # noqa: E402
+from orchestrator.write import report  # noqa: E402
 
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH (apt-get install chromium)")
 

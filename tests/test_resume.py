@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from golden_data import GOLDEN
 from predict_fixtures import (
-    GOLDEN,
     ROOT,
     orchestrator_cmd,
     outputs_of,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from predict_fixtures import run_cli
 
-from orchestrator.embeddings import EmbeddingsWriter, read_embeddings, read_header
+from orchestrator.write.embeddings import EmbeddingsWriter, read_embeddings, read_header
 
 CHUNK = "150"
 AMINO = "ACDEFGHIKLMNPQRSTVWY"

@@ -21,8 +21,8 @@ import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 
+from orchestrator.embed.triton.server import TritonServer, _meaningful_line, free_port, port_in_use
 from orchestrator.errors import InputError, ServerUnavailable
-from orchestrator.server import TritonServer, _meaningful_line, free_port, port_in_use
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ from predict_fixtures import (
     write_toy_repository,
 )
 
-from orchestrator.server import TritonServer, free_port
+from orchestrator.embed.triton.server import TritonServer, free_port
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from orchestrator.classifier import load_classifier  # noqa: E402
-from orchestrator.embeddings import EmbeddingsHeader, EmbeddingsWriter  # noqa: E402
+from orchestrator.classify.classifier import load_classifier  # noqa: E402
 from orchestrator.errors import InputError  # noqa: E402
-from orchestrator.train import (  # noqa: E402
+from orchestrator.learning.train import (  # noqa: E402
     TrainConfig,
     card_path_for,
     run_train,
     split_records,
     train_classifier,
 )
+from orchestrator.write.embeddings import EmbeddingsHeader, EmbeddingsWriter  # noqa: E402
 
 DNA_W, PROT_W = 8, 16
 WIDTH = DNA_W + PROT_W
@@ -167,7 +167,7 @@ def test_best_epoch_weights_are_restored_not_the_last_epochs(tmp_path: Path) -> 
     assert result.best_epoch == int(np.argmin(val_losses)) + 1
     assert result.best_epoch < 8
 
-    from orchestrator.classifier import save_classifier_safetensors
+    from orchestrator.classify.classifier import save_classifier_safetensors
 
     path = tmp_path / "best.safetensors"
     save_classifier_safetensors(result.state, path)

@@ -22,7 +22,7 @@ from encoders.common import Embedder
 from encoders.errors import WeightsError
 from encoders.repository import token_budget, weights_for
 from encoders.triton_adapter import cpu_threads, split_requests
-from orchestrator.server import TritonServer
+from orchestrator.embed.triton.server import TritonServer
 
 KINDS = ("dnabert_s", "esm2")
 TOL = 1e-5
@@ -254,7 +254,7 @@ def test_failing_warmup_makes_serve_exit_3_with_its_reason(model_repository: Pat
     import subprocess
     import sys
 
-    from orchestrator.server import free_port
+    from orchestrator.embed.triton.server import free_port
 
     repo = tmp_path / "repo"
     shutil.copytree(model_repository, repo)

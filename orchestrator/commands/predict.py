@@ -1,0 +1,379 @@
+"""`orchestrator predict`: FASTA in, VirNucPro predictions out, in checkpointed windows.
+
+Data flows one way: read -> chunk -> six frames (keep stop-free) -> embed (Triton or local) ->
+classify -> write. Work is cut into windows of about `window` frames at chunk boundaries; a record
+may span windows, its running `SequenceTally` is carried across (and checkpointed). Peak memory
+therefore depends on the window, not on the input size. Each finished window is committed to the
+state folder; the final files are assembled from the window parts at the end, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator import __version__
+from orchestrator.atomic import write_json_atomic
+from orchestrator.chunk.windows import Counters, Window
+from orchestrator.classify.calls import CallSettings
+from orchestrator.classify.classifier import Classifier, load_classifier
+from orchestrator.classify.consensus import chunk_maxima
+from orchestrator.embed.contract import Embedded
+from orchestrator.errors import InputError
+from orchestrator.pipeline.loop import run_windows
+from orchestrator.pipeline.options import PipelineOptions
+from orchestrator.pipeline.setup import announce, open_run_backend, scan_run_inputs, server_list
+from orchestrator.write.answers import write_answers
+from orchestrator.write.checkpoint import Checkpoint, FinalFile
+from orchestrator.write.embeddings import PART_SUFFIX as EMBEDDINGS_PART
+from orchestrator.write.embeddings import assemble as assemble_embeddings
+from orchestrator.write.embeddings import header_for, write_part
+from orchestrator.write.formats import (
+    HIGHEST_HEADER,
+    PREDICTIONS_HEADER,
+    SUMMARY_HEADER,
+    format_chunk_table_rows,
+    format_highest_rows,
+    prediction_rows,
+)
+from orchestrator.write.lock import OutdirLock
+from orchestrator.write.paths import OutputPaths
+from orchestrator.write.tally import SequenceTally
+
+log = logging.getLogger("orchestrator")
+
+
+
+def _classify(classifier: Classifier, dna: np.ndarray, prot: np.ndarray) -> np.ndarray:
+    """concat [n, dna + protein] -> probabilities [n, 2] float32."""
+    if not len(dna):
+        return np.empty((0, 2), dtype=np.float32)
+    return np.asarray(classifier.predict_proba(np.concatenate([dna, prot], axis=1)), dtype=np.float32)
+
+
+# Window part suffixes (checkpoint files) and the final file each one is assembled into.
+PART_PREDICTIONS, PART_HIGHEST, PART_SUMMARY, PART_CHUNKS = ".pred", ".high", ".summary", ".chunks"
+
+
+def final_files(paths: OutputPaths) -> list[FinalFile]:
+    return [
+        FinalFile(paths.predictions, PREDICTIONS_HEADER, PART_PREDICTIONS),
+        FinalFile(paths.highest, HIGHEST_HEADER, PART_HIGHEST, sorted=True),
+        FinalFile(paths.summary, SUMMARY_HEADER, PART_SUMMARY),
+        FinalFile(paths.chunk_table, "", PART_CHUNKS),
+    ]
+
+
+def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | None
+                  ) -> tuple[dict[str, str], SequenceTally | None]:
+    """The window's parts ({suffix: text}) and the tally carried into the next window.
+
+    Predictions and the chunk maxima table in input order, highestscore rows sorted, summary rows
+    of the records that finished in this window. Chunk maxima are taken once per window (chunk
+    IDs are unique across a run, a chunk's frames are consecutive and each record part covers
+    whole chunks), then shared by all outputs.
+    """
+    predictions = prediction_rows(window.frame_ids, probs)
+    ids = window.chunk_ids
+    starts = window.chunk_starts
+    maxima = chunk_maxima(starts, probs)
+    rows = format_highest_rows(ids, maxima)
+    highest = "".join(row for _, row in sorted(zip(ids, rows, strict=True)))
+    summary: list[str] = []
+    table: list[str] = []
+    g = 0
+    for part in window.parts:
+        if part.record is not None:
+            r = part.record
+            tally = SequenceTally(r.seq_id, r.length, r.n_chunks, r.n_ambiguous_bases)
+        elif carried is not None:
+            tally = carried
+        else:
+            raise RuntimeError("record continues from a previous window but no tally was carried")
+        if part.end > part.start:
+            g = bisect_left(starts, part.start, g)  # the part's chunk groups: [g, g_end)
+            g_end = bisect_left(starts, part.end, g)
+            tally.add_chunk_maxima(ids[g:g_end], maxima[g:g_end], part.end - part.start)
+            table.append(format_chunk_table_rows(tally.seq_id, rows[g:g_end]))
+            g = g_end
+        if part.ends:
+            summary.append(tally.row())
+            carried = None
+        else:
+            carried = tally
+    return {PART_PREDICTIONS: predictions, PART_HIGHEST: highest, PART_SUMMARY: "".join(summary),
+            PART_CHUNKS: "".join(table)}, carried
+
+
+def run_predict(options: PipelineOptions, *, outdir: str, classifier: str,
+                call_settings: CallSettings | None = None, report: bool = True,
+                save_embeddings: bool = False) -> dict[str, Any]:
+    """Run the whole pipeline; returns the run record (also written as run.json).
+
+    `call_settings`: thresholds of sequence_calls.tsv and viral_regions.tsv; `report`: write
+    report.html at the end; `save_embeddings`: also write OUTDIR/embeddings.h5 (every kept
+    frame's vectors, the file `orchestrator embed` writes).
+    """
+    options.check()
+    settings = call_settings or CallSettings()
+    _check_settings(settings)
+    servers = server_list(options)
+    paths = OutputPaths(outdir, save_embeddings=save_embeddings)
+    paths.outdir.mkdir(parents=True, exist_ok=True)
+    with OutdirLock(paths.outdir):
+        return _predict(options, paths=paths, servers=servers, classifier=classifier,
+                        settings=settings, report=report, save_embeddings=save_embeddings)
+
+
+def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str], classifier: str,
+             settings: CallSettings, report: bool, save_embeddings: bool) -> dict[str, Any]:
+    wall0 = time.perf_counter()
+    cpu0 = time.process_time()
+    chunk_size = options.chunk_size
+    ckpt = Checkpoint(paths)
+    inputs = scan_run_inputs(options, ckpt, paths.state)  # bad input: InputError before any model
+    scan = inputs.scan
+    clf = load_classifier(classifier)
+    _warn_chunk_size_mismatch(clf, chunk_size)
+    clf_sha = clf.sha256  # of the bytes it was loaded from
+    connection = options.connection
+    parameters = {
+        "inputs": list(options.inputs), "outdir": str(paths.outdir), "chunk_size": chunk_size,
+        "classifier": str(classifier), "backend": options.backend,
+        "servers": servers if options.backend == "triton" else None,
+        "tls": connection.describe() if connection is not None and options.backend == "triton" else None,
+        "headers": sorted(k for k, _ in connection.headers) if connection is not None else [],
+        "model_repository": options.model_repository, "batch_size": options.batch_size,
+        "max_in_flight": options.max_in_flight, "window": options.window,
+        "lookahead": options.lookahead, "restart": options.restart,
+        "input_formats": [scan.formats[p].describe() for p in inputs.read_paths],
+        "calls": settings.to_dict(), "report": report, "save_embeddings": save_embeddings,
+    }
+    if scan.n_records == 0:
+        log.warning("warning: no records in %s; writing header-only outputs%s",
+                    ", ".join(options.inputs),
+                    " (and no embeddings.h5: there are no vectors)" if save_embeddings else "")
+        paths.save_embeddings = False
+        run_json = _write_empty(paths, ckpt, parameters, clf, clf_sha, inputs.digests, wall0, cpu0)
+        return _finish(paths, run_json, chunk_size, settings, report, fresh=False)
+
+    be = open_run_backend(options, servers)
+    try:
+        dna_w, prot_w = be.widths
+        clf.check_widths(dna_w, prot_w)
+        models = be.models_info()
+        mismatch = clf.encoder_mismatch(models)
+        if mismatch:
+            log.warning("warning: %s", mismatch)
+        fingerprint = {
+            "tool_version": __version__,
+            "inputs_sha256": inputs.digests,
+            "chunk_size": chunk_size,
+            "window": options.window,
+            "backend": options.backend,
+            "classifier_sha256": clf_sha,
+            "models": [{k: m.get(k) for k in ("name", "version", "weights_sha256", "width", "batch_size")}
+                       for m in models],
+        }
+        if save_embeddings:  # only when set: runs without it keep their earlier fingerprint
+            fingerprint["save_embeddings"] = True
+        done = ckpt.open(fingerprint, options.restart)
+        if done < 0:
+            return _finish(paths, json.loads(paths.run_json.read_text()), chunk_size, settings,
+                           report, fresh=False)
+        announce(done, ckpt, inputs, options)
+        timings = dict.fromkeys(("preprocess", "embed", "classify", "write"), 0.0)
+        counters, frames_embedded, windows_run = run_windows(
+            read_paths=inputs.read_paths, ckpt=ckpt, backend=be,
+            chunk_size=chunk_size, window=options.window, lookahead=options.lookahead, done=done,
+            progress=options.progress, total_bases=scan.n_bases, timings=timings,
+            finish_window=_predict_windows(clf=clf, ckpt=ckpt, timings=timings,
+                                           save_embeddings=save_embeddings),
+        )
+        endpoints = getattr(be, "endpoints_info", lambda: None)()
+    finally:
+        be.close()
+    wall = time.perf_counter() - wall0
+    timings["scan"] = inputs.seconds
+    timings["total"] = wall
+    run_json = _run_record(
+        parameters=parameters, backend=options.backend, endpoints=endpoints, models=models,
+        stats=be.stats(), clf=clf, clf_path=classifier, clf_sha=clf_sha,
+        input_digests=inputs.digests, counters=counters, timings=timings,
+        frames_embedded=frames_embedded, windows_reused=done, windows_run=windows_run, wall=wall,
+        cpu=time.process_time() - cpu0, input_lengths=scan.lengths.to_dict(),
+    )
+    t0 = time.perf_counter()
+    if save_embeddings:
+        # before the text files: a crash in between resumes with zero windows left and redoes both
+        n = assemble_embeddings(paths.embeddings, header_for(
+            chunk_size, models, options.inputs, inputs.digests), ckpt.parts(EMBEDDINGS_PART))
+        log.info("wrote %s (%d frames)", paths.embeddings, n)
+    ckpt.assemble(final_files(paths), run_json)
+    for part in ckpt.parts(EMBEDDINGS_PART):
+        part.unlink(missing_ok=True)
+    log.info("wrote %s (%d records, %d chunks, %d frames) in %.1f s",
+             paths.outdir, counters.records, counters.chunks, counters.frames, wall)
+    run_json["timings"]["assemble"] = round(time.perf_counter() - t0, 4)
+    return _finish(paths, run_json, chunk_size, settings, report, fresh=True)
+
+
+def _finish(paths: OutputPaths, run_json: dict[str, Any], chunk_size: int,
+            settings: CallSettings, report: bool, *, fresh: bool) -> dict[str, Any]:
+    """The answers (calls, regions, tracks) and the report of a complete run.
+
+    A finished run rerun with other thresholds, or whose answer files are missing, gets them
+    re-derived from the kept chunk table: nothing is re-embedded.
+    """
+    stale = (fresh or run_json.get("parameters", {}).get("calls") != settings.to_dict()
+             or not all(p.exists() for p in paths.answers()))
+    if stale:
+        if not fresh:
+            log.info("this run is complete in %s; deriving sequence calls, regions and tracks "
+                     "with the given thresholds (nothing is re-embedded)", paths.outdir)
+        if not paths.chunk_table.exists():
+            raise InputError(f"{paths.chunk_table} is missing, so the calls cannot be derived "
+                             "without re-embedding; rerun with --restart")
+        t0 = time.perf_counter()
+        write_answers(paths, chunk_size, settings)
+        run_json.setdefault("parameters", {})["calls"] = settings.to_dict()
+        run_json.setdefault("timings", {})["answers"] = round(time.perf_counter() - t0, 4)
+        write_json_atomic(paths.run_json, run_json)
+    elif paths.report.exists() or not report:
+        log.info("this run is already complete in %s; nothing to do "
+                 "(pass --restart to run it again)", paths.outdir)
+    if report and (stale or not paths.report.exists()):
+        _write_report(paths)
+    return run_json
+
+
+def _warn_chunk_size_mismatch(clf: Classifier, chunk_size: int) -> None:
+    """A classifier from `orchestrator train` records its chunk size; another one is a mistake."""
+    trained = clf.metadata.get("chunk_size")
+    if trained is not None and trained != str(chunk_size):
+        log.warning("warning: %s was trained on %s bp chunks but --chunk-size is %d; its scores "
+                    "are only meaningful at the size it was trained on", clf.source, trained,
+                    chunk_size)
+
+
+def _check_settings(s: CallSettings) -> None:
+    for name in ("min_weighted_delta", "high_confidence_delta", "min_confident_score",
+                 "max_opposing_score", "min_ambiguous_score", "min_viral_prop",
+                 "min_nonviral_prop"):
+        value = getattr(s, name)
+        if not 0 <= value <= 1:
+            raise InputError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+    for name in ("min_chunks", "region_max_gap", "region_min_length"):
+        if getattr(s, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be 0 or more, "
+                             f"got {getattr(s, name)}")
+
+
+def _write_report(paths: OutputPaths) -> None:
+    """report.html from the finished files; a failure is a warning (the results are complete)."""
+    from orchestrator.write.report import write_report
+
+    try:
+        write_report(paths.outdir)
+    except Exception as exc:  # the results are already complete and committed
+        log.warning("warning: could not write %s: %s (the results are complete; "
+                    "`orchestrator report %s` retries)", paths.report, exc, paths.outdir)
+
+
+def _predict_windows(*, clf: Classifier, ckpt: Checkpoint, timings: dict[str, float],
+                     save_embeddings: bool) -> Callable[[Window, Embedded], None]:
+    """predict's window step: classify, format the parts, keep the vectors if asked, commit."""
+    carried_dict = ckpt.carried_tally if ckpt.windows_done else None
+    carried = SequenceTally.from_dict(carried_dict) if carried_dict else None
+
+    def finish(w: Window, embeddings: Embedded) -> None:
+        nonlocal carried
+        t0 = time.perf_counter()
+        probs = _classify(clf, *embeddings)
+        t1 = time.perf_counter()
+        if save_embeddings:  # before the commit: the manifest never counts a window without it
+            write_part(ckpt.part(w.index, EMBEDDINGS_PART), w.frame_ids, *embeddings)
+        parts, carried = _window_texts(w, probs, carried)
+        ckpt.commit_window(
+            w.index, parts=parts, carried_tally=carried.to_dict() if carried is not None else None,
+            counters=w.progress,
+        )
+        timings["classify"] += t1 - t0
+        timings["write"] += time.perf_counter() - t1
+
+    return finish
+
+
+def _run_record(*, parameters: dict[str, Any], backend: str,
+                endpoints: list[dict[str, Any]] | None, models: list[dict[str, Any]],
+                stats: dict[str, Any], clf: Classifier,
+                clf_path: str, clf_sha: str, input_digests: list[str], counters: Counters,
+                timings: dict[str, float], frames_embedded: int, windows_reused: int,
+                windows_run: int, wall: float, cpu: float,
+                input_lengths: dict[str, Any] | None = None) -> dict[str, Any]:
+    for m in models:
+        s = stats.get(m["name"])
+        if s:
+            m["requests"] = int(s.get("requests", 0))
+            m["retries"] = int(s.get("retries", 0))
+            # Triton: summed request latencies (requests overlap); local: wall time of the model.
+            m["embed_seconds"] = round(float(s.get("seconds", 0.0)), 4)
+    embed_s = timings.get("embed", 0.0)
+    return {
+        "tool": "virnucpro-triton orchestrator",
+        "version": __version__,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "parameters": parameters,
+        "backend": backend,
+        "servers": parameters["servers"],
+        "endpoints": endpoints,
+        "models": models,
+        "classifier": {"path": str(Path(clf_path).resolve()), "sha256": clf_sha,
+                       "input_width": int(clf.input_width)},
+        "inputs_sha256": input_digests,
+        "counts": {"records": counters.records, "bases": counters.bases,
+                   "chunks": counters.chunks, "frames": counters.frames,
+                   "windows": counters.windows},
+        "input_lengths": input_lengths,
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "throughput": {
+            "frames_embedded": frames_embedded,
+            "frames_per_s": round(frames_embedded / wall, 2) if wall > 0 else None,
+            "frames_per_s_embed": round(frames_embedded / embed_s, 2) if embed_s > 0 else None,
+            "client_cpu_seconds": round(cpu, 3),
+            "frames_per_client_cpu_s": round(frames_embedded / cpu, 1) if cpu > 0 else None,
+        },
+        "resumed": {"resumed": windows_reused > 0, "windows_reused": windows_reused,
+                    "windows_run": windows_run},
+    }
+
+
+def _write_empty(paths: OutputPaths, ckpt: Checkpoint, parameters: dict[str, Any],
+                 clf: Classifier, clf_sha: str, input_digests: list[str], wall0: float,
+                 cpu0: float) -> dict[str, Any]:
+    """No records: header-only outputs, no models needed."""
+    counters = Counters()
+    wall = time.perf_counter() - wall0
+    run_json = _run_record(
+        parameters=parameters, backend=parameters["backend"], endpoints=None, models=[],
+        stats={}, clf=clf, clf_path=parameters["classifier"], clf_sha=clf_sha,
+        input_digests=input_digests, counters=counters, timings={"total": wall},
+        frames_embedded=0, windows_reused=0, windows_run=0, wall=wall,
+        cpu=time.process_time() - cpu0,
+    )
+    fingerprint = {"tool_version": __version__, "inputs_sha256": input_digests, "empty": True}
+    if ckpt.open(fingerprint, restart=parameters["restart"]) < 0:
+        return run_json
+    ckpt.assemble(final_files(paths), run_json)
+    return run_json
+

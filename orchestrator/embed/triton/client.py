@@ -1,0 +1,515 @@
+"""The Triton gRPC client (`EmbeddingClient`): one run's requests spread over many servers.
+
+Each window's frames become length-sorted requests (`batch_size` rows, at most the smallest
+`max_batch_size` any endpoint serves) for both models. One dispatcher thread sends them to the
+endpoint with the most free capacity; an endpoint's capacity per model is `2 x instance count`
+from *its own* config (Triton's guidance for keeping every instance busy while the next request
+waits in its queue), so an 8-GPU node takes 8x the requests of a 1-GPU node. Windows are
+submitted ahead (`submit` returns at once) and their requests queue behind the earlier windows',
+so servers never wait for the client between windows; results are handed back per window.
+
+Failover: an endpoint whose call fails with a connection-level error is marked down, its
+outstanding requests go back to the front of the queue at once (for the other endpoints), and a
+health probe re-admits it when it answers again. Only when no endpoint is up and none has
+answered for `VIRNUCPRO_RETRY_DEADLINE` seconds (default 60) does the run end with
+`ServerUnavailable` (exit 3, checkpoint intact). At start every endpoint must become ready within
+`VIRNUCPRO_CONNECT_TIMEOUT` seconds (default 10) and serve the same widths and weight checksums;
+each request may take up to `VIRNUCPRO_REQUEST_TIMEOUT` seconds (default 600).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orchestrator.embed.contract import DNA_MODEL, INPUT_NAME, MODELS, OUTPUT_NAME, PROTEIN_MODEL
+from orchestrator.embed.triton.endpoints import (
+    ConnectionOptions,
+    Endpoint,
+    ModelSettings,
+    bytes_tensor_payload,
+    first_line,
+    model_differences,
+    parse_servers,
+    resolve_servers,
+)
+from orchestrator.errors import (
+    InputError,
+    Interrupted,
+    OrchestratorError,
+    ServerUnavailable,
+    TLSProblem,
+)
+
+log = logging.getLogger("orchestrator")
+
+RETRY_DEADLINE_ENV = "VIRNUCPRO_RETRY_DEADLINE"
+CONNECT_TIMEOUT_ENV = "VIRNUCPRO_CONNECT_TIMEOUT"
+REQUEST_TIMEOUT_ENV = "VIRNUCPRO_REQUEST_TIMEOUT"
+DEFAULT_RETRY_DEADLINE_S = 60.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_REQUEST_TIMEOUT_S = 600.0
+PROBE_INTERVAL_S = 0.5
+# A request that fails this often while others succeed is the request's fault, not an outage.
+MAX_ATTEMPTS = 20
+
+# gRPC status codes (as InferenceServerException.status() spells them) that mean "server or
+# connection not there right now": restarting, overloaded, or the connection dropped.
+_RETRIABLE_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED",
+                     "CANCELLED")
+_RETRIABLE_TEXT = ("not ready", "unknown model", "failed to connect", "socket closed",
+                   "connection reset", "broken pipe", "unavailable", "not found")
+
+
+def _env_seconds(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise OrchestratorError(f"{name}={value!r} is not a number of seconds") from exc
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """True for errors that mean "server or connection not there right now", not "bad request"."""
+    status = getattr(exc, "status", None)
+    code = str(status() if callable(status) else status or "")
+    if any(code.endswith(s) for s in _RETRIABLE_STATUS):
+        return True
+    lowered = str(exc).lower()
+    return any(t in lowered for t in _RETRIABLE_TEXT)
+
+
+class EmbeddingTicket:
+    """One submitted window: its embeddings fill in as requests come back; `result()` waits.
+
+    `first_sent` and `completed` (monotonic seconds) show how windows overlap.
+    """
+
+    def __init__(self, n: int, widths: dict[str, int]) -> None:
+        self.outputs = {m: np.empty((n, w), dtype=np.float32) for m, w in widths.items()}
+        self.remaining = 0
+        self.first_sent: float | None = None
+        self.completed: float | None = None
+        self.future: Future[tuple[np.ndarray, np.ndarray]] = Future()
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.future.result()
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def _finish(self) -> None:
+        self.completed = time.monotonic()
+        self.future.set_result((self.outputs[DNA_MODEL], self.outputs[PROTEIN_MODEL]))
+
+
+@dataclass
+class _Job:
+    ticket: EmbeddingTicket
+    model: str
+    rows: np.ndarray  # indices into the window's frame list
+    payload: bytes
+    order: int  # global submission order: earlier windows' requests go first
+    attempts: int = 0
+
+    def __lt__(self, other: _Job) -> bool:
+        return self.order < other.order
+
+
+class EmbeddingClient:
+    """Embeds frames through one or many Triton servers: `dnabert_s` on nucleotide slices,
+    `esm2` on proteins."""
+
+    def __init__(
+        self,
+        servers: str | Sequence[str],
+        *,
+        batch_size: int | None = None,
+        max_in_flight: int | None = None,
+        connect_timeout: float | None = None,
+        retry_deadline: float | None = None,
+        options: ConnectionOptions | None = None,
+    ) -> None:
+        import tritonclient.grpc as grpcclient  # noqa: F401  (fail early if missing)
+
+        self.urls = resolve_servers(parse_servers([servers] if isinstance(servers, str)
+                                                  else servers))
+        self.options = options or ConnectionOptions()
+        self.connect_timeout = (connect_timeout if connect_timeout is not None
+                                else _env_seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S))
+        self.retry_deadline = (retry_deadline if retry_deadline is not None
+                               else _env_seconds(RETRY_DEADLINE_ENV, DEFAULT_RETRY_DEADLINE_S))
+        self.request_timeout = _env_seconds(REQUEST_TIMEOUT_ENV, DEFAULT_REQUEST_TIMEOUT_S)
+        self._max_in_flight = max_in_flight
+        self.endpoints = [Endpoint(u, self.options, self.request_timeout) for u in self.urls]
+        self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._failure: BaseException | None = None
+        self._pending: dict[str, list[_Job]] = {m: [] for m in MODELS}
+        self._outstanding: dict[int, tuple[Endpoint, _Job, float]] = {}
+        self._open: set[EmbeddingTicket] = set()
+        self._tokens = itertools.count()
+        self._order = itertools.count()
+        self._rotation = itertools.count()
+        self._outage_since: float | None = None
+        self._model_stats = {m: {"requests": 0, "retries": 0, "seconds": 0.0, "frames": 0}
+                             for m in MODELS}
+        try:
+            self.reference = self._start_endpoints()
+        except BaseException:
+            self._close_endpoints()
+            raise
+        up = [e for e in self.endpoints if e.state == "up"]
+        self.batch_size = {m: min(batch_size or 1 << 30, *(e.settings[m].max_batch_size for e in up))
+                           for m in MODELS}
+        self.widths = (self.reference[DNA_MODEL].width, self.reference[PROTEIN_MODEL].width)
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="embed-dispatcher",
+                                            daemon=True)
+        self._dispatcher.start()
+
+    # -- start -----------------------------------------------------------------------------------
+    def _start_endpoints(self) -> dict[str, ModelSettings]:
+        """Connect to every endpoint at once; refuse any that serves other models (exit 2),
+        report those that are down (exit 3 only when none is usable)."""
+        errors: dict[str, BaseException] = {}
+
+        def start(ep: Endpoint) -> None:
+            try:
+                ep.connect()
+                ep.wait_ready(self.connect_timeout)
+                ep.settings = ep.read_settings(self.connect_timeout, self._max_in_flight)
+                ep.state = "up"
+            except BaseException as exc:  # reported below, per endpoint
+                errors[ep.url] = exc
+                ep.last_error = first_line(exc)
+
+        threads = [threading.Thread(target=start, args=(ep,), daemon=True) for ep in self.endpoints]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        up = [e for e in self.endpoints if e.state == "up"]
+        if not up:
+            if len(self.endpoints) == 1:
+                exc = errors[self.urls[0]]
+                if isinstance(exc, TLSProblem):
+                    raise exc
+                if not isinstance(exc, OrchestratorError):
+                    raise ServerUnavailable(f"Triton server at {self.urls[0]}: {first_line(exc)}")
+                raise ServerUnavailable(f"{exc}; start it (orchestrator serve --model-repository "
+                                        "...) or pass --server HOST:PORT") from exc
+            raise ServerUnavailable(
+                f"none of the {len(self.endpoints)} Triton endpoints is usable: "
+                + "; ".join(first_line(errors[u]) for u in self.urls))
+        reference = up[0]
+        for ep in up[1:]:
+            diffs = model_differences(reference.settings, ep.settings)
+            if diffs:
+                ep.state = "refused"
+                raise InputError(
+                    f"Triton at {ep.url} serves different models than {reference.url}: "
+                    f"{'; '.join(diffs)}; every endpoint of a run must serve the same weights")
+        now = time.monotonic()
+        for ep in self.endpoints:
+            if ep.state != "up":
+                ep.down_since = now
+                log.warning("warning: Triton at %s is unavailable at start (%s); running on %d of "
+                            "%d endpoints, it joins when it answers", ep.url, ep.last_error,
+                            len(up), len(self.endpoints))
+                self._watch(ep)
+        return reference.settings
+
+    # -- information -----------------------------------------------------------------------------
+    def models_info(self) -> list[dict[str, Any]]:
+        """Names, versions, checksums and widths as the servers report them (for run.json)."""
+        up = [e for e in self.endpoints if e.settings]
+        return [
+            {"name": s.name, "version": s.version, "weights_sha256": s.weights_sha256,
+             "width": s.width,
+             "max_batch_size": min(e.settings[m].max_batch_size for e in up),
+             "instances": sum(e.settings[m].instances for e in up),
+             "batch_size": self.batch_size[m],
+             "max_in_flight": sum(e.settings[m].max_in_flight for e in up)}
+            for m, s in self.reference.items()
+        ]
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {m: dict(s) for m, s in self._model_stats.items()}
+
+    def endpoints_info(self) -> list[dict[str, Any]]:
+        """Per endpoint: state, requests, rows, failures, seconds unavailable (for run.json)."""
+        with self._lock:
+            now = time.monotonic()
+            return [ep.info(now) for ep in self.endpoints]
+
+    # -- submitting ------------------------------------------------------------------------------
+    def submit(self, nucleotides: list[str], proteins: list[str]) -> EmbeddingTicket:
+        """Queue a window's frames for both models and return at once; the ticket's `result()`
+        gives embeddings [n, dna_width] and [n, protein_width] float32 in the given row order."""
+        n = len(nucleotides)
+        ticket = EmbeddingTicket(n, {DNA_MODEL: self.widths[0], PROTEIN_MODEL: self.widths[1]})
+        if n == 0:
+            ticket._finish()
+            return ticket
+        jobs = [*self._jobs(ticket, DNA_MODEL, nucleotides),
+                *self._jobs(ticket, PROTEIN_MODEL, proteins)]
+        ticket.remaining = len(jobs)
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            self._events.put(("submit", ticket, jobs))
+        return ticket
+
+    def _jobs(self, ticket: EmbeddingTicket, model: str, strings: list[str]) -> list[_Job]:
+        """Length-sorted requests, so each pads little on the server."""
+        size = self.batch_size[model]
+        lengths = np.fromiter((len(s) for s in strings), dtype=np.int64, count=len(strings))
+        order = np.argsort(lengths, kind="stable")
+        return [_Job(ticket, model, rows, bytes_tensor_payload([strings[i] for i in rows]),
+                     next(self._order))
+                for rows in (order[s:s + size] for s in range(0, len(order), size))]
+
+    # -- the dispatcher thread -------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        try:
+            while not self._closing.is_set():
+                self._send_pending()
+                self._check_deadline()
+                try:
+                    event = self._events.get(timeout=0.25)
+                except queue.Empty:
+                    continue
+                with self._lock:
+                    self._handle(event)
+        except BaseException as exc:  # handed to every waiting window
+            self._fail(exc)
+
+    def _handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "submit":
+            _, ticket, jobs = event
+            self._open.add(ticket)
+            for job in jobs:
+                heapq.heappush(self._pending[job.model], job)
+        elif kind == "done":
+            self._done(*event[1:])
+        elif kind == "up":
+            self._admit(*event[1:])
+
+    def _send_pending(self) -> None:
+        """Each queued request to the endpoint with the most free slots; ties rotate, so equal
+        endpoints share the work evenly even when there is more capacity than work."""
+        n = len(self.endpoints)
+        for model in MODELS:
+            heap = self._pending[model]
+            while heap:
+                start = next(self._rotation) % n
+                candidates = (self.endpoints[(start + i) % n] for i in range(n))
+                ep = max((e for e in candidates if e.state == "up" and e.free_slots(model) > 0),
+                         key=lambda e, m=model: e.free_slots(m), default=None)
+                if ep is None:
+                    break
+                self._send(ep, heapq.heappop(heap))
+
+    def _send(self, ep: Endpoint, job: _Job) -> None:
+        import tritonclient.grpc as grpcclient
+
+        token = next(self._tokens)
+        now = time.monotonic()
+        ep.in_flight[job.model] += 1
+        self._outstanding[token] = (ep, job, now)
+        if job.ticket.first_sent is None:
+            job.ticket.first_sent = now
+        inp = grpcclient.InferInput(INPUT_NAME, [len(job.rows), 1], "BYTES")
+        # The payload is already in Triton's BYTES wire format; handing it over directly skips
+        # tritonclient's per-element serialisation (set_data_from_numpy does the same assignment).
+        inp._raw_content = job.payload
+
+        def callback(result: Any, error: Any) -> None:
+            self._events.put(("done", token, result, error))
+
+        try:
+            ep.client.async_infer(job.model, [inp], callback, headers=self.options.header_dict(),
+                                  client_timeout=self.request_timeout)
+        except Interrupted:
+            raise
+        except Exception as exc:  # channel closed under us: treat like a failed call
+            self._events.put(("done", token, None, exc))
+
+    def _done(self, token: int, result: Any, error: Any) -> None:
+        entry = self._outstanding.pop(token, None)
+        if entry is None:
+            return  # its endpoint was marked down and the request already re-sent
+        ep, job, sent = entry
+        ep.in_flight[job.model] -= 1
+        if error is not None:
+            self._failed(ep, job, error)
+            return
+        width = self.reference[job.model].width
+        try:
+            emb = result.as_numpy(OUTPUT_NAME)
+        except Exception as exc:
+            raise OrchestratorError(f"model {job.model} at {ep.url} answered without "
+                                    f"{OUTPUT_NAME}: {exc}") from exc
+        if emb is None or emb.shape != (len(job.rows), width):
+            raise OrchestratorError(f"model {job.model} at {ep.url} returned shape "
+                                    f"{None if emb is None else emb.shape}, expected "
+                                    f"{(len(job.rows), width)}")
+        ticket = job.ticket
+        ticket.outputs[job.model][job.rows] = emb
+        ticket.remaining -= 1
+        if ticket.remaining == 0:
+            self._open.discard(ticket)
+            ticket._finish()
+        self._outage_since = None
+        ep.stats.requests += 1
+        ep.stats.rows += len(job.rows)
+        stats = self._model_stats[job.model]
+        stats["requests"] += 1
+        stats["frames"] += len(job.rows)
+        stats["seconds"] += time.monotonic() - sent
+
+    def _failed(self, ep: Endpoint, job: _Job, error: Any) -> None:
+        if not is_retriable(error):
+            raise OrchestratorError(f"model {job.model} at {ep.url} rejected a request: "
+                                    f"{first_line(error)}")
+        ep.stats.failures += 1
+        self._requeue(job)
+        if job.attempts > MAX_ATTEMPTS:
+            raise ServerUnavailable(f"a request to {job.model} failed {job.attempts} times "
+                                    f"(last at {ep.url}: {first_line(error)})")
+        self._mark_down(ep, f"model {job.model}: {first_line(error)}")
+
+    def _requeue(self, job: _Job) -> None:
+        job.attempts += 1
+        self._model_stats[job.model]["retries"] += 1
+        heapq.heappush(self._pending[job.model], job)
+
+    def _mark_down(self, ep: Endpoint, reason: str) -> None:
+        """Take `ep` out of rotation: its outstanding requests go back to the queue now (the
+        other endpoints take them), its channel is replaced, a probe watches for its return."""
+        if ep.state != "up":
+            return
+        now = time.monotonic()
+        ep.state = "down"
+        ep.down_since = now
+        ep.last_error = reason
+        moved = [t for t, (e, _, _) in self._outstanding.items() if e is ep]
+        for token in moved:
+            self._requeue(self._outstanding.pop(token)[1])
+        ep.in_flight = dict.fromkeys(MODELS, 0)
+        if self._outage_since is None:
+            self._outage_since = now
+        others = sum(e.state == "up" for e in self.endpoints)
+        log.warning("Triton at %s failed (%s); %d outstanding requests re-sent to %d other "
+                    "endpoint(s); retrying it for up to %.0f s", ep.url, reason, len(moved) + 1,
+                    others, self.retry_deadline)
+        ep.connect()  # closing the old channel cancels its calls; their answers are ignored
+        self._watch(ep)
+
+    def _watch(self, ep: Endpoint) -> None:
+        """Probe a down endpoint on its own thread; post "up" (with its settings the first time)
+        once it is live and both models are ready."""
+        client = ep.client
+
+        def run() -> None:
+            probe = Endpoint(ep.url, ep.options, ep.request_timeout, client=client)
+            while not self._closing.wait(PROBE_INTERVAL_S):
+                if ep.client is not client:
+                    return  # replaced (closed run, or marked down again)
+                if not probe.probe(timeout=2.0):
+                    ep.last_error = probe.last_error or ep.last_error
+                    continue
+                settings = None
+                if not ep.settings:
+                    try:
+                        settings = probe.read_settings(self.connect_timeout, self._max_in_flight)
+                    except OrchestratorError as exc:
+                        ep.last_error = str(exc)
+                        continue
+                self._events.put(("up", ep, client, settings))
+                return
+
+        threading.Thread(target=run, name=f"health-{ep.url}", daemon=True).start()
+
+    def _admit(self, ep: Endpoint, client: Any, settings: dict[str, ModelSettings] | None) -> None:
+        if ep.client is not client or ep.state != "down":
+            return
+        if settings is not None:
+            diffs = model_differences(self.reference, settings)
+            diffs += [f"{m} max_batch_size {settings[m].max_batch_size} is below this run's "
+                      f"requests of {self.batch_size[m]}" for m in MODELS
+                      if settings[m].max_batch_size < self.batch_size[m]]
+            if diffs:
+                ep.state = "refused"
+                ep.last_error = "; ".join(diffs)
+                log.error("Triton at %s refused: it serves different models than this run (%s)",
+                          ep.url, ep.last_error)
+                return
+            ep.settings = settings
+        now = time.monotonic()
+        if ep.down_since is not None:
+            ep.stats.unavailable_seconds += now - ep.down_since
+        ep.down_since = None
+        ep.state = "up"
+        log.info("Triton at %s answers again; re-admitted", ep.url)
+
+    def _check_deadline(self) -> None:
+        if self._outage_since is None or any(e.state == "up" for e in self.endpoints):
+            return
+        if time.monotonic() - self._outage_since > self.retry_deadline:
+            errors = "; ".join(f"{e.url}: {e.last_error}" for e in self.endpoints)
+            raise ServerUnavailable(
+                f"no Triton endpoint answered for {self.retry_deadline:.0f} s ({errors}); "
+                "finished windows are checkpointed, rerun the same command to resume once a "
+                "server is back")
+
+    def _fail(self, exc: BaseException) -> None:
+        """The run cannot go on: every window still waiting gets the error."""
+        with self._lock:
+            self._failure = exc
+            waiting = list(self._open)
+            self._open.clear()
+            while True:
+                try:
+                    event = self._events.get_nowait()
+                except queue.Empty:
+                    break
+                if event[0] == "submit":
+                    waiting.append(event[1])
+        for ticket in waiting:
+            if not ticket.future.done():
+                ticket.future.set_exception(exc)
+
+    # -- closing ---------------------------------------------------------------------------------
+    def _close_endpoints(self) -> None:
+        for ep in self.endpoints:
+            ep.close()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._events.put(("close",))
+        if self._dispatcher.is_alive() and self._dispatcher is not threading.current_thread():
+            self._dispatcher.join(timeout=5.0)
+        self._close_endpoints()
+
+    def __enter__(self) -> EmbeddingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,63 @@
+"""The options `predict` and `embed` share, their defaults (written only here) and their checks.
+
+Kept free of numpy and gRPC imports: the CLI reads the defaults from here at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from orchestrator.errors import InputError
+
+if TYPE_CHECKING:
+    from orchestrator.embed.triton.endpoints import ConnectionOptions
+
+SERVER_ENV = "VIRNUCPRO_TRITON_URL"
+DEFAULT_SERVER = "localhost:8001"
+DEFAULT_BACKEND = "triton"
+# Kept frames per checkpointed window: large enough to keep the servers' batches full, small
+# enough that a window's vectors (4096 x 13 KB with the real models) stay a small part of memory.
+DEFAULT_WINDOW = 4096
+# Windows queued beyond the one being waited for: enough that the servers never wait for the
+# client between windows, few enough that memory stays a small number of windows.
+DEFAULT_LOOKAHEAD = 2
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Inputs, chunking, where and how to embed, and resume: everything read -> embed needs.
+
+    `servers`: HOST:PORT strings, each possibly a comma-separated list (all used at once).
+    """
+
+    inputs: Sequence[str]
+    chunk_size: int
+    backend: str = DEFAULT_BACKEND
+    servers: str | Sequence[str] = (DEFAULT_SERVER,)
+    model_repository: str | None = None
+    batch_size: int | None = None
+    max_in_flight: int | None = None
+    window: int = DEFAULT_WINDOW
+    lookahead: int = DEFAULT_LOOKAHEAD
+    restart: bool = False
+    progress: bool = False
+    connection: ConnectionOptions | None = field(default=None)
+
+    def check(self) -> None:
+        """Usage errors (exit 2) before anything is read or any server is asked."""
+        if not self.inputs:
+            raise InputError("no input given")
+        if self.chunk_size <= 0:
+            raise InputError(f"--chunk-size must be positive, got {self.chunk_size}")
+        if self.window <= 0:
+            raise InputError(f"--window must be positive, got {self.window}")
+        if self.lookahead < 0:
+            raise InputError(f"--lookahead must be 0 or more, got {self.lookahead}")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise InputError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.max_in_flight is not None and self.max_in_flight <= 0:
+            raise InputError(f"--max-in-flight must be positive, got {self.max_in_flight}")
+        if list(self.inputs).count("-") > 1:
+            raise InputError("stdin (-) can be given only once")
