@@ -19,6 +19,7 @@ from encoders.errors import EncoderError
 from orchestrator import __version__
 from orchestrator.classify.calls import CallSettings
 from orchestrator.embed.backends import BACKENDS
+from orchestrator.embed.triton.lockdown import ADMIN_KEY_ENV, MODEL_CONTROL
 from orchestrator.errors import InputError, Interrupted, OrchestratorError
 from orchestrator.pipeline.options import (
     DEFAULT_BACKEND,
@@ -298,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--gpu", action="store_true", help="use configs/gpu.pbtxt (KIND_GPU on every GPU)")
     p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for all models")
+    admin = p.add_argument_group(
+        "administration (model repository, shared memory, logging and trace are refused without "
+        "the admin key; inference, health, metadata, config and statistics are open)")
+    admin.add_argument("--admin-key", metavar="KEY",
+                       help=f"value of the admin header (default ${ADMIN_KEY_ENV}, which keeps it out of "
+                       "`ps`; neither set: administrative calls are refused to everyone)")
+    admin.add_argument("--model-control", choices=MODEL_CONTROL, default="none",
+                       help="none: models load at start and stay (default); explicit: admins may "
+                       "load and unload models remotely")
     tls = p.add_argument_group("TLS for the gRPC endpoint (HTTP then listens on loopback only)")
     tls.add_argument("--ssl-cert", metavar="SERVER.pem", help="server certificate (turns TLS on)")
     tls.add_argument("--ssl-key", metavar="SERVER.key", help="private key of --ssl-cert")
@@ -404,6 +414,8 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             gpu=args.gpu,
             ready_timeout=args.ready_timeout,
             tls=ServerTLS(args.ssl_cert, args.ssl_key, args.ssl_root_cert) if args.ssl_cert else None,
+            admin_key=args.admin_key or os.environ.get(ADMIN_KEY_ENV) or None,
+            model_control=args.model_control,
         )
     if args.command == "demo":
         from orchestrator.commands.demo import run_demo
