@@ -8,6 +8,7 @@ opens them where the model-control mode allows.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -212,3 +213,159 @@ def test_container_entry_point_execs_tritonserver_locked_down(tmp_path, monkeypa
     monkeypatch.setenv("VIRNUCPRO_ADMIN_KEY", "short")
     with pytest.raises(SystemExit):
         lockdown_main([])
+
+
+# -- orchestrator status -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def other_weights_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """Toy models with other weights checksums and two priority levels."""
+    repo = write_toy_repository(tmp_path_factory.mktemp("other") / "repo", weights_tag="-other")
+    for config in repo.glob("*/config.pbtxt"):
+        config.write_text(config.read_text().replace(
+            "dynamic_batching {", "dynamic_batching { priority_levels: 2 default_priority_level: 2"))
+    with TritonServer(repo) as server:
+        yield server
+
+
+def _metrics(server: TritonServer) -> str:
+    return f"http://127.0.0.1:{server.metrics_port}/metrics"
+
+
+def _status(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    from orchestrator.commands.cli import main
+
+    code = main(["status", "--interval", "0.3", "--timeout", "3", *args])
+    return code, capsys.readouterr().out
+
+
+def test_status_lists_up_and_down_endpoints(explicit_server, capsys):
+    down = f"127.0.0.1:{free_port()}"
+    servers = f"{explicit_server.grpc_url},{down}"
+    metrics = ["--metrics-url", _metrics(explicit_server), "--metrics-url", f"127.0.0.1:{free_port()}"]
+    code, out = _status(capsys, "--server", servers, *metrics)
+    assert code == 0, out
+    up_line, down_line, summary = out.strip().splitlines()
+    assert up_line.startswith("ready") and explicit_server.grpc_url in up_line and "plaintext" in up_line
+    assert "dnabert_s v1 width 8 sha toy-dnabert_ cpu x1 batch 16 priorities -" in up_line
+    assert "esm2 v1 width 8 sha toy-esm2 cpu x1 batch 16" in up_line
+    assert "pending 0" in up_line and "inf/s" in up_line
+    assert down_line.startswith("unreachable") and down in down_line and "metrics" in down_line
+    assert summary == "predict would use 1 of 2 endpoint(s); they agree on the weights"
+
+    code, out = _status(capsys, "--server", servers, *metrics, "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["exit_code"] == 0 and report["usable"] == 1 and report["agree"] is True
+    up, gone = report["endpoints"]
+    assert (up["url"], up["state"], up["transport"], up["agrees"]) == \
+        (explicit_server.grpc_url, "ready", "plaintext", True)
+    assert up["models"]["dnabert_s"] == {
+        "name": "dnabert_s", "ready": True, "version": "1", "width": 8,
+        "weights_sha256": "toy-dnabert_s", "kind": "cpu", "instances": 1, "max_batch_size": 16,
+        "priority_levels": None, "default_priority_level": None}
+    assert up["load"]["esm2"]["pending"] == 0 and up["metrics_problem"] == "" and up["gpus"] == []
+    assert (gone["url"], gone["state"], gone["models"], gone["agrees"]) == (down, "unreachable", {}, None)
+    assert gone["problem"] and gone["metrics_problem"]
+
+
+def test_status_exit_2_when_weights_differ(explicit_server, other_weights_server, capsys):
+    servers = f"{explicit_server.grpc_url},{other_weights_server.grpc_url}"
+    metrics = ["--metrics-url", _metrics(explicit_server), "--metrics-url", _metrics(other_weights_server)]
+    code, out = _status(capsys, "--server", servers, *metrics)
+    assert code == 2, out
+    lines = out.strip().splitlines()
+    assert "DIFFERS: dnabert_s weights_sha256 toy-dnabert_s-ot" in lines[1]
+    assert "priorities 2 (default 2)" in lines[1]
+    assert "predict would refuse to run (exit 2)" in lines[2]
+    code, out = _status(capsys, "--server", servers, *metrics, "--json")
+    report = json.loads(out)
+    assert code == report["exit_code"] == 2 and report["agree"] is False
+    assert report["endpoints"][1]["models"]["esm2"]["priority_levels"] == 2
+    assert report["endpoints"][1]["differences"]
+
+
+def test_status_exit_3_when_none_is_usable(capsys, monkeypatch):
+    monkeypatch.setenv("VIRNUCPRO_TRITON_URL", f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}")
+    code, out = _status(capsys)
+    assert code == 3
+    assert out.count("unreachable") == 2 and "no usable endpoint of 2" in out
+    code, out = _status(capsys, "--json")
+    assert code == 3 and json.loads(out)["usable"] == 0
+    code, _ = _status(capsys, "--metrics-url", "http://127.0.0.1:1/metrics")  # one URL, two servers
+    assert code == 2
+
+
+def test_status_watch_repeats_until_interrupted(explicit_server, capsys, monkeypatch):
+    from orchestrator.commands import status
+
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) >= 4:  # two checks (each sleeps for its interval once), then Ctrl-C
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(status.time, "sleep", sleep)
+    code, out = _status(capsys, "--server", explicit_server.grpc_url, "--metrics-url",
+                        _metrics(explicit_server), "--watch", "5", "--json")
+    assert code == 0
+    assert [json.loads(line)["exit_code"] for line in out.splitlines()] == [0, 0]
+
+
+def test_status_sees_pending_requests_while_predict_runs(slow_server, tmp_path, capsys):
+    from predict_fixtures import orchestrator_cmd, write_coding_fasta, write_toy_classifier
+
+    fasta = write_coding_fasta(tmp_path / "in.fa", records=60, length=900)
+    clf = write_toy_classifier(tmp_path / "clf.safetensors")
+    proc = subprocess.Popen(
+        orchestrator_cmd("predict", str(fasta), "-o", str(tmp_path / "out"), "--chunk-size", "300",
+                         "--classifier", str(clf), "--server", slow_server.grpc_url, "--window", "32"),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        seen: dict[str, float] = {}
+        while not (seen.get("pending", 0) > 0 and seen.get("rate", 0) > 0):
+            assert proc.poll() is None, f"predict ended before status saw its load: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, seen
+            code, out = _status(capsys, "--server", slow_server.grpc_url, "--metrics-url",
+                                _metrics(slow_server), "--json")
+            assert code == 0
+            load = json.loads(out)["endpoints"][0]["load"]
+            seen["pending"] = max(seen.get("pending", 0), *(m["pending"] for m in load.values()))
+            seen["rate"] = max(seen.get("rate", 0), *(m["inferences_per_s"] for m in load.values()))
+            queue = [m["queue_ms"] for m in load.values() if m["queue_ms"] is not None]
+            compute = [m["compute_ms"] for m in load.values() if m["compute_ms"] is not None]
+            assert all(q >= 0 for q in queue) and all(c >= 100 for c in compute)  # 0.15 s per execute
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_metrics_page_parsing_and_load():
+    from orchestrator.embed.triton.metrics import Scrape, gpu_load, metrics_url_for, model_load, parse
+
+    page = (
+        '# HELP nv_inference_count Number of inferences\n# TYPE nv_inference_count counter\n'
+        'nv_inference_count{model="esm2",version="1"} 100\n'
+        'nv_inference_count{model="esm2",version="2"} 20\n'
+        'nv_inference_request_success{model="esm2",version="1"} 10\n'
+        'nv_inference_queue_duration_us{model="esm2",version="1"} 50000\n'
+        'nv_inference_compute_infer_duration_us{model="esm2",version="1"} 2e5\n'
+        'nv_inference_pending_request_count{model="esm2",version="1"} 3\n'
+        'nv_gpu_utilization{gpu_uuid="GPU-a\\"b"} 0.5 1700000000\n'
+        'nv_gpu_memory_used_bytes{gpu_uuid="GPU-a\\"b"} 4e9\n'
+        'nv_gpu_memory_total_bytes{gpu_uuid="GPU-a\\"b"} 8e9\n'
+        'garbage line\n')
+    later = page.replace("} 100", "} 300").replace("} 10\n", "} 20\n").replace("} 50000", "} 150000") \
+        .replace("} 2e5", "} 4e5")
+    a, b = Scrape(10.0, parse(page)), Scrape(12.0, parse(later))
+    assert a.total("nv_inference_count", model="esm2") == 120
+    load = model_load(a, b, ["esm2", "dnabert_s"])
+    assert load["esm2"].inferences_per_s == 100 and load["esm2"].pending == 3
+    assert load["esm2"].queue_ms == 10 and load["esm2"].compute_ms == 20
+    assert load["dnabert_s"].pending is None and load["dnabert_s"].queue_ms is None
+    (gpu,) = gpu_load(b)
+    assert (gpu.gpu, gpu.utilization, gpu.memory_used_bytes, gpu.memory_total_bytes) == \
+        ('GPU-a"b', 0.5, 4e9, 8e9)
+    assert metrics_url_for("node1:8001") == "http://node1:8002/metrics"
+    assert metrics_url_for("[::1]:9001", 9002) == "http://[::1]:9002/metrics"
