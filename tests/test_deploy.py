@@ -48,7 +48,7 @@ def test_compose_file_is_valid_for_docker_compose():
 
 
 def test_compose_builds_our_images_and_installs_nothing_at_start():
-    services = _compose()["services"]
+    services = {n: s for n, s in _compose()["services"].items() if "build" in s}
     assert set(services) == {"triton", "orchestrator"}
     for name, service in services.items():
         build = service["build"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -369,3 +370,126 @@ def test_metrics_page_parsing_and_load():
         ('GPU-a"b', 0.5, 4e9, 8e9)
     assert metrics_url_for("node1:8001") == "http://node1:8002/metrics"
     assert metrics_url_for("[::1]:9001", 9002) == "http://[::1]:9002/metrics"
+
+
+# -- dashboards and alerts ---------------------------------------------------------------------------
+MONITORING = ROOT / "deploy" / "monitoring"
+# Grafana's variables, replaced by what Grafana would put there before PromQL sees the query.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$job": "virnucpro-triton", "$instance": ".*"}
+
+
+def _dashboard() -> dict[str, Any]:
+    return json.loads((MONITORING / "grafana-dashboard.json").read_text())
+
+
+def _rules() -> list[dict[str, Any]]:
+    import yaml
+
+    return [r for g in yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
+            for r in g["rules"]]
+
+
+def _expressions() -> list[str]:
+    """Every PromQL expression of the dashboard (variables filled in) and of the alert rules."""
+    exprs = [t["expr"] for p in _dashboard()["panels"] for t in p["targets"]]
+    exprs.append(_dashboard()["templating"]["list"][2]["definition"].removeprefix("label_values(")
+                 .rpartition(",")[0])
+    for name, value in GRAFANA_VARIABLES.items():
+        exprs = [e.replace(name, value) for e in exprs]
+    return exprs + [r["expr"] for r in _rules()]
+
+
+def _metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects, from its parsed form (syntax errors raise)."""
+    promql = pytest.importorskip("promql_parser")
+    parsed = promql.parse(expr)
+    return set(re.findall(r"\b(nv_[a-z_]+|up)\b(?=\{|\s|\)|$)", str(parsed)))
+
+
+def test_every_metric_the_dashboard_and_rules_use_is_on_a_live_page(explicit_server):
+    """The names come from a live server (after one inference); the GPU-only ones, which a
+    server without GPUs does not publish, from Triton's documented list."""
+    from orchestrator.embed.triton.metrics import GPU_METRICS, MODEL_METRICS, scrape
+
+    _infer_ok(explicit_server)
+    live = scrape(_metrics(explicit_server), timeout=5).names()
+    assert set(MODEL_METRICS) <= live
+    used = set().union(*(_metric_names(e) for e in _expressions())) - {"up"}
+    assert used, "no metric names found"
+    assert used - live <= set(GPU_METRICS), used - live - set(GPU_METRICS)
+    assert set(GPU_METRICS) <= used and {"nv_inference_pending_request_count",
+                                         "nv_inference_queue_duration_us"} <= used
+
+
+def test_dashboard_loads_and_draws_what_operators_need():
+    dash = _dashboard()
+    panels = dash["panels"]
+    assert len({p["id"] for p in panels}) == len(panels) and dash["uid"] == "virnucpro-triton"
+    for p in panels:
+        assert p["type"] in ("timeseries", "stat") and p["targets"] and p["datasource"]["type"] == "prometheus"
+        assert set(p["gridPos"]) == {"x", "y", "w", "h"} and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
+        assert len({t["refId"] for t in p["targets"]}) == len(p["targets"])
+    text = " ".join(t["expr"] for p in panels for t in p["targets"])
+    for needed in ("nv_inference_pending_request_count", "rate(nv_inference_count",
+                   "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us",
+                   "nv_gpu_utilization", "nv_gpu_memory_used_bytes"):
+        assert needed in text, needed
+    assert all("by (instance, model)" in t["expr"] for p in panels if p["type"] == "timeseries"
+               for t in p["targets"] if "nv_inference" in t["expr"])  # per server
+    for expr in _expressions():
+        _metric_names(expr)  # PromQL that parses
+
+
+def test_alert_rules_load_and_match_the_kubernetes_copy():
+    import yaml
+
+    rules = {r["alert"]: r for r in _rules()}
+    assert set(rules) == {"VirNucProTritonDown", "VirNucProTritonModelNotReady",
+                          "VirNucProTritonQueueTimeHigh", "VirNucProTritonGpuMemoryNearFull"}
+    for rule in rules.values():
+        assert rule["labels"]["severity"] in ("warning", "critical")
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        assert re.fullmatch(r"\d+[smh]", rule["for"])
+        _metric_names(rule["expr"])
+    assert rules["VirNucProTritonQueueTimeHigh"]["expr"].endswith("> 1000")
+    assert rules["VirNucProTritonGpuMemoryNearFull"]["expr"].endswith("> 0.95")
+    operator = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
+    assert operator["kind"] == "PrometheusRule"
+    assert operator["spec"] == yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    scrape = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["job_name"] == "virnucpro-triton" and job["static_configs"][0]["targets"] == ["triton:8002"]
+
+
+def test_kubernetes_monitoring_renders_and_selects_the_triton_service():
+    import shutil
+
+    import yaml
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    rendered = {}
+    for folder in (MONITORING, ROOT / "deploy" / "kubernetes" / "base"):
+        proc = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        rendered.update({d["kind"]: d for d in yaml.safe_load_all(proc.stdout) if d})
+    monitor, service = rendered["ServiceMonitor"], rendered["Service"]
+    for key, value in monitor["spec"]["selector"]["matchLabels"].items():
+        assert service["metadata"]["labels"][key] == value
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["metadata"]["name"] == service["metadata"]["name"]  # the job label rules select
+    dashboard = rendered["ConfigMap"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["grafana-dashboard.json"]) == _dashboard()
+    assert rendered["PrometheusRule"]["spec"]["groups"][0]["rules"] == _rules()
+
+
+def test_compose_monitoring_mounts_the_files():
+    import yaml
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+        for volume in services[name]["volumes"]:
+            assert (ROOT / volume.split(":")[0]).is_file(), volume
