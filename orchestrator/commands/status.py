@@ -139,12 +139,19 @@ def _check(url: str, options: ConnectionOptions, timeout: float) -> EndpointStat
     except Exception as exc:  # tritonclient's errors, ServerUnavailable from read_settings
         text = first_line(exc)
         tls = tls_problem(url, options, text)
-        status.problem = f"TLS problem: {tls}" if tls else text
+        status.problem = f"TLS problem: {tls}" if tls else _short(text)
         status.state = "not ready" if status.models else "unreachable"
         status.settings = {}
     finally:
         ep.close()
     return status
+
+
+def _short(grpc_error: str) -> str:
+    """gRPC's connection failures end with the reason that matters ("Connection refused")."""
+    if "failed to connect to all addresses" in grpc_error:
+        return grpc_error.rpartition(": ")[2]
+    return grpc_error
 
 
 def _read(url: str, timeout: float) -> Scrape | str:
@@ -166,14 +173,14 @@ def collect(servers: list[str], options: ConnectionOptions, *, metrics_urls: lis
         pages = [check_metrics_url(u) for u in metrics_urls]
     else:
         pages = [metrics_url_for(u, metrics_port) for u in urls]
-    with ThreadPoolExecutor(max_workers=min(32, 2 * len(urls))) as pool:
-        checks = [pool.submit(_check, url, options, timeout) for url in urls]
+    with ThreadPoolExecutor(max_workers=min(32, len(urls))) as pool:
+        # Checks first: their calls (a width probe, for models of variable width) are not load.
+        endpoints = list(pool.map(lambda url: _check(url, options, timeout), urls))
         firsts = list(pool.map(lambda page: _read(page, timeout), pages))
         began = min((s.at for s in firsts if isinstance(s, Scrape)), default=time.monotonic())
         time.sleep(max(0.0, began + interval - time.monotonic()))
         seconds = list(pool.map(lambda pair: _read(pair[0], timeout) if isinstance(pair[1], Scrape)
                                 else pair[1], zip(pages, firsts, strict=True)))
-        endpoints = [c.result() for c in checks]
     for ep, page, a, b in zip(endpoints, pages, firsts, seconds, strict=True):
         ep.metrics_url = page
         if isinstance(a, Scrape) and isinstance(b, Scrape):
