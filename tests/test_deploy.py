@@ -8,6 +8,7 @@ every rendered object validates against the Kubernetes schemas (`kubernetes-vali
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -47,7 +48,7 @@ def test_compose_file_is_valid_for_docker_compose():
 
 
 def test_compose_builds_our_images_and_installs_nothing_at_start():
-    services = _compose()["services"]
+    services = {n: s for n, s in _compose()["services"].items() if "build" in s}
     assert set(services) == {"triton", "orchestrator"}
     for name, service in services.items():
         build = service["build"]
@@ -130,3 +131,24 @@ def test_gpu_overlay_has_gpus_probes_shm_and_a_headless_service():
     job_args = objects["Job"]["spec"]["template"]["spec"]["containers"][0]["args"]
     server = job_args[job_args.index("--server") + 1]
     assert server == f"dns:///{service['metadata']['name']}:8001"
+
+
+LOCKDOWN_ENTRY = ["python3", "-m", "orchestrator.embed.triton.lockdown"]
+
+
+def test_every_server_entry_point_is_locked_down():
+    """The image starts tritonserver through the lock-down entry point; compose and Kubernetes
+    keep that entry point (they set arguments only) and pass the admin key from outside."""
+    server = (ROOT / "deploy" / "docker" / "server.Dockerfile").read_text()
+    assert f"ENTRYPOINT {json.dumps(LOCKDOWN_ENTRY)}" in server
+    triton = _compose()["services"]["triton"]
+    assert "entrypoint" not in triton
+    assert triton["environment"]["VIRNUCPRO_ADMIN_KEY"] == "${VIRNUCPRO_ADMIN_KEY:-}"
+    for variant in ("base", "overlays/gpu"):
+        objects = {o["kind"]: o for o in _kustomize(KUSTOMIZE / variant)}
+        container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        assert "command" not in container
+        assert not any("restricted" in a or "model-control-mode" in a for a in container["args"])
+        env = {e["name"]: e for e in container["env"]}
+        ref = env["VIRNUCPRO_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref["optional"] is True  # no Secret: refused to everyone, the pod still starts

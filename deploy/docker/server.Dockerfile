@@ -2,8 +2,12 @@
 # dependencies, installed here at build time, so a GPU node without internet can start it.
 #
 #   docker build -f deploy/docker/server.Dockerfile -t virnucpro-triton:0.1.0 .
-#   docker run --gpus all --shm-size 16g -p 8001:8001 -p 8002:8002 \
+#   docker run --gpus all --shm-size 16g -p 8001:8001 -p 8002:8002 -e VIRNUCPRO_ADMIN_KEY \
 #       -v $PWD/artifacts/model_repository:/models:ro virnucpro-triton:0.1.0
+#
+# Locked down: the entry point starts tritonserver with the model-repository, shared-memory,
+# logging and trace protocols (gRPC and HTTP) refused unless a request carries the admin header
+# with $VIRNUCPRO_ADMIN_KEY (unset: refused to everyone); see orchestrator/embed/triton/lockdown.py.
 #
 # The model repository (configs + weights from `python -m export ...`) is mounted at /models. To
 # ship it inside the image instead (one artifact to copy to an air-gapped cluster), build the
@@ -22,7 +26,7 @@ COPY export /opt/virnucpro/export
 RUN pip install --no-cache-dir --no-deps /opt/virnucpro && rm -rf /opt/virnucpro
 
 EXPOSE 8000 8001 8002
-ENTRYPOINT ["tritonserver"]
+ENTRYPOINT ["python3", "-m", "orchestrator.embed.triton.lockdown"]
 CMD ["--model-repository=/models", "--model-config-name=gpu", "--disable-auto-complete-config", \
      "--allow-gpu-metrics=true"]
 

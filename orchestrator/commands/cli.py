@@ -14,11 +14,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
 from encoders.errors import EncoderError
 from orchestrator import __version__
 from orchestrator.classify.calls import CallSettings
 from orchestrator.embed.backends import BACKENDS
+from orchestrator.embed.triton.lockdown import ADMIN_KEY_ENV, MODEL_CONTROL
+from orchestrator.embed.triton.metrics import DEFAULT_METRICS_PORT
 from orchestrator.errors import InputError, Interrupted, OrchestratorError
 from orchestrator.pipeline.options import (
     DEFAULT_BACKEND,
@@ -28,6 +31,9 @@ from orchestrator.pipeline.options import (
     SERVER_ENV,
     PipelineOptions,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.embed.triton.endpoints import ConnectionOptions
 
 log = logging.getLogger("orchestrator")
 # One codon at least; ESM-2 takes proteins of at most 1,022 residues (3 x 1,022 bases).
@@ -45,6 +51,7 @@ examples:
   zcat reads.fa.gz | orchestrator predict - -o out/ --chunk-size 500 --classifier 500_model.pth
   orchestrator predict sample.unaligned.bam contigs.fa.zst -o out/ --chunk-size 500 --classifier 500_model.pth
   orchestrator report out/
+  orchestrator status --server gpu01:8001,gpu02:8001
   orchestrator embed reads.fq.gz -o sample.h5 --chunk-size 150
   orchestrator train --viral viral.h5 --other host.h5 -o 150_model.safetensors
   orchestrator evaluate --classifier 150_model.safetensors --viral test_viral.h5 --other test_host.h5 -o eval/
@@ -81,13 +88,28 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_serving(p: argparse.ArgumentParser) -> None:
-    """Where the encoders run, how requests are cut, and secure access: predict and embed."""
+def _add_servers(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server", action="append", metavar="HOST:PORT[,HOST:PORT...]",
         help="Triton gRPC endpoint(s); repeat or give a comma-separated list to use many servers "
         f"at once (default ${SERVER_ENV}, same syntax, or {DEFAULT_SERVER})",
     )
+
+
+def _add_secure_access(p: argparse.ArgumentParser) -> None:
+    tls = p.add_argument_group("secure access (TLS, gateway headers)")
+    tls.add_argument("--ssl", action="store_true", help="connect with TLS (implied by --ssl-root-cert/--ssl-cert)")
+    tls.add_argument("--ssl-root-cert", metavar="CA.pem",
+                     help="CA certificate(s) that signed the servers' certificates (default: system roots)")
+    tls.add_argument("--ssl-cert", metavar="CLIENT.pem", help="client certificate, for servers that require mutual TLS")
+    tls.add_argument("--ssl-key", metavar="CLIENT.key", help="private key of --ssl-cert")
+    tls.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
+                     help="gRPC metadata sent on every call, e.g. authorization='Bearer TOKEN' (repeatable)")
+
+
+def _add_serving(p: argparse.ArgumentParser) -> None:
+    """Where the encoders run, how requests are cut, and secure access: predict and embed."""
+    _add_servers(p)
     p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help="triton: models resident in a server (default); local: the same encoders in-process")
     p.add_argument("--model-repository", help="model repository holding the weights (needed by --backend local)")
@@ -100,14 +122,7 @@ def _add_serving(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lookahead", type=int, default=DEFAULT_LOOKAHEAD,
                    help="windows queued to the servers beyond the oldest unfinished one, so no GPU "
                    f"waits between windows (default {DEFAULT_LOOKAHEAD}; 0: one window at a time)")
-    tls = p.add_argument_group("secure access (TLS, gateway headers)")
-    tls.add_argument("--ssl", action="store_true", help="connect with TLS (implied by --ssl-root-cert/--ssl-cert)")
-    tls.add_argument("--ssl-root-cert", metavar="CA.pem",
-                     help="CA certificate(s) that signed the servers' certificates (default: system roots)")
-    tls.add_argument("--ssl-cert", metavar="CLIENT.pem", help="client certificate, for servers that require mutual TLS")
-    tls.add_argument("--ssl-key", metavar="CLIENT.key", help="private key of --ssl-cert")
-    tls.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
-                     help="gRPC metadata sent on every call, e.g. authorization='Bearer TOKEN' (repeatable)")
+    _add_secure_access(p)
 
 
 def _chunk_size(text: str) -> int:
@@ -298,11 +313,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--gpu", action="store_true", help="use configs/gpu.pbtxt (KIND_GPU on every GPU)")
     p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for all models")
+    admin = p.add_argument_group(
+        "administration (model repository, shared memory, logging and trace are refused without "
+        "the admin key; inference, health, metadata, config and statistics are open)")
+    admin.add_argument("--admin-key", metavar="KEY",
+                       help=f"value of the admin header (default ${ADMIN_KEY_ENV}, which keeps it out of "
+                       "`ps`; neither set: administrative calls are refused to everyone)")
+    admin.add_argument("--model-control", choices=MODEL_CONTROL, default="none",
+                       help="none: models load at start and stay (default); explicit: admins may "
+                       "load and unload models remotely")
     tls = p.add_argument_group("TLS for the gRPC endpoint (HTTP then listens on loopback only)")
     tls.add_argument("--ssl-cert", metavar="SERVER.pem", help="server certificate (turns TLS on)")
     tls.add_argument("--ssl-key", metavar="SERVER.key", help="private key of --ssl-cert")
     tls.add_argument("--ssl-root-cert", metavar="CA.pem",
                      help="require client certificates signed by this CA (mutual TLS)")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "status",
+        help="the servers as an operator sees them: ready, models, weights, queues, GPU load",
+        description="One line per endpoint: reachable/ready, TLS, each model's version, width, "
+        "weights checksum, instance kind and count, max batch and priority levels, and live load "
+        "from its metrics page (pending requests, inferences/s, mean queue and compute time per "
+        "request over --interval, GPU utilisation and memory). A last line says how many "
+        "endpoints a predict would use now and whether they agree on the weights. Exit 0: at "
+        "least one usable and all usable agree; 2: they disagree; 3: none usable.",
+        epilog="examples:\n  orchestrator status --server gpu01:8001,gpu02:8001\n"
+        "  orchestrator status --server dns:///virnucpro-triton:8001 --json\n"
+        "  orchestrator status --watch 10",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_servers(p)
+    p.add_argument("--metrics-url", action="append", metavar="URL",
+                   help="metrics page of an endpoint, one per endpoint in --server order "
+                   f"(default http://HOST:{DEFAULT_METRICS_PORT}/metrics of each gRPC HOST)")
+    p.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
+                   help=f"metrics port on each server's host when --metrics-url is not given "
+                   f"(default {DEFAULT_METRICS_PORT})")
+    p.add_argument("--interval", type=float, default=2.0,
+                   help="seconds between the two metrics reads that rates and means cover (default 2)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per call to a server (default 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per check, for machines")
+    p.add_argument("--watch", type=float, metavar="SECONDS", help="check again every SECONDS until Ctrl-C")
+    _add_secure_access(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -322,19 +375,25 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
 
 
-def _pipeline_options(args: argparse.Namespace, progress: bool) -> PipelineOptions:
-    """The options predict and embed share: inputs, chunking, where and how to embed, resume."""
+def _servers(args: argparse.Namespace) -> list[str]:
+    return args.server or [os.environ.get(SERVER_ENV) or DEFAULT_SERVER]
+
+
+def _connection(args: argparse.Namespace) -> ConnectionOptions:
     from orchestrator.embed.triton.endpoints import ConnectionOptions, parse_headers
 
+    return ConnectionOptions(ssl=args.ssl, root_cert=args.ssl_root_cert, cert=args.ssl_cert,
+                             key=args.ssl_key, headers=parse_headers(args.header))
+
+
+def _pipeline_options(args: argparse.Namespace, progress: bool) -> PipelineOptions:
+    """The options predict and embed share: inputs, chunking, where and how to embed, resume."""
     return PipelineOptions(
         inputs=args.inputs, chunk_size=args.chunk_size, backend=args.backend,
-        servers=args.server or [os.environ.get(SERVER_ENV) or DEFAULT_SERVER],
+        servers=_servers(args),
         model_repository=args.model_repository, batch_size=args.batch_size,
         max_in_flight=args.max_in_flight, window=args.window, lookahead=args.lookahead,
-        restart=args.restart, progress=progress,
-        connection=ConnectionOptions(ssl=args.ssl, root_cert=args.ssl_root_cert,
-                                     cert=args.ssl_cert, key=args.ssl_key,
-                                     headers=parse_headers(args.header)),
+        restart=args.restart, progress=progress, connection=_connection(args),
     )
 
 
@@ -404,7 +463,17 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             gpu=args.gpu,
             ready_timeout=args.ready_timeout,
             tls=ServerTLS(args.ssl_cert, args.ssl_key, args.ssl_root_cert) if args.ssl_cert else None,
+            admin_key=args.admin_key or os.environ.get(ADMIN_KEY_ENV) or None,
+            model_control=args.model_control,
         )
+    if args.command == "status":
+        from orchestrator.commands.status import run_status
+        from orchestrator.embed.triton.endpoints import parse_servers
+
+        return run_status(parse_servers(_servers(args)), _connection(args),
+                          metrics_urls=args.metrics_url, metrics_port=args.metrics_port,
+                          interval=args.interval, timeout=args.timeout, json_output=args.json,
+                          watch=args.watch)
     if args.command == "demo":
         from orchestrator.commands.demo import run_demo
 

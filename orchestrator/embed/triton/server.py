@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from orchestrator.embed.triton.lockdown import lockdown_flags
 from orchestrator.errors import InputError, ServerUnavailable
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,9 @@ class TritonServer:
 
     `grpc_port`/`http_port`/`metrics_port` of None pick free loopback ports. `gpu=True` loads
     `configs/gpu.pbtxt` of each model (KIND_GPU on every visible GPU) instead of `config.pbtxt`.
+    Always locked down (`lockdown`): model repository, shared memory, logging and trace need the
+    `admin_key` header (None: a key nobody knows); `model_control="explicit"` allows admins to
+    load and unload models.
     """
 
     def __init__(
@@ -162,10 +166,13 @@ class TritonServer:
         ready_timeout: float = 120.0,
         tls: ServerTLS | None = None,
         extra_flags: Sequence[str] = (),
+        admin_key: str | None = None,
+        model_control: str = "none",
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.host = host
         self.tls = tls
+        self.lockdown = lockdown_flags(admin_key, model_control)  # checks the key and mode now
         self.extra_flags = list(extra_flags)
         self.grpc_port = grpc_port if grpc_port is not None else free_port(_client_host(host))
         self.http_port = http_port if http_port is not None else free_port(_client_host(host))
@@ -257,6 +264,7 @@ class TritonServer:
             "--disable-auto-complete-config",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--log-verbose=0",
+            *self.lockdown,
         ]
         if self.tls is not None:
             flags += self.tls.flags()
@@ -477,8 +485,11 @@ def serve(
     gpu: bool = False,
     ready_timeout: float = 300.0,
     tls: ServerTLS | None = None,
+    admin_key: str | None = None,
+    model_control: str = "none",
 ) -> int:
-    """Run tritonserver in the foreground until SIGTERM/SIGINT (returns 0 then).
+    """Run tritonserver in the foreground until SIGTERM/SIGINT (returns 0 then), locked down:
+    administrative protocols need `admin_key` (None: refused to everyone).
 
     Raises ServerUnavailable (exit 3) with the server's own reason when a model fails to load,
     readiness times out, or the server dies while serving.
@@ -486,6 +497,7 @@ def serve(
     server = TritonServer(
         model_repository, host=host, grpc_port=grpc_port, http_port=http_port,
         metrics_port=metrics_port, gpu=gpu, ready_timeout=ready_timeout, tls=tls,
+        admin_key=admin_key, model_control=model_control,
     )
     with _stop_signals() as received:
         try:
