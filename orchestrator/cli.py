@@ -89,7 +89,12 @@ def _add_serving(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help="frames per request (default: the model's max_batch_size)")
     p.add_argument("--max-in-flight", type=int, default=None,
-                   help="outstanding requests per model (default: from the model config)")
+                   help="outstanding requests per model (default: from the model config; at most "
+                   "the config's fair share, max_in_flight_per_instance x instances)")
+    p.add_argument("--priority", choices=("high", "normal", "low"), default=None,
+                   help="request priority on shared servers: high for interactive and small jobs, "
+                   "low for bulk re-analysis; orders the servers' queues, never pre-empts a "
+                   "running batch (default $VIRNUCPRO_PRIORITY, else normal)")
     p.add_argument("--window", type=int, default=4096, help="frames per checkpointed window (default 4096)")
     p.add_argument("--lookahead", type=int, default=2,
                    help="windows queued to the servers beyond the oldest unfinished one, so no GPU "
@@ -325,7 +330,7 @@ def _pipeline_options(args: argparse.Namespace, progress: bool) -> dict[str, Any
         "server": args.server or [os.environ.get(DEFAULT_SERVER_ENV) or DEFAULT_SERVER],
         "model_repository": args.model_repository, "batch_size": args.batch_size,
         "max_in_flight": args.max_in_flight, "window": args.window, "lookahead": args.lookahead,
-        "restart": args.restart, "progress": progress,
+        "restart": args.restart, "progress": progress, "priority": args.priority,
         "connection": ConnectionOptions(ssl=args.ssl, root_cert=args.ssl_root_cert,
                                         cert=args.ssl_cert, key=args.ssl_key,
                                         headers=parse_headers(args.header)),

@@ -35,6 +35,7 @@ import numpy as np
 
 from orchestrator.endpoints import (
     DNA_MODEL,
+    FAIR_SHARE_PARAMETER,
     INPUT_NAME,
     MODELS,
     OUTPUT_NAME,
@@ -58,12 +59,17 @@ from orchestrator.errors import (
 
 log = logging.getLogger("orchestrator")
 
-__all__ = ["DNA_MODEL", "PROTEIN_MODEL", "MODELS", "EmbeddingBackend", "EmbeddingClient",
-           "EmbeddingTicket", "is_retriable"]
+__all__ = ["DNA_MODEL", "PROTEIN_MODEL", "MODELS", "PRIORITIES", "EmbeddingBackend",
+           "EmbeddingClient", "EmbeddingTicket", "is_retriable", "resolve_priority"]
 
 RETRY_DEADLINE_ENV = "VIRNUCPRO_RETRY_DEADLINE"
 CONNECT_TIMEOUT_ENV = "VIRNUCPRO_CONNECT_TIMEOUT"
 REQUEST_TIMEOUT_ENV = "VIRNUCPRO_REQUEST_TIMEOUT"
+PRIORITY_ENV = "VIRNUCPRO_PRIORITY"
+# Triton request priority levels the shipped configs declare (1 is served first); "normal" is
+# also their default level, so runs of older clients that send none queue as normal.
+PRIORITIES = {"high": 1, "normal": 2, "low": 3}
+DEFAULT_PRIORITY = "normal"
 DEFAULT_RETRY_DEADLINE_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
@@ -100,6 +106,17 @@ def _env_seconds(name: str, default: float) -> float:
         return float(value)
     except ValueError as exc:
         raise OrchestratorError(f"{name}={value!r} is not a number of seconds") from exc
+
+
+def resolve_priority(value: str | None) -> str:
+    """--priority, else $VIRNUCPRO_PRIORITY, else normal; anything else is an InputError (exit 2)."""
+    source = "--priority"
+    if value is None:
+        value = os.environ.get(PRIORITY_ENV) or DEFAULT_PRIORITY
+        source = PRIORITY_ENV
+    if value not in PRIORITIES:
+        raise InputError(f"{source} {value!r} is not one of {', '.join(PRIORITIES)}")
+    return value
 
 
 def is_retriable(exc: BaseException) -> bool:
@@ -162,8 +179,11 @@ class EmbeddingClient:
         connect_timeout: float | None = None,
         retry_deadline: float | None = None,
         options: ConnectionOptions | None = None,
+        priority: str | None = None,
     ) -> None:
         import tritonclient.grpc as grpcclient  # noqa: F401  (fail early if missing)
+
+        self.priority = resolve_priority(priority)
 
         self.urls = resolve_servers(parse_servers([servers] if isinstance(servers, str)
                                                   else servers))
@@ -174,7 +194,8 @@ class EmbeddingClient:
                                else _env_seconds(RETRY_DEADLINE_ENV, DEFAULT_RETRY_DEADLINE_S))
         self.request_timeout = _env_seconds(REQUEST_TIMEOUT_ENV, DEFAULT_REQUEST_TIMEOUT_S)
         self._max_in_flight = max_in_flight
-        self.endpoints = [Endpoint(u, self.options, self.request_timeout) for u in self.urls]
+        self.endpoints = [Endpoint(u, self.options, self.request_timeout,
+                                   priority=PRIORITIES[self.priority]) for u in self.urls]
         self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -197,6 +218,7 @@ class EmbeddingClient:
         self.batch_size = {m: min(batch_size or 1 << 30, *(e.settings[m].max_batch_size for e in up))
                            for m in MODELS}
         self.widths = (self.reference[DNA_MODEL].width, self.reference[PROTEIN_MODEL].width)
+        self._warn_clamped(up)
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="embed-dispatcher",
                                             daemon=True)
         self._dispatcher.start()
@@ -252,6 +274,16 @@ class EmbeddingClient:
                             len(up), len(self.endpoints))
                 self._watch(ep)
         return reference.settings
+
+    def _warn_clamped(self, endpoints: list[Endpoint]) -> None:
+        """One line when the servers' fair share lowered --max-in-flight (per model: the limit)."""
+        limits = {m: sorted({e.settings[m].max_in_flight for e in endpoints
+                             if e.settings[m].clamped_from is not None}) for m in MODELS}
+        clamped = [f"{m} to {'/'.join(map(str, v))}" for m, v in limits.items() if v]
+        if clamped:
+            log.warning("warning: --max-in-flight %d is more than one client's fair share of the "
+                        "servers' queue; clamped %s (model parameter %s x instances)",
+                        self._max_in_flight, ", ".join(clamped), FAIR_SHARE_PARAMETER)
 
     # -- information -----------------------------------------------------------------------------
     def models_info(self) -> list[dict[str, Any]]:
@@ -365,7 +397,8 @@ class EmbeddingClient:
 
         try:
             ep.client.async_infer(job.model, [inp], callback, headers=self.options.header_dict(),
-                                  client_timeout=self.request_timeout)
+                                  client_timeout=self.request_timeout,
+                                  priority=ep.priority)
         except Interrupted:
             raise
         except Exception as exc:  # channel closed under us: treat like a failed call
@@ -448,7 +481,8 @@ class EmbeddingClient:
         client = ep.client
 
         def run() -> None:
-            probe = Endpoint(ep.url, ep.options, ep.request_timeout, client=client)
+            probe = Endpoint(ep.url, ep.options, ep.request_timeout, client=client,
+                             priority=ep.priority)
             while not self._closing.wait(PROBE_INTERVAL_S):
                 if ep.client is not client:
                     return  # replaced (closed run, or marked down again)

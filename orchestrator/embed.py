@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.checkpoint import Checkpoint
+from orchestrator.client import resolve_priority
 from orchestrator.embeddings import PART_SUFFIX, assemble, header_for, write_part
 from orchestrator.endpoints import ConnectionOptions, parse_servers
 from orchestrator.errors import InputError
@@ -77,13 +78,16 @@ def run_embed(
     restart: bool = False,
     progress: bool = False,
     connection: ConnectionOptions | None = None,
+    priority: str | None = None,
 ) -> dict[str, Any]:
     """Embed every kept frame of `inputs` into `output` (HDF5); returns the run record.
 
     `cds_frames_only`: keep only frames whose protein lies in an annotated CDS (GenBank inputs),
-    the original's choice of training frames.
+    the original's choice of training frames. `priority`: high, normal or low (default
+    $VIRNUCPRO_PRIORITY, else normal), Triton's request priority.
     """
     check_args(chunk_size, window, batch_size, max_in_flight, lookahead, inputs)
+    priority = resolve_priority(priority)
     if label is not None and not label.strip():
         raise InputError("--label must not be empty")
     servers = parse_servers([server] if isinstance(server, str) else server)
@@ -98,13 +102,15 @@ def run_embed(
                       cds_frames_only=cds_frames_only, backend=backend, servers=servers,
                       model_repository=model_repository, batch_size=batch_size,
                       max_in_flight=max_in_flight, window=window, lookahead=lookahead,
-                      restart=restart, progress=progress, connection=connection)
+                      restart=restart, progress=progress, connection=connection,
+                      priority=priority)
 
 
 def _embed(*, inputs: list[str], paths: EmbedPaths, chunk_size: int, label: str | None,
            cds_frames_only: bool, backend: str, servers: list[str], model_repository: str | None,
            batch_size: int | None, max_in_flight: int | None, window: int, lookahead: int,
-           restart: bool, progress: bool, connection: ConnectionOptions | None) -> dict[str, Any]:
+           restart: bool, progress: bool, connection: ConnectionOptions | None,
+           priority: str) -> dict[str, Any]:
     wall0 = time.perf_counter()
     ckpt = Checkpoint(paths)
     ckpt.refuse_foreign(restart)
@@ -117,7 +123,8 @@ def _embed(*, inputs: list[str], paths: EmbedPaths, chunk_size: int, label: str 
         raise InputError(f"no records in {', '.join(inputs)}; nothing to embed")
 
     be = open_backend(backend, servers=servers, model_repository=model_repository,
-                       batch_size=batch_size, max_in_flight=max_in_flight, connection=connection)
+                       batch_size=batch_size, max_in_flight=max_in_flight, connection=connection,
+                       priority=priority)
     try:
         models = be.models_info()
         header = header_for(chunk_size, models, inputs, digests, label=label,
@@ -160,7 +167,7 @@ def _embed(*, inputs: list[str], paths: EmbedPaths, chunk_size: int, label: str 
         "output": str(paths.output.resolve()), "inputs": inputs, "inputs_sha256": digests,
         "chunk_size": chunk_size, "label": label, "frame_filter": header.frame_filter,
         "backend": backend, "servers": servers if backend == "triton" else None,
-        "models": header.models,
+        "priority": priority, "models": header.models,
         "counts": {"records": counters.records, "bases": counters.bases, "chunks": counters.chunks,
                    "frames": n, "windows": counters.windows},
         "input_lengths": scan.lengths.to_dict(),

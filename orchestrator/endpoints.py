@@ -33,6 +33,10 @@ OUTPUT_NAME = "EMBEDDING"
 # (e.g. 256 frames x 2560 floats x 4 B = 2.6 MB) with room to spare.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
+# Model config parameter: requests one client should keep in flight per instance of the model
+# (its fair share of a shared queue); --max-in-flight above it is clamped.
+FAIR_SHARE_PARAMETER = "max_in_flight_per_instance"
+
 # gRPC metadata keys: lowercase letters, digits, '-', '_', '.'; "grpc-" is reserved.
 _HEADER_KEY = re.compile(r"^[0-9a-z_.-]+$")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
@@ -137,7 +141,10 @@ class ConnectionOptions:
 
 @dataclass
 class ModelSettings:
-    """One model as one endpoint serves it; the in-flight limit comes from its instance count."""
+    """One model as one endpoint serves it; the in-flight limit comes from its instance count.
+
+    `clamped_from`: the --max-in-flight asked for when the config's fair share lowered it.
+    """
 
     name: str
     version: str
@@ -146,6 +153,7 @@ class ModelSettings:
     instances: int
     max_in_flight: int
     weights_sha256: str
+    clamped_from: int | None = None
 
 
 @dataclass
@@ -154,6 +162,10 @@ class EndpointStats:
     rows: int = 0
     failures: int = 0
     unavailable_seconds: float = 0.0
+    rejections: int = 0  # "queue full" answers (load shedding): busy, not down
+    hedged: int = 0  # requests past their deadline here, re-sent elsewhere
+    frozen: int = 0  # times it held requests but answered no liveness check
+    down: int = 0  # times it was taken out of rotation (failed call, frozen)
 
 
 @dataclass
@@ -171,6 +183,13 @@ class Endpoint:
     down_since: float | None = None
     last_error: str = ""
     client: Any = None
+    # load shedding: per model, no request before `backoff_until` (monotonic); `busy_streak`
+    # consecutive rejections make the backoff grow
+    backoff_until: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODELS, 0.0))
+    busy_streak: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODELS, 0))
+    # per model, when a request here last returned (monotonic): a stuck model makes no progress
+    last_answer: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODELS, 0.0))
+    priority: int = 0  # Triton request priority of this run's calls (0: the model's default)
 
     # -- connection ------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -278,6 +297,9 @@ class Endpoint:
         instances = max(1, instances)
         params = config.get("parameters", {}) or {}
         sha = (params.get("weights_sha256", {}) or {}).get("string_value") or "unknown"
+        limit, clamped_from = _in_flight_limit(
+            (params.get(FAIR_SHARE_PARAMETER, {}) or {}).get("string_value"), instances,
+            max_in_flight, f"model {model} at {self.url}")
         versions = meta.get("versions") or ["unknown"]
         version = str(max(versions, key=lambda v: int(v) if str(v).isdigit() else -1))
         width = -1
@@ -288,8 +310,8 @@ class Endpoint:
             probe = "ACGTACGTAC" if model == DNA_MODEL else "MKV"
             width = int(self.infer_sync(model, [probe]).shape[1])
         return ModelSettings(name=model, version=version, width=width, max_batch_size=max_bs,
-                             instances=instances, max_in_flight=max_in_flight or 2 * instances,
-                             weights_sha256=sha)
+                             instances=instances, max_in_flight=limit, weights_sha256=sha,
+                             clamped_from=clamped_from)
 
     def infer_sync(self, model: str, strings: list[str]) -> Any:
         import tritonclient.grpc as grpcclient
@@ -298,7 +320,7 @@ class Endpoint:
         inp._raw_content = bytes_tensor_payload(strings)
         try:
             res = self.client.infer(model, [inp], headers=self.options.header_dict(),
-                                    client_timeout=self.request_timeout)
+                                    client_timeout=self.request_timeout, priority=self.priority)
         except Interrupted:
             raise
         except Exception as exc:
@@ -320,10 +342,38 @@ class Endpoint:
             "rows": self.stats.rows,
             "failures": self.stats.failures,
             "unavailable_seconds": round(unavailable, 3),
+            "rejections": self.stats.rejections,
+            "hedged": self.stats.hedged,
+            "frozen": self.stats.frozen,
+            "down": self.stats.down,
             "max_in_flight": {m: s.max_in_flight for m, s in self.settings.items()},
             "instances": {m: s.instances for m, s in self.settings.items()},
             **({"last_error": self.last_error} if self.last_error else {}),
         }
+
+
+def _in_flight_limit(per_instance: str | None, instances: int, asked: int | None, where: str
+                     ) -> tuple[int, int | None]:
+    """(requests in flight, the --max-in-flight asked for if the fair share lowered it).
+
+    Default: the config's fair share x instances, else 2 x instances (Triton's guidance: one
+    request running per instance, one waiting). A larger --max-in-flight is clamped to the fair
+    share, so one bulk run cannot fill a queue other users share.
+    """
+    share = None
+    if per_instance:
+        try:
+            share = int(per_instance) * instances
+        except ValueError:
+            log.warning("warning: %s: parameter %s=%r is not a whole number; ignored", where,
+                        FAIR_SHARE_PARAMETER, per_instance)
+        if share is not None and share <= 0:
+            share = None
+    if asked is None:
+        return share or 2 * instances, None
+    if share is not None and asked > share:
+        return share, asked
+    return asked, None
 
 
 def model_differences(reference: dict[str, ModelSettings], other: dict[str, ModelSettings]

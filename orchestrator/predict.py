@@ -26,6 +26,7 @@ from orchestrator.answers import write_answers
 from orchestrator.calls import CallSettings
 from orchestrator.checkpoint import Checkpoint, FinalFile
 from orchestrator.classifier import Classifier, load_classifier
+from orchestrator.client import resolve_priority
 from orchestrator.embeddings import PART_SUFFIX as EMBEDDINGS_PART
 from orchestrator.embeddings import assemble as assemble_embeddings
 from orchestrator.embeddings import header_for, write_part
@@ -137,15 +138,18 @@ def run_predict(
     call_settings: CallSettings | None = None,
     report: bool = True,
     save_embeddings: bool = False,
+    priority: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline; returns the run record (also written as run.json).
 
     `server`: one HOST:PORT, a comma-separated list, or a sequence of them (all used at once).
     `call_settings`: thresholds of sequence_calls.tsv and viral_regions.tsv; `report`: write
     report.html at the end; `save_embeddings`: also write OUTDIR/embeddings.h5 (every kept
-    frame's vectors, the file `orchestrator embed` writes).
+    frame's vectors, the file `orchestrator embed` writes); `priority`: high, normal or low
+    (default $VIRNUCPRO_PRIORITY, else normal), Triton's request priority.
     """
     check_args(chunk_size, window, batch_size, max_in_flight, lookahead, inputs)
+    priority = resolve_priority(priority)
     settings = call_settings or CallSettings()
     _check_settings(settings)
     servers = parse_servers([server] if isinstance(server, str) else server)
@@ -157,14 +161,15 @@ def run_predict(
                         batch_size=batch_size, max_in_flight=max_in_flight, window=window,
                         lookahead=lookahead, restart=restart, progress=progress,
                         connection=connection, settings=settings, report=report,
-                        save_embeddings=save_embeddings)
+                        save_embeddings=save_embeddings, priority=priority)
 
 
 def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, classifier: str,
              backend: str, servers: list[str], model_repository: str | None,
              batch_size: int | None, max_in_flight: int | None, window: int, lookahead: int,
              restart: bool, progress: bool, connection: ConnectionOptions | None,
-             settings: CallSettings, report: bool, save_embeddings: bool) -> dict[str, Any]:
+             settings: CallSettings, report: bool, save_embeddings: bool,
+             priority: str) -> dict[str, Any]:
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
     outdir = paths.outdir
@@ -194,6 +199,7 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
         "restart": restart,
         "input_formats": [scan.formats[p].describe() for p in read_paths],
         "calls": settings.to_dict(), "report": report, "save_embeddings": save_embeddings,
+        "priority": priority,
     }
     input_lengths = scan.lengths.to_dict()
     if scan.n_records == 0:
@@ -204,7 +210,8 @@ def _predict(*, inputs: Sequence[str], paths: OutputPaths, chunk_size: int, clas
         return _finish(paths, run_json, chunk_size, settings, report, fresh=False)
 
     be = open_backend(backend, servers=servers, model_repository=model_repository,
-                       batch_size=batch_size, max_in_flight=max_in_flight, connection=connection)
+                       batch_size=batch_size, max_in_flight=max_in_flight, connection=connection,
+                       priority=priority)
     try:
         dna_w, prot_w = be.widths
         clf.check_widths(dna_w, prot_w)

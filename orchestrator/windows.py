@@ -153,12 +153,12 @@ def iter_windows(records: Iterator[Any], chunk_size: int, window_frames: int,
 
 def open_backend(backend: str, *, servers: list[str], model_repository: str | None,
                   batch_size: int | None, max_in_flight: int | None,
-                  connection: ConnectionOptions | None) -> Any:
+                  connection: ConnectionOptions | None, priority: str | None = None) -> Any:
     if backend == "triton":
         from orchestrator.client import EmbeddingClient
 
         return EmbeddingClient(servers, batch_size=batch_size, max_in_flight=max_in_flight,
-                               options=connection)
+                               options=connection, priority=priority)
     if backend == "local":
         from orchestrator.local_backend import LocalBackend
 

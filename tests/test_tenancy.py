@@ -1,0 +1,171 @@
+"""A shared cluster: priorities, a fair share of the queue, load shedding, frozen and stuck nodes.
+
+Real tritonservers on loopback with toy models that take a fixed time per batch (like a GPU
+pass). The toy models' output is a pure function of each row, so every run must write the bytes
+of an undisturbed one-server run, whatever else shares the servers or goes wrong on them.
+Timed assertions are only the ratios the issue asks for, sized so 2-core noise stays far below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from predict_fixtures import (
+    ROOT,
+    orchestrator_cmd,
+    outputs_of,
+    run_cli,
+    wait_for_window,
+    write_coding_fasta,
+    write_toy_classifier,
+    write_toy_repository,
+)
+
+from orchestrator.server import TritonServer
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tenancy")
+    return {
+        "root": root,
+        "clf": write_toy_classifier(root / "clf.safetensors"),
+        # 96 frames: 12 requests of 8 rows per model
+        "main": write_coding_fasta(root / "main.fa", records=24, length=2000, seed=21),
+        # 10 sequences, one frame each: one request round (8 + 2 rows) per model
+        "small": write_coding_fasta(root / "small.fa", records=10, length=500, seed=5),
+        # a bulk job: 600 frames
+        "bulk": write_coding_fasta(root / "bulk.fa", records=150, length=2000, seed=8),
+    }
+
+
+def _args(fasta: Path, clf: Path, *servers: str) -> list[str]:
+    args = [str(fasta), "--chunk-size", "500", "--classifier", str(clf), "--window", "16",
+            "--batch-size", "8"]
+    for s in servers:
+        args += ["--server", s]
+    return args
+
+
+def _server(stack: ExitStack, root: Path, **toy) -> TritonServer:
+    repo = write_toy_repository(root / f"repo_{time.monotonic_ns()}", **toy)
+    return stack.enter_context(TritonServer(repo))
+
+
+def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(orchestrator_cmd("predict", *args), cwd=ROOT, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 180) -> str:
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _run_json(outdir: Path) -> dict:
+    return json.loads((outdir / "run.json").read_text())
+
+
+def _predict(data: dict, name: str, fasta: str, *servers: str, extra: tuple[str, ...] = (),
+             env: dict[str, str] | None = None) -> dict:
+    """A predict run to completion; its run.json."""
+    out = data["root"] / f"{name}_{time.monotonic_ns()}"
+    proc = run_cli("predict", *_args(data[fasta], data["clf"], *servers), *extra, "-o", str(out),
+                   env=env)
+    assert proc.returncode == 0, proc.stderr
+    record = _run_json(out)
+    record["outdir"] = out
+    record["stderr"] = proc.stderr
+    return record
+
+
+def _rows_executed(server: TritonServer) -> dict[str, int]:
+    """Rows each model executed since the server started (Triton's statistics)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        return {m: int(client.get_inference_statistics(m, as_json=True)["model_stats"][0]
+                       .get("inference_count", 0) or 0) for m in ("dnabert_s", "esm2")}
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def reference(data):
+    """One server, one run alone: the bytes and the time every other run is compared with."""
+    with ExitStack() as stack:
+        server = _server(stack, data["root"], delay=0.5)
+        record = _predict(data, "ref", "main", server.grpc_url)
+    return {"outputs": outputs_of(record["outdir"]), "seconds": record["timings"]["total"]}
+
+
+# -- priorities and a fair share ----------------------------------------------------------------------
+def test_high_priority_small_job_behind_three_bulk_runs(data):
+    """Three bulk runs at normal priority keep the server busy; a small `--priority high` job takes
+    at most 2x its time alone (a normal one waits behind their queued requests)."""
+    root = data["root"]
+    with ExitStack() as stack:
+        server = _server(stack, root, delay=0.1)
+        alone = _predict(data, "alone", "small", server.grpc_url)
+        bulk_dirs = [root / f"bulk{i}_{time.monotonic_ns()}" for i in range(3)]
+        bulk = [_start([*_args(data["bulk"], data["clf"], server.grpc_url), "-o", str(d)])
+                for d in bulk_dirs]
+        try:
+            for proc, out in zip(bulk, bulk_dirs, strict=True):
+                wait_for_window(proc, out)
+            high = _predict(data, "high", "small", server.grpc_url, extra=("--priority", "high"))
+            normal = _predict(data, "normal", "small", server.grpc_url)
+            assert all(p.poll() is None for p in bulk)  # the bulk runs were there all along
+        finally:
+            for proc in bulk:
+                proc.send_signal(signal.SIGTERM)
+            for proc in bulk:
+                _finish(proc, timeout=60)
+    t_alone, t_high, t_normal = (r["timings"]["total"] for r in (alone, high, normal))
+    assert t_high <= 2 * t_alone, (t_alone, t_high, t_normal)
+    assert t_normal > t_high, (t_alone, t_high, t_normal)
+    assert high["parameters"]["priority"] == "high"
+    assert alone["parameters"]["priority"] == normal["parameters"]["priority"] == "normal"
+    assert outputs_of(high["outdir"]) == outputs_of(alone["outdir"])
+
+
+def test_max_in_flight_is_clamped_to_the_fair_share_with_one_warning(data):
+    with ExitStack() as stack:
+        server = _server(stack, data["root"], max_in_flight_per_instance=1, instances=2)
+        clamped = _predict(data, "clamp", "small", server.grpc_url, extra=("--max-in-flight", "8"),
+                           env={"VIRNUCPRO_PRIORITY": "low"})
+        default = _predict(data, "default", "small", server.grpc_url)
+        below = _predict(data, "below", "small", server.grpc_url, extra=("--max-in-flight", "1"))
+    warnings = [line for line in clamped["stderr"].splitlines() if "fair share" in line]
+    assert len(warnings) == 1
+    assert "--max-in-flight 8" in warnings[0] and "dnabert_s to 2" in warnings[0]
+    assert "esm2 to 2" in warnings[0]
+    assert clamped["endpoints"][0]["max_in_flight"] == {"dnabert_s": 2, "esm2": 2}
+    assert clamped["parameters"]["priority"] == "low"  # from $VIRNUCPRO_PRIORITY
+    assert default["endpoints"][0]["max_in_flight"] == {"dnabert_s": 2, "esm2": 2}
+    assert below["endpoints"][0]["max_in_flight"] == {"dnabert_s": 1, "esm2": 1}
+    assert "fair share" not in default["stderr"] + below["stderr"]
+
+
+def test_a_bad_priority_is_one_line_exit_2(data, tmp_path):
+    proc = run_cli("predict", *_args(data["small"], data["clf"], "127.0.0.1:1"), "-o",
+                   str(tmp_path / "o"), env={"VIRNUCPRO_PRIORITY": "urgent"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "orchestrator: error: VIRNUCPRO_PRIORITY 'urgent' is not one of high, normal, low"]
+    proc = run_cli("embed", str(data["small"]), "--chunk-size", "500", "-o",
+                   str(tmp_path / "e.h5"), "--priority", "urgent")
+    assert proc.returncode == 2 and "invalid choice: 'urgent'" in proc.stderr
