@@ -155,6 +155,7 @@ def _embed(*, inputs: list[str], paths: EmbedPaths, chunk_size: int, label: str 
             window=window, lookahead=lookahead, done=done, progress=progress,
             total_bases=scan.n_bases, finish_window=finish, timings=timings,
             frame_filter=frame_filter, desc="embed")
+        endpoints = getattr(be, "endpoints_info", lambda: None)()
     finally:
         be.close()
     t0 = time.perf_counter()
@@ -167,7 +168,7 @@ def _embed(*, inputs: list[str], paths: EmbedPaths, chunk_size: int, label: str 
         "output": str(paths.output.resolve()), "inputs": inputs, "inputs_sha256": digests,
         "chunk_size": chunk_size, "label": label, "frame_filter": header.frame_filter,
         "backend": backend, "servers": servers if backend == "triton" else None,
-        "priority": priority, "models": header.models,
+        "priority": priority, "endpoints": endpoints, "models": header.models,
         "counts": {"records": counters.records, "bases": counters.bases, "chunks": counters.chunks,
                    "frames": n, "windows": counters.windows},
         "input_lengths": scan.lengths.to_dict(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import socket
 import ssl
@@ -36,6 +37,9 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 # Model config parameter: requests one client should keep in flight per instance of the model
 # (its fair share of a shared queue); --max-in-flight above it is clamped.
 FAIR_SHARE_PARAMETER = "max_in_flight_per_instance"
+# A server shedding load: its queue is full (max_queue_size) or a request timed out in it.
+_BUSY_TEXT = ("exceeds maximum queue size", "request timeout expired")
+BUSY_RETRY_MAX_S = 2.0
 
 # gRPC metadata keys: lowercase letters, digits, '-', '_', '.'; "grpc-" is reserved.
 _HEADER_KEY = re.compile(r"^[0-9a-z_.-]+$")
@@ -318,14 +322,23 @@ class Endpoint:
 
         inp = grpcclient.InferInput(INPUT_NAME, [len(strings), 1], "BYTES")
         inp._raw_content = bytes_tensor_payload(strings)
-        try:
-            res = self.client.infer(model, [inp], headers=self.options.header_dict(),
-                                    client_timeout=self.request_timeout, priority=self.priority)
-        except Interrupted:
-            raise
-        except Exception as exc:
-            raise ServerUnavailable(f"model {model} at {self.url} failed: {first_line(exc)}") from exc
-        return res.as_numpy(OUTPUT_NAME)
+        deadline = time.monotonic() + self.request_timeout
+        pause = 0.05
+        while True:
+            try:
+                res = self.client.infer(model, [inp], headers=self.options.header_dict(),
+                                        client_timeout=self.request_timeout,
+                                        priority=self.priority)
+                return res.as_numpy(OUTPUT_NAME)
+            except Interrupted:
+                raise
+            except Exception as exc:
+                # a server shedding load is busy, not broken: try again after a jittered pause
+                if not is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise ServerUnavailable(f"model {model} at {self.url} failed: "
+                                            f"{first_line(exc)}") from exc
+            time.sleep(pause * random.uniform(0.5, 1.0))
+            pause = min(BUSY_RETRY_MAX_S, 2 * pause)
 
     def free_slots(self, model: str) -> int:
         return self.settings[model].max_in_flight - self.in_flight[model]
@@ -374,6 +387,16 @@ def _in_flight_limit(per_instance: str | None, instances: int, asked: int | None
     if share is not None and asked > share:
         return share, asked
     return asked, None
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True for "queue full" answers: the server is there but sheds load; retry later."""
+    status = getattr(exc, "status", None)
+    code = str(status() if callable(status) else status or "")
+    if code.endswith("RESOURCE_EXHAUSTED"):
+        return True
+    lowered = str(exc).lower()
+    return any(t in lowered for t in _BUSY_TEXT)
 
 
 def model_differences(reference: dict[str, ModelSettings], other: dict[str, ModelSettings]

@@ -43,6 +43,8 @@ def data(tmp_path_factory):
         "small": write_coding_fasta(root / "small.fa", records=10, length=500, seed=5),
         # a bulk job: 600 frames
         "bulk": write_coding_fasta(root / "bulk.fa", records=150, length=2000, seed=8),
+        # 240 frames: 30 requests of 8 rows per model, 15 batches per model on one server
+        "long": write_coding_fasta(root / "long.fa", records=60, length=2000, seed=34),
     }
 
 
@@ -105,11 +107,20 @@ def _rows_executed(server: TritonServer) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def reference(data):
-    """One server, one run alone: the bytes and the time every other run is compared with."""
+    """The long input on one server (1 s per batch), alone: the bytes every other run of it must
+    write and the time a disturbed two-server run is compared with."""
     with ExitStack() as stack:
-        server = _server(stack, data["root"], delay=0.5)
-        record = _predict(data, "ref", "main", server.grpc_url)
+        server = _server(stack, data["root"], delay=1.0)
+        record = _predict(data, "ref", "long", server.grpc_url)
     return {"outputs": outputs_of(record["outdir"]), "seconds": record["timings"]["total"]}
+
+
+def _stop_process_group(server: TritonServer, sig: int) -> None:
+    os.killpg(server.process.pid, sig)
+
+
+def _by_url(record: dict) -> dict[str, dict]:
+    return {e["url"]: e for e in record["endpoints"]}
 
 
 # -- priorities and a fair share ----------------------------------------------------------------------
@@ -169,3 +180,123 @@ def test_a_bad_priority_is_one_line_exit_2(data, tmp_path):
     proc = run_cli("embed", str(data["small"]), "--chunk-size", "500", "-o",
                    str(tmp_path / "e.h5"), "--priority", "urgent")
     assert proc.returncode == 2 and "invalid choice: 'urgent'" in proc.stderr
+
+
+# -- frozen servers and stuck models -----------------------------------------------------------------
+def test_frozen_server_is_noticed_within_seconds(data, reference):
+    """SIGSTOP on one of two servers mid-run: the run notices (liveness checks), re-sends its
+    requests to the other and completes byte-identical in less than 2x the one-server time."""
+    root = data["root"]
+    out = root / f"frozen_{time.monotonic_ns()}"
+    with ExitStack() as stack:
+        good = _server(stack, root, delay=1.0)
+        frozen = _server(stack, root, delay=1.0)
+        proc = _start([*_args(data["long"], data["clf"], good.grpc_url, frozen.grpc_url),
+                       "-o", str(out)])
+        try:
+            wait_for_window(proc, out)
+            _stop_process_group(frozen, signal.SIGSTOP)
+            err = _finish(proc)
+        finally:
+            _stop_process_group(frozen, signal.SIGKILL)
+            frozen.process.wait()
+    assert proc.returncode == 0, err
+    assert outputs_of(out) == reference["outputs"]
+    record = _run_json(out)
+    assert record["timings"]["total"] < 2 * reference["seconds"], (record["timings"], reference)
+    stopped, other = _by_url(record)[frozen.grpc_url], _by_url(record)[good.grpc_url]
+    assert stopped["frozen"] == 1 and stopped["state"] == "down" and stopped["down"] == 1
+    assert stopped["unavailable_seconds"] > 0
+    assert other["frozen"] == other["down"] == other["failures"] == 0
+    lines = [line for line in err.splitlines() if "frozen:" in line]
+    assert len(lines) == 1 and frozen.grpc_url in lines[0]
+
+
+def test_stuck_model_requests_are_hedged_to_the_other_server(data, reference):
+    """A live server whose models hang from their third batch on: its requests are re-sent to
+    the other server once overdue; the run completes there, byte-identical, within a minute."""
+    root = data["root"]
+    out = root / f"stuck_{time.monotonic_ns()}"
+    with ExitStack() as stack:
+        good = _server(stack, root, delay=1.0)
+        stuck = _server(stack, root, delay=1.0, hang_after=2)
+        t0 = time.monotonic()
+        proc = _start([*_args(data["long"], data["clf"], good.grpc_url, stuck.grpc_url),
+                       "-o", str(out)])
+        try:
+            err = _finish(proc, timeout=120)
+            seconds = time.monotonic() - t0
+        finally:
+            _stop_process_group(stuck, signal.SIGKILL)
+            stuck.process.wait()
+    assert proc.returncode == 0, err
+    assert seconds < 60
+    assert outputs_of(out) == reference["outputs"]
+    record = _run_json(out)
+    hung, other = _by_url(record)[stuck.grpc_url], _by_url(record)[good.grpc_url]
+    assert hung["hedged"] >= 2 and other["hedged"] == 0  # at least one request of each model
+    assert sum(m["hedged"] for m in record["models"]) == hung["hedged"]
+    assert other["failures"] == 0 and other["rows"] > 0
+    hedges = [line for line in err.splitlines() if "(hedged)" in line]
+    assert len(hedges) == hung["hedged"] and all(stuck.grpc_url in line for line in hedges)
+
+
+def test_slow_healthy_cluster_resends_nothing(data):
+    """1 s per batch, three runs at once on two servers, queues several requests deep: no
+    request is hedged or re-sent; the servers executed exactly the rows the runs needed."""
+    root = data["root"]
+    outs = [root / f"slow{i}_{time.monotonic_ns()}" for i in range(3)]
+    with ExitStack() as stack:
+        servers = [_server(stack, root, delay=1.0) for _ in range(2)]
+        urls = [s.grpc_url for s in servers]
+        procs = [_start([*_args(data["main"], data["clf"], *urls), "-o", str(o)]) for o in outs]
+        errors = [_finish(p) for p in procs]
+        executed = [_rows_executed(s) for s in servers]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    records = [_run_json(o) for o in outs]
+    assert all(outputs_of(o) == outputs_of(outs[0]) for o in outs)
+    needed = sum(r["counts"]["frames"] for r in records)
+    probes = len(records) * len(servers)  # each run asks each server's esm2 its width (1 row)
+    assert sum(e["dnabert_s"] for e in executed) == needed
+    assert sum(e["esm2"] for e in executed) == needed + probes
+    for r in records:
+        assert all(m["retries"] == m["hedged"] == m["rejections"] == 0 for m in r["models"])
+        assert all(e["frozen"] == e["down"] == e["hedged"] == 0 for e in r["endpoints"])
+    assert not any("hedged" in e or "frozen" in e for e in errors)
+
+
+# -- load shedding and fairness ----------------------------------------------------------------------
+def test_queue_full_is_busy_not_down(data, reference):
+    """A server whose queue holds one request, four runs at once: every run completes with the
+    bytes of a run alone; the rejections are counted, the endpoint never marked down."""
+    root = data["root"]
+    outs = [root / f"shed{i}_{time.monotonic_ns()}" for i in range(4)]
+    with ExitStack() as stack:
+        server = _server(stack, root, delay=0.05, max_queue_size=1)
+        procs = [_start([*_args(data["long"], data["clf"], server.grpc_url), "-o", str(o)])
+                 for o in outs]
+        errors = [_finish(p) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    records = [_run_json(o) for o in outs]
+    for out, record in zip(outs, records, strict=True):
+        assert outputs_of(out) == reference["outputs"]
+        (endpoint,) = record["endpoints"]
+        assert endpoint["state"] == "up" and endpoint["down"] == endpoint["failures"] == 0
+        assert endpoint["rejections"] == sum(m["rejections"] for m in record["models"])
+        assert all(m["retries"] == 0 for m in record["models"])
+    assert sum(r["endpoints"][0]["rejections"] for r in records) > 0
+    shedding = [e for e in errors if "sheds load" in e]
+    assert shedding and all(e.count("sheds load") == 1 for e in shedding)
+
+
+def test_two_equal_runs_finish_within_1_5x_of_each_other(data):
+    root = data["root"]
+    outs = [root / f"fair{i}_{time.monotonic_ns()}" for i in range(2)]
+    with ExitStack() as stack:
+        server = _server(stack, root, delay=0.2)
+        procs = [_start([*_args(data["long"], data["clf"], server.grpc_url), "-o", str(o)])
+                 for o in outs]
+        errors = [_finish(p) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    first, second = sorted(_run_json(o)["timings"]["total"] for o in outs)
+    assert second <= 1.5 * first, (first, second)
