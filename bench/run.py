@@ -17,6 +17,7 @@ import bench_embeddings  # noqa: E402
 import bench_inputs  # noqa: E402
 import bench_predict  # noqa: E402
 import bench_prepare  # noqa: E402
+import bench_tenancy  # noqa: E402
 import bench_triton  # noqa: E402
 
 
@@ -24,7 +25,7 @@ def main() -> int:
     figures = {}
     for name, module in (("prepare", bench_prepare), ("inputs", bench_inputs), ("triton", bench_triton),
                          ("predict", bench_predict), ("cluster", bench_cluster),
-                         ("embeddings", bench_embeddings)):
+                         ("embeddings", bench_embeddings), ("tenancy", bench_tenancy)):
         print(f"\n=== bench: {name} ===", flush=True)
         figures[name] = module.main()
     print("\n=== summary (JSON) ===")

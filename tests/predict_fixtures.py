@@ -29,7 +29,7 @@ instance_group [ {{ kind: KIND_CPU count: {instances} }} ]
 {batching}
 parameters [
   {{ key: "weights_sha256" value: {{ string_value: "toy-{name}{weights_tag}" }} }},
-  {{ key: "record_parameters_to" value: {{ string_value: "{record_to}" }} }}
+  {{ key: "record_parameters_to" value: {{ string_value: "{record_to}" }} }}{fair_share}
 ]
 """
 
@@ -43,6 +43,7 @@ import triton_python_backend_utils as pb_utils
 
 DELAY = {delay}
 REPEAT = {repeat}  # the 8 bins repeated: wider rows for memory tests
+HANG_AFTER = {hang_after}  # from this execute() on, never return (a hung instance); -1: never
 
 
 def embed(s):
@@ -58,6 +59,10 @@ class TritonPythonModel:
 
     def execute(self, requests):
         out = []
+        self.batches = getattr(self, "batches", 0) + 1
+        if 0 <= HANG_AFTER < self.batches:
+            while True:
+                time.sleep(60)
         if DELAY:
             time.sleep(DELAY)
         for r in requests:
@@ -75,25 +80,42 @@ def write_toy_repository(root: Path, delay: float = 0.0,
                          models: tuple[str, ...] = ("dnabert_s", "esm2"),
                          max_batch_size: int = 16, instances: int = 1, weights_tag: str = "",
                          record_parameters_to: Path | None = None,
-                         dynamic_batching: bool = True, width: int = TOY_WIDTH) -> Path:
+                         dynamic_batching: bool = True, width: int = TOY_WIDTH,
+                         priority_levels: bool = True, max_queue_size: int | None = None,
+                         max_in_flight_per_instance: int | None = None,
+                         hang_after: int | None = None) -> Path:
     """dnabert_s (fixed width in the config) and esm2 (width -1: the client must probe).
 
     `delay` seconds of sleep per execute() make a run slow enough to interrupt mid-way;
     `instances` per model; `weights_tag` changes the weights_sha256 the config declares;
     `record_parameters_to` makes the models append each request's parameters to that file;
     without `dynamic_batching` every request is one execute() (a fixed `delay` per request);
-    `width` (a multiple of 8) widens both models' rows.
+    `width` (a multiple of 8) widens both models' rows;
+    `priority_levels`: declare 3 request priority levels, default 2, as the shipped configs do;
+    `max_queue_size`: cap the queue (requests beyond it are rejected: load shedding);
+    `max_in_flight_per_instance`: the fair-share parameter of the shipped configs;
+    `hang_after`: each model instance hangs forever from its (hang_after+1)-th execute() on.
     """
-    batching = "dynamic_batching { max_queue_delay_microseconds: 1000 }" if dynamic_batching else ""
+    batching = ""
+    if dynamic_batching:
+        levels = "priority_levels: 3 default_priority_level: 2" if priority_levels else ""
+        queue = (f"default_queue_policy {{ max_queue_size: {max_queue_size} "
+                 "timeout_action: REJECT }" if max_queue_size is not None else "")
+        batching = f"dynamic_batching {{ max_queue_delay_microseconds: 1000 {levels} {queue} }}"
+    fair_share = ("" if max_in_flight_per_instance is None else
+                  ',\n  { key: "max_in_flight_per_instance" value: { string_value: "'
+                  f'{max_in_flight_per_instance}" }} }}')
     for name, dims in (("dnabert_s", str(width)), ("esm2", "-1")):
         if name not in models:
             continue
         (root / name / "1").mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(
             name=name, dims=dims, max_batch_size=max_batch_size, instances=instances,
-            weights_tag=weights_tag, record_to=record_parameters_to or "", batching=batching))
+            weights_tag=weights_tag, record_to=record_parameters_to or "", batching=batching,
+            fair_share=fair_share))
         (root / name / "1" / "model.py").write_text(
-            TOY_MODEL.format(delay=float(delay), repeat=width // TOY_WIDTH))
+            TOY_MODEL.format(delay=float(delay), repeat=width // TOY_WIDTH,
+                             hang_after=-1 if hang_after is None else hang_after))
     return root
 
 

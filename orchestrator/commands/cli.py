@@ -20,6 +20,7 @@ from encoders.errors import EncoderError
 from orchestrator import __version__
 from orchestrator.classify.calls import CallSettings
 from orchestrator.embed.backends import BACKENDS
+from orchestrator.embed.priority import DEFAULT_PRIORITY, PRIORITIES, PRIORITY_ENV
 from orchestrator.embed.triton.lockdown import ADMIN_KEY_ENV, MODEL_CONTROL
 from orchestrator.embed.triton.metrics import DEFAULT_METRICS_PORT
 from orchestrator.errors import InputError, Interrupted, OrchestratorError
@@ -116,7 +117,12 @@ def _add_serving(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help="frames per request (default: the model's max_batch_size)")
     p.add_argument("--max-in-flight", type=int, default=None,
-                   help="outstanding requests per model (default: from the model config)")
+                   help="outstanding requests per model (default: from the model config; at most "
+                   "the config's fair share, max_in_flight_per_instance x instances)")
+    p.add_argument("--priority", choices=tuple(PRIORITIES), default=None,
+                   help="request priority on shared servers: high for interactive and small jobs, "
+                   "low for bulk re-analysis; orders the servers' queues, never pre-empts a "
+                   f"running batch (default ${PRIORITY_ENV}, else {DEFAULT_PRIORITY})")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                    help=f"frames per checkpointed window (default {DEFAULT_WINDOW})")
     p.add_argument("--lookahead", type=int, default=DEFAULT_LOOKAHEAD,
@@ -394,6 +400,7 @@ def _pipeline_options(args: argparse.Namespace, progress: bool) -> PipelineOptio
         model_repository=args.model_repository, batch_size=args.batch_size,
         max_in_flight=args.max_in_flight, window=args.window, lookahead=args.lookahead,
         restart=args.restart, progress=progress, connection=_connection(args),
+        priority=args.priority,
     )
 
 

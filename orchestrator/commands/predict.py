@@ -157,6 +157,7 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
         "lookahead": options.lookahead, "restart": options.restart,
         "input_formats": [scan.formats[p].describe() for p in inputs.read_paths],
         "calls": settings.to_dict(), "report": report, "save_embeddings": save_embeddings,
+        "priority": options.resolved_priority,
     }
     if scan.n_records == 0:
         log.warning("warning: no records in %s; writing header-only outputs%s",
@@ -325,6 +326,8 @@ def _run_record(*, parameters: dict[str, Any], backend: str,
         if s:
             m["requests"] = int(s.get("requests", 0))
             m["retries"] = int(s.get("retries", 0))
+            m["rejections"] = int(s.get("rejections", 0))  # "queue full" answers (load shedding)
+            m["hedged"] = int(s.get("hedged", 0))  # overdue requests re-sent elsewhere
             # Triton: summed request latencies (requests overlap); local: wall time of the model.
             m["embed_seconds"] = round(float(s.get("seconds", 0.0)), 4)
     embed_s = timings.get("embed", 0.0)

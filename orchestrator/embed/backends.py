@@ -15,12 +15,13 @@ BACKENDS = ("triton", "local")
 
 def open_backend(backend: str, *, servers: list[str], model_repository: str | None,
                  batch_size: int | None, max_in_flight: int | None,
-                 connection: ConnectionOptions | None) -> EmbeddingBackend:
+                 connection: ConnectionOptions | None, priority: str | None = None
+                 ) -> EmbeddingBackend:
     if backend == "triton":
         from orchestrator.embed.triton.client import EmbeddingClient
 
         return EmbeddingClient(servers, batch_size=batch_size, max_in_flight=max_in_flight,
-                               options=connection)
+                               options=connection, priority=priority)
     if backend == "local":
         from orchestrator.embed.local import LocalBackend
 

@@ -120,6 +120,7 @@ def _embed(options: PipelineOptions, *, paths: EmbedPaths, servers: list[str], l
             window=options.window, lookahead=options.lookahead, done=done,
             progress=options.progress, total_bases=scan.n_bases, finish_window=finish,
             timings=timings, frame_filter=frame_filter, desc="embed")
+        endpoints = getattr(be, "endpoints_info", lambda: None)()
     finally:
         be.close()
     t0 = time.perf_counter()
@@ -133,7 +134,7 @@ def _embed(options: PipelineOptions, *, paths: EmbedPaths, servers: list[str], l
         "inputs_sha256": inputs.digests, "chunk_size": chunk_size, "label": label,
         "frame_filter": header.frame_filter, "backend": options.backend,
         "servers": servers if options.backend == "triton" else None,
-        "models": header.models,
+        "priority": options.resolved_priority, "endpoints": endpoints, "models": header.models,
         "counts": {"records": counters.records, "bases": counters.bases, "chunks": counters.chunks,
                    "frames": n, "windows": counters.windows},
         "input_lengths": scan.lengths.to_dict(),

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from orchestrator.embed.priority import resolve_priority
 from orchestrator.errors import InputError
 
 if TYPE_CHECKING:
@@ -44,6 +45,12 @@ class PipelineOptions:
     restart: bool = False
     progress: bool = False
     connection: ConnectionOptions | None = field(default=None)
+    priority: str | None = None  # high, normal, low; None: $VIRNUCPRO_PRIORITY, else normal
+
+    @property
+    def resolved_priority(self) -> str:
+        """The priority this run sends (InputError for a bad $VIRNUCPRO_PRIORITY)."""
+        return resolve_priority(self.priority)
 
     def check(self) -> None:
         """Usage errors (exit 2) before anything is read or any server is asked."""
@@ -61,3 +68,4 @@ class PipelineOptions:
             raise InputError(f"--max-in-flight must be positive, got {self.max_in_flight}")
         if list(self.inputs).count("-") > 1:
             raise InputError("stdin (-) can be given only once")
+        resolve_priority(self.priority)

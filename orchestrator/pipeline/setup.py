@@ -52,7 +52,7 @@ def scan_run_inputs(options: PipelineOptions, ckpt: Checkpoint, state: Path) -> 
 def open_run_backend(options: PipelineOptions, servers: list[str]) -> EmbeddingBackend:
     return open_backend(options.backend, servers=servers, model_repository=options.model_repository,
                         batch_size=options.batch_size, max_in_flight=options.max_in_flight,
-                        connection=options.connection)
+                        connection=options.connection, priority=options.resolved_priority)
 
 
 def announce(done: int, ckpt: Checkpoint, inputs: ScannedInputs, options: PipelineOptions) -> None:

@@ -15,6 +15,13 @@ answered for `VIRNUCPRO_RETRY_DEADLINE` seconds (default 60) does the run end wi
 `ServerUnavailable` (exit 3, checkpoint intact). At start every endpoint must become ready within
 `VIRNUCPRO_CONNECT_TIMEOUT` seconds (default 10) and serve the same widths and weight checksums;
 each request may take up to `VIRNUCPRO_REQUEST_TIMEOUT` seconds (default 600).
+
+A shared cluster: requests carry the run's priority; "queue full" answers (load shedding) mean
+busy, not down: the request waits for a jittered, growing backoff of that endpoint and is sent
+again, never failing the run. A server that holds requests but answers no liveness check for a
+few seconds (a frozen process) is marked down; a request that outlives a deadline derived from
+this run's latencies while its server returns nothing else (a stuck model) is re-sent to another
+endpoint (hedged: the first answer wins). A deep queue on a working server triggers neither.
 """
 
 from __future__ import annotations
@@ -24,22 +31,27 @@ import itertools
 import logging
 import os
 import queue
+import random
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from orchestrator.embed.contract import DNA_MODEL, INPUT_NAME, MODELS, OUTPUT_NAME, PROTEIN_MODEL
+from orchestrator.embed.priority import PRIORITIES, resolve_priority
 from orchestrator.embed.triton.endpoints import (
+    FAIR_SHARE_PARAMETER,
     ConnectionOptions,
     Endpoint,
     ModelSettings,
     bytes_tensor_payload,
     first_line,
+    is_busy,
     model_differences,
     parse_servers,
     resolve_servers,
@@ -63,6 +75,28 @@ DEFAULT_REQUEST_TIMEOUT_S = 600.0
 PROBE_INTERVAL_S = 0.5
 # A request that fails this often while others succeed is the request's fault, not an outage.
 MAX_ATTEMPTS = 20
+# Load shedding: after a "queue full" answer an endpoint gets no request of that model for a
+# jittered backoff that doubles per consecutive rejection, from BACKOFF_MIN_S up to BACKOFF_MAX_S.
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 2.0
+# Frozen server: while it holds requests it is asked "live?" every LIVENESS_INTERVAL_S; this many
+# consecutive checks without an answer within LIVENESS_TIMEOUT_S mark it down. A busy server
+# still answers (the check does not wait for a model).
+LIVENESS_INTERVAL_S = 1.0
+LIVENESS_TIMEOUT_S = 2.0
+LIVENESS_FAILURES = 2
+# Stuck model: a request is overdue after max(HEDGE_FLOOR_S, HEDGE_FACTOR x p99) of this run's
+# latencies of that model (send to answer, queueing included), HEDGE_DEFAULT_S before
+# HEDGE_MIN_SAMPLES answers (few: a stuck request holds back its window, and with it the answers
+# the run could learn from); it is re-sent elsewhere only if its server returned nothing of that
+# model for as long (or it is HEDGE_ALONE_FACTOR x overdue: one hung instance among working ones).
+HEDGE_FLOOR_S = 10.0
+HEDGE_FACTOR = 5.0
+HEDGE_DEFAULT_S = 60.0
+HEDGE_MIN_SAMPLES = 4
+HEDGE_ALONE_FACTOR = 3.0
+HEDGE_CHECK_S = 0.5
+LATENCY_SAMPLES = 512
 
 # gRPC status codes (as InferenceServerException.status() spells them) that mean "server or
 # connection not there right now": restarting, overloaded, or the connection dropped.
@@ -124,6 +158,10 @@ class _Job:
     payload: bytes
     order: int  # global submission order: earlier windows' requests go first
     attempts: int = 0
+    copies: int = 0  # sends of it still outstanding (more than one once hedged)
+    queued: bool = False  # waiting in the pending queue
+    done: bool = False  # answered: other copies' answers are ignored
+    avoid: set[str] = field(default_factory=set)  # endpoints where it is overdue
 
     def __lt__(self, other: _Job) -> bool:
         return self.order < other.order
@@ -142,8 +180,11 @@ class EmbeddingClient:
         connect_timeout: float | None = None,
         retry_deadline: float | None = None,
         options: ConnectionOptions | None = None,
+        priority: str | None = None,
     ) -> None:
         import tritonclient.grpc as grpcclient  # noqa: F401  (fail early if missing)
+
+        self.priority = resolve_priority(priority)
 
         self.urls = resolve_servers(parse_servers([servers] if isinstance(servers, str)
                                                   else servers))
@@ -154,20 +195,25 @@ class EmbeddingClient:
                                else _env_seconds(RETRY_DEADLINE_ENV, DEFAULT_RETRY_DEADLINE_S))
         self.request_timeout = _env_seconds(REQUEST_TIMEOUT_ENV, DEFAULT_REQUEST_TIMEOUT_S)
         self._max_in_flight = max_in_flight
-        self.endpoints = [Endpoint(u, self.options, self.request_timeout) for u in self.urls]
+        self.endpoints = [Endpoint(u, self.options, self.request_timeout,
+                                   priority=PRIORITIES[self.priority]) for u in self.urls]
         self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._failure: BaseException | None = None
         self._pending: dict[str, list[_Job]] = {m: [] for m in MODELS}
         self._outstanding: dict[int, tuple[Endpoint, _Job, float]] = {}
+        self._calls: dict[int, Any] = {}  # token -> tritonclient CallContext (to cancel a copy)
+        self._overdue: set[int] = set()  # tokens already hedged
+        self._latencies = {m: deque(maxlen=LATENCY_SAMPLES) for m in MODELS}
+        self._next_hedge_check = 0.0
         self._open: set[EmbeddingTicket] = set()
         self._tokens = itertools.count()
         self._order = itertools.count()
         self._rotation = itertools.count()
         self._outage_since: float | None = None
-        self._model_stats = {m: {"requests": 0, "retries": 0, "seconds": 0.0, "frames": 0}
-                             for m in MODELS}
+        self._model_stats = {m: {"requests": 0, "retries": 0, "seconds": 0.0, "frames": 0,
+                                 "rejections": 0, "hedged": 0} for m in MODELS}
         try:
             self.reference = self._start_endpoints()
         except BaseException:
@@ -177,9 +223,12 @@ class EmbeddingClient:
         self.batch_size = {m: min(batch_size or 1 << 30, *(e.settings[m].max_batch_size for e in up))
                            for m in MODELS}
         self.widths = (self.reference[DNA_MODEL].width, self.reference[PROTEIN_MODEL].width)
+        self._warn_clamped(up)
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="embed-dispatcher",
                                             daemon=True)
         self._dispatcher.start()
+        for ep in up:
+            self._check_liveness(ep)
 
     # -- start -----------------------------------------------------------------------------------
     def _start_endpoints(self) -> dict[str, ModelSettings]:
@@ -232,6 +281,16 @@ class EmbeddingClient:
                             len(up), len(self.endpoints))
                 self._watch(ep)
         return reference.settings
+
+    def _warn_clamped(self, endpoints: list[Endpoint]) -> None:
+        """One line when the servers' fair share lowered --max-in-flight (per model: the limit)."""
+        limits = {m: sorted({e.settings[m].max_in_flight for e in endpoints
+                             if e.settings[m].clamped_from is not None}) for m in MODELS}
+        clamped = [f"{m} to {'/'.join(map(str, v))}" for m, v in limits.items() if v]
+        if clamped:
+            log.warning("warning: --max-in-flight %d is more than one client's fair share of the "
+                        "servers' queue; clamped %s (model parameter %s x instances)",
+                        self._max_in_flight, ", ".join(clamped), FAIR_SHARE_PARAMETER)
 
     # -- information -----------------------------------------------------------------------------
     def models_info(self) -> list[dict[str, Any]]:
@@ -290,8 +349,9 @@ class EmbeddingClient:
             while not self._closing.is_set():
                 self._send_pending()
                 self._check_deadline()
+                self._hedge_overdue()
                 try:
-                    event = self._events.get(timeout=0.25)
+                    event = self._events.get(timeout=self._idle_wait())
                 except queue.Empty:
                     continue
                 with self._lock:
@@ -305,26 +365,47 @@ class EmbeddingClient:
             _, ticket, jobs = event
             self._open.add(ticket)
             for job in jobs:
+                job.queued = True
                 heapq.heappush(self._pending[job.model], job)
         elif kind == "done":
             self._done(*event[1:])
         elif kind == "up":
             self._admit(*event[1:])
+        elif kind == "frozen":
+            self._frozen(*event[1:])
 
     def _send_pending(self) -> None:
         """Each queued request to the endpoint with the most free slots; ties rotate, so equal
         endpoints share the work evenly even when there is more capacity than work."""
         n = len(self.endpoints)
+        now = time.monotonic()
         for model in MODELS:
             heap = self._pending[model]
             while heap:
+                job = heap[0]
+                if job.done:  # a hedge whose original answered meanwhile
+                    heapq.heappop(heap).queued = False
+                    continue
+                if job.avoid and all(e.url in job.avoid for e in self.endpoints
+                                     if e.state == "up"):
+                    job.avoid.clear()  # nowhere else to go any more
                 start = next(self._rotation) % n
                 candidates = (self.endpoints[(start + i) % n] for i in range(n))
-                ep = max((e for e in candidates if e.state == "up" and e.free_slots(model) > 0),
+                ep = max((e for e in candidates if e.state == "up" and e.free_slots(model) > 0
+                          and e.backoff_until[model] <= now and e.url not in job.avoid),
                          key=lambda e, m=model: e.free_slots(m), default=None)
                 if ep is None:
                     break
-                self._send(ep, heapq.heappop(heap))
+                heapq.heappop(heap).queued = False
+                self._send(ep, job)
+
+    def _idle_wait(self) -> float:
+        """How long the dispatcher may wait for an event: until the first backoff with queued
+        work ends, at most 0.25 s."""
+        now = time.monotonic()
+        ends = [e.backoff_until[m] - now for e in self.endpoints for m in MODELS
+                if self._pending[m] and e.backoff_until[m] > now]
+        return max(0.005, min([0.25, *ends]))
 
     def _send(self, ep: Endpoint, job: _Job) -> None:
         import tritonclient.grpc as grpcclient
@@ -332,6 +413,7 @@ class EmbeddingClient:
         token = next(self._tokens)
         now = time.monotonic()
         ep.in_flight[job.model] += 1
+        job.copies += 1
         self._outstanding[token] = (ep, job, now)
         if job.ticket.first_sent is None:
             job.ticket.first_sent = now
@@ -344,8 +426,9 @@ class EmbeddingClient:
             self._events.put(("done", token, result, error))
 
         try:
-            ep.client.async_infer(job.model, [inp], callback, headers=self.options.header_dict(),
-                                  client_timeout=self.request_timeout)
+            self._calls[token] = ep.client.async_infer(
+                job.model, [inp], callback, headers=self.options.header_dict(),
+                client_timeout=self.request_timeout, priority=ep.priority)
         except Interrupted:
             raise
         except Exception as exc:  # channel closed under us: treat like a failed call
@@ -353,13 +436,21 @@ class EmbeddingClient:
 
     def _done(self, token: int, result: Any, error: Any) -> None:
         entry = self._outstanding.pop(token, None)
+        self._calls.pop(token, None)
+        self._overdue.discard(token)
         if entry is None:
             return  # its endpoint was marked down and the request already re-sent
         ep, job, sent = entry
         ep.in_flight[job.model] -= 1
+        job.copies -= 1
         if error is not None:
             self._failed(ep, job, error)
             return
+        now = time.monotonic()
+        ep.last_answer[job.model] = now
+        ep.busy_streak[job.model] = 0
+        if job.done:
+            return  # the other copy of a hedged request answered first
         width = self.reference[job.model].width
         try:
             emb = result.as_numpy(OUTPUT_NAME)
@@ -370,6 +461,10 @@ class EmbeddingClient:
             raise OrchestratorError(f"model {job.model} at {ep.url} returned shape "
                                     f"{None if emb is None else emb.shape}, expected "
                                     f"{(len(job.rows), width)}")
+        job.done = True
+        if job.avoid:
+            self._cancel_copies(job)
+        self._latencies[job.model].append(now - sent)
         ticket = job.ticket
         ticket.outputs[job.model][job.rows] = emb
         ticket.remaining -= 1
@@ -382,25 +477,58 @@ class EmbeddingClient:
         stats = self._model_stats[job.model]
         stats["requests"] += 1
         stats["frames"] += len(job.rows)
-        stats["seconds"] += time.monotonic() - sent
+        stats["seconds"] += now - sent
+
+    def _cancel_copies(self, job: _Job) -> None:
+        """The first answer of a hedged request won: cancel its copies still waiting on healthy
+        endpoints (their slots free up). Copies on the endpoint where it was overdue stay counted
+        there until they return, so a stuck server is not handed more work meanwhile."""
+        for token, (_, other, _) in self._outstanding.items():
+            if other is job and token not in self._overdue and token in self._calls:
+                self._calls[token].cancel()
 
     def _failed(self, ep: Endpoint, job: _Job, error: Any) -> None:
+        if job.done:
+            return  # a copy of an answered request: cancelled, or lost with its server
         if not is_retriable(error):
             raise OrchestratorError(f"model {job.model} at {ep.url} rejected a request: "
                                     f"{first_line(error)}")
+        if is_busy(error):
+            self._busy(ep, job, error)
+            return
         ep.stats.failures += 1
-        self._requeue(job)
+        if job.copies == 0 and not job.queued:  # else a hedged copy is still on its way
+            self._requeue(job)
         if job.attempts > MAX_ATTEMPTS:
             raise ServerUnavailable(f"a request to {job.model} failed {job.attempts} times "
                                     f"(last at {ep.url}: {first_line(error)})")
         self._mark_down(ep, f"model {job.model}: {first_line(error)}")
 
+    def _busy(self, ep: Endpoint, job: _Job, error: Any) -> None:
+        """Load shedding: the endpoint stays up, takes no request of this model for a jittered
+        backoff (doubling per consecutive rejection), and the request goes back to the queue;
+        never counted as a failed attempt, however long the shedding lasts."""
+        ep.stats.rejections += 1
+        self._model_stats[job.model]["rejections"] += 1
+        streak = ep.busy_streak[job.model] = ep.busy_streak[job.model] + 1
+        delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(streak - 1, 16))
+        until = time.monotonic() + delay * random.uniform(0.5, 1.0)
+        ep.backoff_until[job.model] = max(ep.backoff_until[job.model], until)
+        if job.copies == 0 and not job.queued:
+            job.queued = True
+            heapq.heappush(self._pending[job.model], job)
+        if ep.stats.rejections == 1:
+            log.warning("warning: Triton at %s sheds load (%s); backing off and retrying there "
+                        "and elsewhere (rejections are counted in run.json)", ep.url,
+                        first_line(error))
+
     def _requeue(self, job: _Job) -> None:
         job.attempts += 1
+        job.queued = True
         self._model_stats[job.model]["retries"] += 1
         heapq.heappush(self._pending[job.model], job)
 
-    def _mark_down(self, ep: Endpoint, reason: str) -> None:
+    def _mark_down(self, ep: Endpoint, reason: str, failed: int = 1) -> None:
         """Take `ep` out of rotation: its outstanding requests go back to the queue now (the
         other endpoints take them), its channel is replaced, a probe watches for its return."""
         if ep.state != "up":
@@ -409,15 +537,21 @@ class EmbeddingClient:
         ep.state = "down"
         ep.down_since = now
         ep.last_error = reason
+        ep.stats.down += 1
         moved = [t for t, (e, _, _) in self._outstanding.items() if e is ep]
         for token in moved:
-            self._requeue(self._outstanding.pop(token)[1])
+            job = self._outstanding.pop(token)[1]
+            self._calls.pop(token, None)
+            self._overdue.discard(token)
+            job.copies -= 1
+            if not job.done and job.copies == 0 and not job.queued:
+                self._requeue(job)
         ep.in_flight = dict.fromkeys(MODELS, 0)
         if self._outage_since is None:
             self._outage_since = now
         others = sum(e.state == "up" for e in self.endpoints)
         log.warning("Triton at %s failed (%s); %d outstanding requests re-sent to %d other "
-                    "endpoint(s); retrying it for up to %.0f s", ep.url, reason, len(moved) + 1,
+                    "endpoint(s); retrying it for up to %.0f s", ep.url, reason, len(moved) + failed,
                     others, self.retry_deadline)
         ep.connect()  # closing the old channel cancels its calls; their answers are ignored
         self._watch(ep)
@@ -428,7 +562,8 @@ class EmbeddingClient:
         client = ep.client
 
         def run() -> None:
-            probe = Endpoint(ep.url, ep.options, ep.request_timeout, client=client)
+            probe = Endpoint(ep.url, ep.options, ep.request_timeout, client=client,
+                             priority=ep.priority)
             while not self._closing.wait(PROBE_INTERVAL_S):
                 if ep.client is not client:
                     return  # replaced (closed run, or marked down again)
@@ -468,6 +603,89 @@ class EmbeddingClient:
         ep.down_since = None
         ep.state = "up"
         log.info("Triton at %s answers again; re-admitted", ep.url)
+        self._check_liveness(ep)
+
+    # -- frozen servers and stuck models ---------------------------------------------------------
+    def _check_liveness(self, ep: Endpoint) -> None:
+        """While `ep` holds requests, ask its server "live?" with a short deadline on a thread of
+        its own; LIVENESS_FAILURES unanswered checks in a row post "frozen". A frozen process
+        (SIGSTOP, a hung node) answers nothing, while a busy one answers at once, since the
+        check waits for no model. Ends when the endpoint's channel is replaced."""
+        client = ep.client
+        headers = self.options.header_dict()
+
+        def run() -> None:
+            failures = 0
+            first_failure = 0.0
+            while not self._closing.wait(LIVENESS_INTERVAL_S if failures == 0 else 0.0):
+                if ep.client is not client or ep.state != "up":
+                    return
+                if not any(ep.in_flight.values()):
+                    failures = 0
+                    continue
+                asked = time.monotonic()
+                try:
+                    if client.is_server_live(headers=headers, client_timeout=LIVENESS_TIMEOUT_S):
+                        failures = 0
+                        continue
+                except Exception:  # no answer in time (or the channel broke): counted below
+                    pass
+                if failures == 0:
+                    first_failure = asked
+                failures += 1
+                if failures >= LIVENESS_FAILURES:
+                    self._events.put(("frozen", ep, client, first_failure))
+                    return
+
+        threading.Thread(target=run, name=f"liveness-{ep.url}", daemon=True).start()
+
+    def _frozen(self, ep: Endpoint, client: Any, since: float) -> None:
+        if ep.client is not client or ep.state != "up":
+            return
+        ep.stats.frozen += 1
+        held = sum(ep.in_flight.values())
+        self._mark_down(ep, f"frozen: holds {held} requests but answered no liveness check for "
+                        f"{time.monotonic() - since:.1f} s", failed=0)
+        ep.down_since = since  # unusable since the first unanswered check
+
+    def _deadline(self, model: str) -> float:
+        """Seconds after which a request of `model` is overdue, from this run's latencies."""
+        samples = self._latencies[model]
+        if len(samples) < HEDGE_MIN_SAMPLES:
+            return HEDGE_DEFAULT_S
+        return max(HEDGE_FLOOR_S, HEDGE_FACTOR * float(np.percentile(samples, 99)))
+
+    def _hedge_overdue(self) -> None:
+        """Re-send overdue requests to another up endpoint (first answer wins). The original
+        stays outstanding on its endpoint, which therefore gets no new work while stuck."""
+        now = time.monotonic()
+        if now < self._next_hedge_check or not self._outstanding:
+            return
+        self._next_hedge_check = now + HEDGE_CHECK_S
+        up = [e for e in self.endpoints if e.state == "up"]
+        if len(up) < 2:
+            return
+        deadlines = {m: self._deadline(m) for m in MODELS}
+        for token, (ep, job, sent) in self._outstanding.items():
+            deadline = deadlines[job.model]
+            age = now - sent
+            if (token in self._overdue or job.done or age < deadline
+                    or (now - ep.last_answer[job.model] < deadline
+                        and age < HEDGE_ALONE_FACTOR * deadline)):
+                continue
+            if not any(e is not ep and e.url not in job.avoid for e in up):
+                continue
+            self._overdue.add(token)
+            job.avoid.add(ep.url)
+            ep.stats.hedged += 1
+            self._model_stats[job.model]["hedged"] += 1
+            log.warning("warning: a %s request to %s has had no answer for %.1f s (deadline "
+                        "%.1f s from this run's latencies) while that server returned nothing "
+                        "else; re-sent to another endpoint (hedged)", job.model, ep.url, age,
+                        deadline)
+            if not job.queued:
+                job.queued = True
+                heapq.heappush(self._pending[job.model], job)
 
     def _check_deadline(self) -> None:
         if self._outage_since is None or any(e.state == "up" for e in self.endpoints):

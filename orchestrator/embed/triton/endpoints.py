@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import socket
 import ssl
@@ -28,6 +29,13 @@ DNS_PREFIX = "dns:///"
 # Requests stay far below this; it only has to exceed the largest batch of embeddings
 # (e.g. 256 frames x 2560 floats x 4 B = 2.6 MB) with room to spare.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+# Model config parameter: requests one client should keep in flight per instance of the model
+# (its fair share of a shared queue); --max-in-flight above it is clamped.
+FAIR_SHARE_PARAMETER = "max_in_flight_per_instance"
+# A server shedding load: its queue is full (max_queue_size) or a request timed out in it.
+_BUSY_TEXT = ("exceeds maximum queue size", "request timeout expired")
+BUSY_RETRY_MAX_S = 2.0
 
 # gRPC metadata keys: lowercase letters, digits, '-', '_', '.'; "grpc-" is reserved.
 _HEADER_KEY = re.compile(r"^[0-9a-z_.-]+$")
@@ -133,7 +141,10 @@ class ConnectionOptions:
 
 @dataclass
 class ModelSettings:
-    """One model as one endpoint serves it; the in-flight limit comes from its instance count."""
+    """One model as one endpoint serves it; the in-flight limit comes from its instance count.
+
+    `clamped_from`: the --max-in-flight asked for when the config's fair share lowered it.
+    """
 
     name: str
     version: str
@@ -142,6 +153,7 @@ class ModelSettings:
     instances: int
     max_in_flight: int
     weights_sha256: str
+    clamped_from: int | None = None
 
 
 @dataclass
@@ -150,6 +162,10 @@ class EndpointStats:
     rows: int = 0
     failures: int = 0
     unavailable_seconds: float = 0.0
+    rejections: int = 0  # "queue full" answers (load shedding): busy, not down
+    hedged: int = 0  # requests past their deadline here, re-sent elsewhere
+    frozen: int = 0  # times it held requests but answered no liveness check
+    down: int = 0  # times it was taken out of rotation (failed call, frozen)
 
 
 @dataclass
@@ -167,6 +183,13 @@ class Endpoint:
     down_since: float | None = None
     last_error: str = ""
     client: Any = None
+    # load shedding: per model, no request before `backoff_until` (monotonic); `busy_streak`
+    # consecutive rejections make the backoff grow
+    backoff_until: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODELS, 0.0))
+    busy_streak: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODELS, 0))
+    # per model, when a request here last returned (monotonic): a stuck model makes no progress
+    last_answer: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODELS, 0.0))
+    priority: int = 0  # Triton request priority of this run's calls (0: the model's default)
 
     # -- connection ------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -274,6 +297,9 @@ class Endpoint:
         instances = max(1, instances)
         params = config.get("parameters", {}) or {}
         sha = (params.get("weights_sha256", {}) or {}).get("string_value") or "unknown"
+        limit, clamped_from = _in_flight_limit(
+            (params.get(FAIR_SHARE_PARAMETER, {}) or {}).get("string_value"), instances,
+            max_in_flight, f"model {model} at {self.url}")
         versions = meta.get("versions") or ["unknown"]
         version = str(max(versions, key=lambda v: int(v) if str(v).isdigit() else -1))
         width = -1
@@ -284,22 +310,31 @@ class Endpoint:
             probe = "ACGTACGTAC" if model == DNA_MODEL else "MKV"
             width = int(self.infer_sync(model, [probe]).shape[1])
         return ModelSettings(name=model, version=version, width=width, max_batch_size=max_bs,
-                             instances=instances, max_in_flight=max_in_flight or 2 * instances,
-                             weights_sha256=sha)
+                             instances=instances, max_in_flight=limit, weights_sha256=sha,
+                             clamped_from=clamped_from)
 
     def infer_sync(self, model: str, strings: list[str]) -> Any:
         import tritonclient.grpc as grpcclient
 
         inp = grpcclient.InferInput(INPUT_NAME, [len(strings), 1], "BYTES")
         inp._raw_content = bytes_tensor_payload(strings)
-        try:
-            res = self.client.infer(model, [inp], headers=self.options.header_dict(),
-                                    client_timeout=self.request_timeout)
-        except Interrupted:
-            raise
-        except Exception as exc:
-            raise ServerUnavailable(f"model {model} at {self.url} failed: {first_line(exc)}") from exc
-        return res.as_numpy(OUTPUT_NAME)
+        deadline = time.monotonic() + self.request_timeout
+        pause = 0.05
+        while True:
+            try:
+                res = self.client.infer(model, [inp], headers=self.options.header_dict(),
+                                        client_timeout=self.request_timeout,
+                                        priority=self.priority)
+                return res.as_numpy(OUTPUT_NAME)
+            except Interrupted:
+                raise
+            except Exception as exc:
+                # a server shedding load is busy, not broken: try again after a jittered pause
+                if not is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise ServerUnavailable(f"model {model} at {self.url} failed: "
+                                            f"{first_line(exc)}") from exc
+            time.sleep(pause * random.uniform(0.5, 1.0))
+            pause = min(BUSY_RETRY_MAX_S, 2 * pause)
 
     def free_slots(self, model: str) -> int:
         return self.settings[model].max_in_flight - self.in_flight[model]
@@ -316,10 +351,48 @@ class Endpoint:
             "rows": self.stats.rows,
             "failures": self.stats.failures,
             "unavailable_seconds": round(unavailable, 3),
+            "rejections": self.stats.rejections,
+            "hedged": self.stats.hedged,
+            "frozen": self.stats.frozen,
+            "down": self.stats.down,
             "max_in_flight": {m: s.max_in_flight for m, s in self.settings.items()},
             "instances": {m: s.instances for m, s in self.settings.items()},
             **({"last_error": self.last_error} if self.last_error else {}),
         }
+
+
+def _in_flight_limit(per_instance: str | None, instances: int, asked: int | None, where: str
+                     ) -> tuple[int, int | None]:
+    """(requests in flight, the --max-in-flight asked for if the fair share lowered it).
+
+    Default: the config's fair share x instances, else 2 x instances (Triton's guidance: one
+    request running per instance, one waiting). A larger --max-in-flight is clamped to the fair
+    share, so one bulk run cannot fill a queue other users share.
+    """
+    share = None
+    if per_instance:
+        try:
+            share = int(per_instance) * instances
+        except ValueError:
+            log.warning("warning: %s: parameter %s=%r is not a whole number; ignored", where,
+                        FAIR_SHARE_PARAMETER, per_instance)
+        if share is not None and share <= 0:
+            share = None
+    if asked is None:
+        return share or 2 * instances, None
+    if share is not None and asked > share:
+        return share, asked
+    return asked, None
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True for "queue full" answers: the server is there but sheds load; retry later."""
+    status = getattr(exc, "status", None)
+    code = str(status() if callable(status) else status or "")
+    if code.endswith("RESOURCE_EXHAUSTED"):
+        return True
+    lowered = str(exc).lower()
+    return any(t in lowered for t in _BUSY_TEXT)
 
 
 def model_differences(reference: dict[str, ModelSettings], other: dict[str, ModelSettings]
