@@ -220,7 +220,8 @@ def test_container_entry_point_execs_tritonserver_locked_down(tmp_path, monkeypa
 @pytest.fixture(scope="module")
 def other_weights_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """Toy models with other weights checksums and two priority levels."""
-    repo = write_toy_repository(tmp_path_factory.mktemp("other") / "repo", weights_tag="-other")
+    repo = write_toy_repository(tmp_path_factory.mktemp("other") / "repo", weights_tag="-other",
+                                priority_levels=False)
     for config in repo.glob("*/config.pbtxt"):
         config.write_text(config.read_text().replace(
             "dynamic_batching {", "dynamic_batching { priority_levels: 2 default_priority_level: 2"))
@@ -247,7 +248,7 @@ def test_status_lists_up_and_down_endpoints(explicit_server, capsys):
     assert code == 0, out
     up_line, down_line, summary = out.strip().splitlines()
     assert up_line.startswith("ready") and explicit_server.grpc_url in up_line and "plaintext" in up_line
-    assert "dnabert_s v1 width 8 sha toy-dnabert_ cpu x1 batch 16 priorities -" in up_line
+    assert "dnabert_s v1 width 8 sha toy-dnabert_ cpu x1 batch 16 priorities 3 (default 2)" in up_line
     assert "esm2 v1 width 8 sha toy-esm2 cpu x1 batch 16" in up_line
     assert "pending 0" in up_line and "inf/s" in up_line
     assert down_line.startswith("unreachable") and down in down_line and "metrics" in down_line
@@ -263,7 +264,7 @@ def test_status_lists_up_and_down_endpoints(explicit_server, capsys):
     assert up["models"]["dnabert_s"] == {
         "name": "dnabert_s", "ready": True, "version": "1", "width": 8,
         "weights_sha256": "toy-dnabert_s", "kind": "cpu", "instances": 1, "max_batch_size": 16,
-        "priority_levels": None, "default_priority_level": None}
+        "priority_levels": 3, "default_priority_level": 2}
     assert up["load"]["esm2"]["pending"] == 0 and up["metrics_problem"] == "" and up["gpus"] == []
     assert (gone["url"], gone["state"], gone["models"], gone["agrees"]) == (down, "unreachable", {}, None)
     assert gone["problem"] and gone["metrics_problem"]
