@@ -40,7 +40,7 @@ gpu-wheels: setup
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 		--platform manylinux2014_x86_64 \
 		nvidia-pytriton==0.7.0 "tritonclient[grpc]" grpcio protobuf python-rapidjson ml-dtypes \
-		packaging fair-esm==2.0.0 tokenizers
+		packaging fair-esm==2.0.0 tokenizers "numpy<2"
 	du -sh $(GPU_WHEELS)
 
 lint: setup

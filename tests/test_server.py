@@ -286,3 +286,17 @@ def test_serve_signal_while_models_load_stops_promptly(tmp_path: Path) -> None:
             proc.wait()
     assert not any(port_in_use("127.0.0.1", p) for p in ports)
     assert not list(Path("/dev/shm").glob(f"virnucpro_{proc.pid}_*"))
+
+
+def test_pytriton_server_refuses_numpy_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvidia-pytriton's stub corrupts string tensors under numpy 2 (seen on a GPU image): one line.
+
+    numpy 2 cannot be installed beside this environment's 1.x, so its version string stands in.
+    """
+    import numpy
+
+    monkeypatch.setattr(numpy, "__version__", "2.5.2")
+    server = TritonServer(write_toy_repository(tmp_path / "repo"))
+    with pytest.raises(ServerUnavailable, match=r"needs numpy<2 .* has numpy 2\.5\.2"):
+        server.start()
+    server.cleanup()

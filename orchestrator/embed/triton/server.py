@@ -433,6 +433,8 @@ def _locate_server(workdir: Path) -> tuple[Path, Path | None, dict[str, str]]:
         return Path(on_path), backends, env
 
     spec = importlib.util.find_spec("pytriton")
+    if spec is not None:
+        _check_stub_numpy()
     if spec is None or not spec.submodule_search_locations:
         raise ServerUnavailable(
             "no tritonserver found: none on PATH and the nvidia-pytriton package is not installed "
@@ -457,6 +459,23 @@ def _locate_server(workdir: Path) -> tuple[Path, Path | None, dict[str, str]]:
         libs.append(env["LD_LIBRARY_PATH"])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libs if p)
     return binary, backends, env
+
+
+def _check_stub_numpy() -> None:
+    """nvidia-pytriton 0.7.0's Python-backend stub needs numpy<2 (its own requirement).
+
+    With numpy 2 the string tensors the stub hands to model.py arrive corrupted and the stub dies
+    on the first request (or at warmup), which the server only reports as "Stub process ... is
+    not healthy". Seen on an H200 machine whose image has numpy 2.5; refused here in one line.
+    """
+    import numpy
+
+    major = int(numpy.__version__.split(".")[0])
+    if major >= 2:
+        raise ServerUnavailable(
+            f"the tritonserver of nvidia-pytriton needs numpy<2 in the interpreter its Python "
+            f"backend embeds ({sys.executable} has numpy {numpy.__version__}); install numpy<2 "
+            "there (pip install 'numpy<2') or run NVIDIA's tritonserver container")
 
 
 @contextlib.contextmanager
