@@ -49,6 +49,7 @@ from orchestrator.write.rederive import (
     check_sample,
     default_sample,
     derive_answers,
+    run_sample,
     write_report_or_warn,
 )
 from orchestrator.write.tally import SequenceTally
@@ -131,7 +132,8 @@ def run_predict(options: PipelineOptions, *, outdir: str, classifier: str,
     options.check()
     settings = call_settings or CallSettings()
     settings.validate()
-    sample = check_sample(sample) if sample is not None else default_sample(options.inputs)
+    if sample is not None:
+        check_sample(sample)
     servers = server_list(options)
     paths = OutputPaths(outdir, save_embeddings=save_embeddings)
     paths.outdir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +144,7 @@ def run_predict(options: PipelineOptions, *, outdir: str, classifier: str,
 
 
 def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str], classifier: str,
-             settings: CallSettings, report: bool, save_embeddings: bool, sample: str
+             settings: CallSettings, report: bool, save_embeddings: bool, sample: str | None
              ) -> dict[str, Any]:
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
@@ -165,7 +167,8 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
         "lookahead": options.lookahead, "restart": options.restart,
         "input_formats": [scan.formats[p].describe() for p in inputs.read_paths],
         "calls": settings.to_dict(), "report": report, "save_embeddings": save_embeddings,
-        "priority": options.resolved_priority, "sample": sample,
+        "priority": options.resolved_priority,
+        "sample": sample if sample is not None else default_sample(options.inputs),
     }
     if scan.n_records == 0:
         log.warning("warning: no records in %s; writing header-only outputs%s",
@@ -237,13 +240,16 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
 
 
 def _finish(paths: OutputPaths, run_json: dict[str, Any], chunk_size: int,
-            settings: CallSettings, report: bool, sample: str, *, fresh: bool) -> dict[str, Any]:
+            settings: CallSettings, report: bool, sample: str | None, *, fresh: bool
+            ) -> dict[str, Any]:
     """The answers (calls, regions, tracks, Broad's table, MultiQC files) and the report of a
     complete run.
 
     A finished run rerun with other thresholds or sample name, or whose answer files are missing,
-    gets them re-derived from the kept chunk table: nothing is re-embedded.
+    gets them re-derived from the kept chunk table: nothing is re-embedded. Without --sample
+    the name the run recorded stays.
     """
+    sample = run_sample(run_json, sample)
     stale = fresh or answers_stale(paths, run_json, settings, sample)
     if stale:
         if not fresh:
