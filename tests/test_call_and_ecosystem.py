@@ -274,6 +274,8 @@ def test_cwl_tool_validates_and_runs_against_a_live_server(runs: dict[str, Path]
     assert outputs["embeddings"] is None
     assert all(p.parent == out and p.is_file() for p in files.values())
     assert outputs_of(out) == outputs_of(runs["a"])  # the same run as predict's own
+    assert (out / "contigs_classified.tsv").read_bytes() == (
+        runs["a"] / "contigs_classified.tsv").read_bytes()
     run = json.loads((out / "run.json").read_text())
     assert run["parameters"]["sample"] == "cwl_sample" and run["parameters"]["headers"] == ["x-run"]
     assert (out / "virnucpro_mqc.tsv").read_text().splitlines()[-1].startswith("cwl_sample\t")
