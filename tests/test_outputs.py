@@ -237,7 +237,8 @@ def test_output_paths(tmp_path: Path) -> None:
         "prediction_results.txt", "prediction_results_highestscore.csv", "sequence_summary.tsv",
         "run.json"]
     assert [p.name for p in paths.answers()] == [
-        "sequence_calls.tsv", "viral_regions.tsv", "viral_regions.bed", "chunk_scores.bedgraph"]
+        "sequence_calls.tsv", "viral_regions.tsv", "viral_regions.bed", "chunk_scores.bedgraph",
+        "contigs_classified.tsv", "virnucpro_mqc.tsv", "virnucpro_calls_mqc.tsv"]
     assert paths.report.name == "report.html"
     assert paths.chunk_table.parent == paths.state
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from orchestrator.errors import InputError
+
 CALL_VIRAL = "viral"
 CALL_NONVIRAL = "non-viral"
 CALL_AMBIGUOUS = "ambiguous"
@@ -47,6 +49,20 @@ class CallSettings:
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+    def validate(self) -> None:
+        """Refuse thresholds no call could use (InputError, exit 2), before any file is touched;
+        `predict` and `call` check the same way."""
+        for name in ("min_weighted_delta", "high_confidence_delta", "min_confident_score",
+                     "max_opposing_score", "min_ambiguous_score", "min_viral_prop",
+                     "min_nonviral_prop"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise InputError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+        for name in ("min_chunks", "region_max_gap", "region_min_length"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must be 0 or more, "
+                                 f"got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

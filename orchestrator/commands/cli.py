@@ -51,6 +51,7 @@ examples:
       --model-repository artifacts/model_repository
   zcat reads.fa.gz | orchestrator predict - -o out/ --chunk-size 500 --classifier 500_model.pth
   orchestrator predict sample.unaligned.bam contigs.fa.zst -o out/ --chunk-size 500 --classifier 500_model.pth
+  orchestrator call out/ --min-chunks 3          # other thresholds later, no server
   orchestrator report out/
   orchestrator status --server gpu01:8001,gpu02:8001
   orchestrator embed reads.fq.gz -o sample.h5 --chunk-size 150
@@ -131,6 +132,40 @@ def _add_serving(p: argparse.ArgumentParser) -> None:
     _add_secure_access(p)
 
 
+def _add_call_options(p: argparse.ArgumentParser) -> None:
+    """The thresholds of the calls and regions, the sample name and --no-report: predict and call
+    declare them once, here, so both accept the same values."""
+    calls = p.add_argument_group(
+        "sequence calls and viral regions (sequence_calls.tsv, viral_regions.tsv/.bed, "
+        "contigs_classified.tsv; method of viral-pipelines' classify_virnucpro_contigs)")
+    defaults = CallSettings()
+    for name, kind, text in (
+        ("min_weighted_delta", float, "weighted mean delta above which a sequence is viral "
+         "(below minus it: non-viral), and above which a chunk counts as viral for regions"),
+        ("high_confidence_delta", float, "|weighted delta| above which a call is high confidence"),
+        ("min_confident_score", float, "a chunk is confident when its own max score exceeds this"),
+        ("max_opposing_score", float, "... and the opposing max score is below this"),
+        ("min_ambiguous_score", float, "a chunk is ambiguous when both max scores exceed this"),
+        ("min_viral_prop", float, "confident viral chunks / non-ambiguous chunks needed for "
+         "high or moderate"),
+        ("min_nonviral_prop", float, "the same for non-viral calls"),
+        ("min_chunks", int, "fewer scored chunks lower the tier one step"),
+        ("region_max_gap", int, "non-viral chunks bridged inside a viral region"),
+        ("region_min_length", int, "shortest viral region reported, in bp"),
+    ):
+        calls.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
+                           metavar="N", help=f"{text} (default {getattr(defaults, name)})")
+    p.add_argument("--sample", metavar="NAME",
+                   help="sample name in the MultiQC files (virnucpro_mqc.tsv, virnucpro_calls_mqc.tsv); "
+                   "default: the name recorded by an earlier run, else the first input's base name "
+                   "without its format and compression suffixes")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+
+
+def _call_settings(args: argparse.Namespace) -> CallSettings:
+    return CallSettings(**{f.name: getattr(args, f.name) for f in fields(CallSettings)})
+
+
 def _chunk_size(text: str) -> int:
     """300 and 500 match the published classifiers; other sizes need a classifier trained on them."""
     try:
@@ -190,32 +225,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", required=True,
                    help="300_model.pth / 500_model.pth, or a .safetensors from `orchestrator train`")
     _add_serving(p)
-    calls = p.add_argument_group(
-        "sequence calls and viral regions (sequence_calls.tsv, viral_regions.tsv/.bed; "
-        "method of viral-pipelines' classify_virnucpro_contigs)")
-    defaults = CallSettings()
-    for name, kind, text in (
-        ("min_weighted_delta", float, "weighted mean delta above which a sequence is viral "
-         "(below minus it: non-viral), and above which a chunk counts as viral for regions"),
-        ("high_confidence_delta", float, "|weighted delta| above which a call is high confidence"),
-        ("min_confident_score", float, "a chunk is confident when its own max score exceeds this"),
-        ("max_opposing_score", float, "... and the opposing max score is below this"),
-        ("min_ambiguous_score", float, "a chunk is ambiguous when both max scores exceed this"),
-        ("min_viral_prop", float, "confident viral chunks / non-ambiguous chunks needed for "
-         "high or moderate"),
-        ("min_nonviral_prop", float, "the same for non-viral calls"),
-        ("min_chunks", int, "fewer scored chunks lower the tier one step"),
-        ("region_max_gap", int, "non-viral chunks bridged inside a viral region"),
-        ("region_min_length", int, "shortest viral region reported, in bp"),
-    ):
-        calls.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
-                           metavar="N", help=f"{text} (default {getattr(defaults, name)})")
-    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    _add_call_options(p)
     p.add_argument("--save-embeddings", action="store_true",
                    help="also write OUTDIR/embeddings.h5: every kept frame's DNABERT-S and ESM-2 "
                    "vectors (the file `orchestrator embed` writes; 13 KB per frame with the real "
                    "models), to re-classify, train or evaluate later without a GPU")
     p.add_argument("--restart", action="store_true", help="discard a previous run's state in OUTDIR and start over")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "call",
+        help="a finished run's calls again with other thresholds: no server, no model",
+        description="Re-derive sequence_calls.tsv, viral_regions.tsv/.bed, chunk_scores.bedgraph, "
+        "contigs_classified.tsv, the MultiQC files, report.html and the thresholds in run.json "
+        "from the files a finished predict left in OUTDIR (the same bytes a predict rerun with "
+        "these options writes). A folder that is not a finished run is refused (exit 2) and left "
+        "as it was; a failure half-way leaves the previous files intact.",
+        epilog="examples:\n  orchestrator call out/ --min-chunks 3 --region-max-gap 2\n"
+        "  orchestrator call out/ --min-weighted-delta 0.5 --sample patient7",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("outdir", metavar="OUTDIR", help="the -o/--outdir of a finished predict")
+    _add_call_options(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -417,10 +448,16 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             _pipeline_options(args, progress),
             outdir=args.outdir,
             classifier=args.classifier,
-            call_settings=CallSettings(**{f.name: getattr(args, f.name) for f in fields(CallSettings)}),
+            call_settings=_call_settings(args),
             report=not args.no_report,
             save_embeddings=args.save_embeddings,
+            sample=args.sample,
         )
+        return 0
+    if args.command == "call":
+        from orchestrator.commands.call import run_call
+
+        run_call(args.outdir, _call_settings(args), sample=args.sample, report=not args.no_report)
         return 0
     if args.command == "embed":
         from orchestrator.learning.embed_run import run_embed

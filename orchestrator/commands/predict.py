@@ -22,17 +22,14 @@ from typing import Any
 import numpy as np
 
 from orchestrator import __version__
-from orchestrator.atomic import write_json_atomic
 from orchestrator.chunk.windows import Counters, Window
 from orchestrator.classify.calls import CallSettings
 from orchestrator.classify.classifier import Classifier, load_classifier
 from orchestrator.classify.consensus import chunk_maxima
 from orchestrator.embed.contract import Embedded
-from orchestrator.errors import InputError
 from orchestrator.pipeline.loop import run_windows
 from orchestrator.pipeline.options import PipelineOptions
 from orchestrator.pipeline.setup import announce, open_run_backend, scan_run_inputs, server_list
-from orchestrator.write.answers import write_answers
 from orchestrator.write.checkpoint import Checkpoint, FinalFile
 from orchestrator.write.embeddings import PART_SUFFIX as EMBEDDINGS_PART
 from orchestrator.write.embeddings import assemble as assemble_embeddings
@@ -47,6 +44,14 @@ from orchestrator.write.formats import (
 )
 from orchestrator.write.lock import OutdirLock
 from orchestrator.write.paths import OutputPaths
+from orchestrator.write.rederive import (
+    answers_stale,
+    check_sample,
+    default_sample,
+    derive_answers,
+    run_sample,
+    write_report_or_warn,
+)
 from orchestrator.write.tally import SequenceTally
 
 log = logging.getLogger("orchestrator")
@@ -116,26 +121,31 @@ def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | No
 
 def run_predict(options: PipelineOptions, *, outdir: str, classifier: str,
                 call_settings: CallSettings | None = None, report: bool = True,
-                save_embeddings: bool = False) -> dict[str, Any]:
+                save_embeddings: bool = False, sample: str | None = None) -> dict[str, Any]:
     """Run the whole pipeline; returns the run record (also written as run.json).
 
     `call_settings`: thresholds of sequence_calls.tsv and viral_regions.tsv; `report`: write
     report.html at the end; `save_embeddings`: also write OUTDIR/embeddings.h5 (every kept
-    frame's vectors, the file `orchestrator embed` writes).
+    frame's vectors, the file `orchestrator embed` writes); `sample`: the name in the MultiQC
+    files (default: the first input's base name).
     """
     options.check()
     settings = call_settings or CallSettings()
-    _check_settings(settings)
+    settings.validate()
+    if sample is not None:
+        check_sample(sample)
     servers = server_list(options)
     paths = OutputPaths(outdir, save_embeddings=save_embeddings)
     paths.outdir.mkdir(parents=True, exist_ok=True)
     with OutdirLock(paths.outdir):
         return _predict(options, paths=paths, servers=servers, classifier=classifier,
-                        settings=settings, report=report, save_embeddings=save_embeddings)
+                        settings=settings, report=report, save_embeddings=save_embeddings,
+                        sample=sample)
 
 
 def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str], classifier: str,
-             settings: CallSettings, report: bool, save_embeddings: bool) -> dict[str, Any]:
+             settings: CallSettings, report: bool, save_embeddings: bool, sample: str | None
+             ) -> dict[str, Any]:
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
     chunk_size = options.chunk_size
@@ -158,6 +168,7 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
         "input_formats": [scan.formats[p].describe() for p in inputs.read_paths],
         "calls": settings.to_dict(), "report": report, "save_embeddings": save_embeddings,
         "priority": options.resolved_priority,
+        "sample": sample if sample is not None else default_sample(options.inputs),
     }
     if scan.n_records == 0:
         log.warning("warning: no records in %s; writing header-only outputs%s",
@@ -165,7 +176,7 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
                     " (and no embeddings.h5: there are no vectors)" if save_embeddings else "")
         paths.save_embeddings = False
         run_json = _write_empty(paths, ckpt, parameters, clf, clf_sha, inputs.digests, wall0, cpu0)
-        return _finish(paths, run_json, chunk_size, settings, report, fresh=False)
+        return _finish(paths, run_json, chunk_size, settings, report, sample, fresh=False)
 
     be = open_run_backend(options, servers)
     try:
@@ -190,7 +201,7 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
         done = ckpt.open(fingerprint, options.restart)
         if done < 0:
             return _finish(paths, json.loads(paths.run_json.read_text()), chunk_size, settings,
-                           report, fresh=False)
+                           report, sample, fresh=False)
         announce(done, ckpt, inputs, options)
         timings = dict.fromkeys(("preprocess", "embed", "classify", "write"), 0.0)
         counters, frames_embedded, windows_run = run_windows(
@@ -225,35 +236,31 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
     log.info("wrote %s (%d records, %d chunks, %d frames) in %.1f s",
              paths.outdir, counters.records, counters.chunks, counters.frames, wall)
     run_json["timings"]["assemble"] = round(time.perf_counter() - t0, 4)
-    return _finish(paths, run_json, chunk_size, settings, report, fresh=True)
+    return _finish(paths, run_json, chunk_size, settings, report, sample, fresh=True)
 
 
 def _finish(paths: OutputPaths, run_json: dict[str, Any], chunk_size: int,
-            settings: CallSettings, report: bool, *, fresh: bool) -> dict[str, Any]:
-    """The answers (calls, regions, tracks) and the report of a complete run.
+            settings: CallSettings, report: bool, sample: str | None, *, fresh: bool
+            ) -> dict[str, Any]:
+    """The answers (calls, regions, tracks, Broad's table, MultiQC files) and the report of a
+    complete run.
 
-    A finished run rerun with other thresholds, or whose answer files are missing, gets them
-    re-derived from the kept chunk table: nothing is re-embedded.
+    A finished run rerun with other thresholds or sample name, or whose answer files are missing,
+    gets them re-derived from the kept chunk table: nothing is re-embedded. Without --sample
+    the name the run recorded stays.
     """
-    stale = (fresh or run_json.get("parameters", {}).get("calls") != settings.to_dict()
-             or not all(p.exists() for p in paths.answers()))
+    sample = run_sample(run_json, sample)
+    stale = fresh or answers_stale(paths, run_json, settings, sample)
     if stale:
         if not fresh:
             log.info("this run is complete in %s; deriving sequence calls, regions and tracks "
                      "with the given thresholds (nothing is re-embedded)", paths.outdir)
-        if not paths.chunk_table.exists():
-            raise InputError(f"{paths.chunk_table} is missing, so the calls cannot be derived "
-                             "without re-embedding; rerun with --restart")
-        t0 = time.perf_counter()
-        write_answers(paths, chunk_size, settings)
-        run_json.setdefault("parameters", {})["calls"] = settings.to_dict()
-        run_json.setdefault("timings", {})["answers"] = round(time.perf_counter() - t0, 4)
-        write_json_atomic(paths.run_json, run_json)
+        derive_answers(paths, run_json, chunk_size, settings, sample)
     elif paths.report.exists() or not report:
         log.info("this run is already complete in %s; nothing to do "
                  "(pass --restart to run it again)", paths.outdir)
     if report and (stale or not paths.report.exists()):
-        _write_report(paths)
+        write_report_or_warn(paths)
     return run_json
 
 
@@ -264,30 +271,6 @@ def _warn_chunk_size_mismatch(clf: Classifier, chunk_size: int) -> None:
         log.warning("warning: %s was trained on %s bp chunks but --chunk-size is %d; its scores "
                     "are only meaningful at the size it was trained on", clf.source, trained,
                     chunk_size)
-
-
-def _check_settings(s: CallSettings) -> None:
-    for name in ("min_weighted_delta", "high_confidence_delta", "min_confident_score",
-                 "max_opposing_score", "min_ambiguous_score", "min_viral_prop",
-                 "min_nonviral_prop"):
-        value = getattr(s, name)
-        if not 0 <= value <= 1:
-            raise InputError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
-    for name in ("min_chunks", "region_max_gap", "region_min_length"):
-        if getattr(s, name) < 0:
-            raise InputError(f"--{name.replace('_', '-')} must be 0 or more, "
-                             f"got {getattr(s, name)}")
-
-
-def _write_report(paths: OutputPaths) -> None:
-    """report.html from the finished files; a failure is a warning (the results are complete)."""
-    from orchestrator.write.report import write_report
-
-    try:
-        write_report(paths.outdir)
-    except Exception as exc:  # the results are already complete and committed
-        log.warning("warning: could not write %s: %s (the results are complete; "
-                    "`orchestrator report %s` retries)", paths.report, exc, paths.outdir)
 
 
 def _predict_windows(*, clf: Classifier, ckpt: Checkpoint, timings: dict[str, float],

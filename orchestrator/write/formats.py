@@ -6,11 +6,20 @@ pipelines parse). Stages ask this module for headers and rows; they never format
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from orchestrator.classify.calls import Region, SequenceCall
+from orchestrator.classify.calls import (
+    CALL_AMBIGUOUS,
+    CALL_NO_FRAMES,
+    CALL_NONVIRAL,
+    CALL_VIRAL,
+    TIERS,
+    Region,
+    SequenceCall,
+)
 from orchestrator.classify.consensus import chunk_is_virus, frame_is_virus
 
 PREDICTIONS_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
@@ -154,3 +163,103 @@ def format_bedgraph_rows(seq_id: str, scores: Sequence[str],
     """Track rows for scored chunks: their virus scores as printed, over their intervals."""
     return "".join(f"{seq_id}\t{s}\t{e}\t{score}\n"
                    for score, (s, e) in zip(scores, intervals, strict=True))
+
+
+# --------------------------------------------------------------------------- Broad's contig table
+
+# The output of classify_virnucpro_contigs (Broad viral-pipelines, tasks_metagenomics.wdl), read by
+# its classify_reads_by_contig step: same columns, words, rounding and row order.
+BROAD_CALLS_COLUMNS = ("ID", "call", "tier", "weighted_delta", "n_chunks", "n_confident_viral",
+                       "n_confident_nonviral", "n_ambiguous", "viral_proportion",
+                       "nonviral_proportion")
+BROAD_CALLS_HEADER = "\t".join(BROAD_CALLS_COLUMNS) + "\n"
+BROAD_CALL_WORDS = {CALL_VIRAL: "Viral", CALL_NONVIRAL: "Non-viral", CALL_AMBIGUOUS: "Ambiguous"}
+BROAD_TIER_WORDS = {"high": "high_confidence", "moderate": "moderate_confidence",
+                    "low": "low_confidence", "review": "review"}
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _broad_number(x: float) -> str:
+    """`round(x, 3)` of a numpy float64 (scaled by 1000, rounded half to even, scaled back: numpy's
+    way, not Python's), printed as pandas prints a float column: the shortest repr."""
+    return repr(float(np.rint(np.float64(x) * 1000.0) / 1000.0))
+
+
+def _csv_field(text: str) -> str:
+    """A field as Python's csv writer (pandas' to_csv) quotes it: only when it must be."""
+    if any(ch in text for ch in '\t"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def natural_sort_key(text: str) -> list[int | str]:
+    """Digit runs compared as numbers, the rest case-insensitively (`x2` before `x10`), the key
+    that step sorts its IDs by."""
+    return [int(part) if part.isdigit() else part.lower() for part in _DIGITS.split(text)]
+
+
+def format_broad_call_row(seq_id: str, c: SequenceCall) -> str | None:
+    """The row of a sequence with scored chunks; None without any (that step only sees sequences
+    that have rows in the highest-score file)."""
+    if c.call == CALL_NO_FRAMES or c.weighted_delta is None:
+        return None
+    fields = (_csv_field(seq_id), BROAD_CALL_WORDS[c.call], BROAD_TIER_WORDS[c.confidence or "review"],
+              _broad_number(c.weighted_delta), str(c.n_chunks), str(c.n_confident_viral),
+              str(c.n_confident_nonviral), str(c.n_ambiguous),
+              _broad_number(c.viral_proportion or 0.0), _broad_number(c.nonviral_proportion or 0.0))
+    return "\t".join(fields) + "\n"
+
+
+# --------------------------------------------------------------------------- MultiQC custom content
+
+# Both files are sections of one MultiQC module ("VirNucPro"); every OUTDIR adds its row (the
+# sample name is the first column), so `multiqc DIR1 DIR2 ...` shows one row per sample.
+CALL_CLASSES = (CALL_VIRAL, CALL_NONVIRAL, CALL_AMBIGUOUS, CALL_NO_FRAMES)
+MULTIQC_COLUMNS = ("records", "chunks", "frames_kept", *CALL_CLASSES, *TIERS, "viral_regions",
+                   "viral_region_bp")
+_MULTIQC_TITLES = {
+    "records": ("Records", "input records"),
+    "chunks": ("Chunks", "chunks of all records"),
+    "frames_kept": ("Frames kept", "stop-free frames embedded and classified"),
+    CALL_VIRAL: ("Viral", "sequences called viral"),
+    CALL_NONVIRAL: ("Non-viral", "sequences called non-viral"),
+    CALL_AMBIGUOUS: ("Ambiguous", "sequences called ambiguous"),
+    CALL_NO_FRAMES: ("No frames", "sequences without a kept frame (not called)"),
+    "high": ("High", "calls of high confidence"),
+    "moderate": ("Moderate", "calls of moderate confidence"),
+    "low": ("Low", "calls of low confidence"),
+    "review": ("Review", "calls to review (ambiguous, or low with few chunks)"),
+    "viral_regions": ("Viral regions", "runs of viral chunks (viral_regions.tsv)"),
+    "viral_region_bp": ("Viral region bp", "total length of the viral regions"),
+}
+_MULTIQC_MODULE = """\
+# parent_id: virnucpro
+# parent_name: VirNucPro
+# parent_description: 'Viral sequence identification (VirNucPro on Triton): records, calls and
+#     viral regions per sample.'
+"""
+
+
+def format_multiqc_summary(sample: str, values: Mapping[str, int]) -> str:
+    """virnucpro_mqc.tsv: a table of one row, columns MULTIQC_COLUMNS."""
+    headers = "".join(
+        f"#     {col}:\n#         title: '{title}'\n#         description: '{text}'\n"
+        f"#         format: '{{:,.0f}}'\n#         scale: false\n"
+        for col, (title, text) in _MULTIQC_TITLES.items())
+    return (f"# id: virnucpro\n# section_name: 'Summary'\n{_MULTIQC_MODULE}"
+            "# description: 'One row per run: records, chunks and kept frames, sequence calls per "
+            "class and confidence tier, viral regions and their total length.'\n"
+            "# plot_type: table\n# pconfig:\n#     id: virnucpro_summary_table\n"
+            "#     title: 'VirNucPro: summary'\n#     col1_header: Sample\n# headers:\n"
+            f"{headers}Sample\t" + "\t".join(MULTIQC_COLUMNS) + "\n"
+            f"{sample}\t" + "\t".join(str(values[c]) for c in MULTIQC_COLUMNS) + "\n")
+
+
+def format_multiqc_calls(sample: str, values: Mapping[str, int]) -> str:
+    """virnucpro_calls_mqc.tsv: a bar per sample, stacked by call class."""
+    return (f"# id: virnucpro_calls\n# section_name: 'Sequence calls'\n{_MULTIQC_MODULE}"
+            "# description: 'Sequences per call class (sequence_calls.tsv).'\n"
+            "# plot_type: bargraph\n# pconfig:\n#     id: virnucpro_calls_plot\n"
+            "#     title: 'VirNucPro: sequence calls'\n#     ylab: 'Sequences'\n"
+            "Sample\t" + "\t".join(CALL_CLASSES) + "\n"
+            f"{sample}\t" + "\t".join(str(values[c]) for c in CALL_CLASSES) + "\n")

@@ -16,6 +16,12 @@ REGIONS_NAME = "viral_regions.tsv"
 REGIONS_BED_NAME = "viral_regions.bed"
 BEDGRAPH_NAME = "chunk_scores.bedgraph"
 REPORT_NAME = "report.html"
+# the calls in the layout of Broad viral-pipelines' classify_virnucpro_contigs output
+# (`<basename>.contigs_classified.tsv`), which its classify_reads_by_contig step reads
+BROAD_CALLS_NAME = "contigs_classified.tsv"
+# MultiQC custom content (its `*_mqc.tsv` file pattern): the run summary table and calls per class
+MULTIQC_NAME = "virnucpro_mqc.tsv"
+MULTIQC_CALLS_NAME = "virnucpro_calls_mqc.tsv"
 STATE_DIR_NAME = ".virnucpro_state"
 CHUNK_TABLE_NAME = "chunk_maxima.tsv"
 EMBEDDINGS_NAME = "embeddings.h5"  # predict --save-embeddings
@@ -37,6 +43,9 @@ class OutputPaths:
         self.regions_bed = self.outdir / REGIONS_BED_NAME
         self.bedgraph = self.outdir / BEDGRAPH_NAME
         self.report = self.outdir / REPORT_NAME
+        self.broad_calls = self.outdir / BROAD_CALLS_NAME
+        self.multiqc = self.outdir / MULTIQC_NAME
+        self.multiqc_calls = self.outdir / MULTIQC_CALLS_NAME
         self.state = self.outdir / STATE_DIR_NAME
         # per chunk in input order: ID, chunk number, maxima; kept so answers can be re-derived
         self.chunk_table = self.state / CHUNK_TABLE_NAME
@@ -52,4 +61,5 @@ class OutputPaths:
 
     def answers(self) -> tuple[Path, ...]:
         """Files derived from the results without any model (`answers.write_answers`)."""
-        return (self.calls, self.regions, self.regions_bed, self.bedgraph)
+        return (self.calls, self.regions, self.regions_bed, self.bedgraph, self.broad_calls,
+                self.multiqc, self.multiqc_calls)

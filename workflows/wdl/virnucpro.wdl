@@ -66,6 +66,7 @@ task classify_virnucpro {
       --chunk-size ~{expected_length} \
       --classifier "~{classifier_path}" \
       --server "~{triton_url}" \
+      --sample "~{basename}" \
       --batch-size ~{batch_size} \
       ~{if defined(ssl_root_cert) then "--ssl-root-cert '" + ssl_root_cert + "'" else ""} \
       ~{if save_embeddings then "--save-embeddings" else ""} \
@@ -88,6 +89,11 @@ task classify_virnucpro {
     File viral_regions_bed = "out/viral_regions.bed"
     File chunk_scores_bedgraph = "out/chunk_scores.bedgraph"
     File report = "out/report.html"
+    # the calls in the layout of classify_virnucpro_contigs: classify_reads_by_contig reads it
+    File contigs_classified = "out/contigs_classified.tsv"
+    # MultiQC custom content (multiqc over these files: one row per sample)
+    File multiqc_summary = "out/virnucpro_mqc.tsv"
+    File multiqc_calls = "out/virnucpro_calls_mqc.tsv"
     # empty unless save_embeddings (glob: engines treat a missing File? output differently)
     Array[File] embeddings = glob("out/embeddings.h5")
   }
