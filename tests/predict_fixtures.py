@@ -166,6 +166,23 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300
                           timeout=timeout, cwd=ROOT, env=full_env)
 
 
+def start_predict(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`orchestrator predict ARGS` in the background (extra environment on top of ours)."""
+    return subprocess.Popen(orchestrator_cmd("predict", *args), cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
+
+
+def stderr_of(proc: subprocess.Popen[str], timeout: float = 180) -> str:
+    """Wait for a background run and return its stderr; a run past `timeout` is killed."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def outputs_of(outdir: Path) -> dict[str, bytes]:
     """The result files' bytes (run.json holds timings and report.html the finish time, so they
     are not byte-compared)."""

@@ -8,7 +8,6 @@ look-ahead or the failures along the way.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -25,6 +24,8 @@ from predict_fixtures import (
     orchestrator_cmd,
     outputs_of,
     run_cli,
+    start_predict,
+    stderr_of,
     wait_for_window,
     windows_done,
     write_coding_fasta,
@@ -92,21 +93,6 @@ def _run_json(outdir: Path) -> dict:
 
 
 
-def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(orchestrator_cmd("predict", *args), cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
-
-
-
-
-def _finish(proc: subprocess.Popen[str], timeout: float = 180) -> str:
-    try:
-        return proc.communicate(timeout=timeout)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 # -- addresses and headers --------------------------------------------------------------------------
@@ -264,10 +250,10 @@ def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_
     out = tmp_path / "o"
     with ExitStack() as stack:
         servers = _servers(stack, root, 3, delay=0.5, tag="kill")
-        proc = _start([*_args(fasta, clf, *(s.grpc_url for s in servers)), "-o", str(out)])
+        proc = start_predict([*_args(fasta, clf, *(s.grpc_url for s in servers)), "-o", str(out)])
         wait_for_window(proc, out)
         crash(servers[1])
-        err = _finish(proc)
+        err = stderr_of(proc)
     assert proc.returncode == 0, err
     assert outputs_of(out) == reference
     by_url = {e["url"]: e for e in _run_json(out)["endpoints"]}
@@ -287,12 +273,12 @@ def test_endpoint_that_comes_up_mid_run_is_admitted(data, reference, tmp_path):
     late_url = f"127.0.0.1:{late_ports['grpc_port']}"
     with ExitStack() as stack:
         (first,) = _servers(stack, root, 1, delay=2.0, tag="early")
-        proc = _start([*_args(fasta, clf, first.grpc_url, late_url), "-o", str(out)],
+        proc = start_predict([*_args(fasta, clf, first.grpc_url, late_url), "-o", str(out)],
                       {"VIRNUCPRO_CONNECT_TIMEOUT": "1"})
         wait_for_window(proc, out)
         stack.enter_context(TritonServer(write_toy_repository(tmp_path / "late"),
                                          **late_ports))
-        err = _finish(proc)
+        err = stderr_of(proc)
     assert proc.returncode == 0, err
     assert f"Triton at {late_url} answers again; re-admitted" in err
     assert outputs_of(out) == reference
@@ -306,11 +292,11 @@ def test_all_servers_stopped_exit_3_then_resume_on_other_servers(data, reference
     env = {"VIRNUCPRO_RETRY_DEADLINE": "2"}
     with ExitStack() as stack:
         first = _servers(stack, root, 2, delay=0.5, tag="ab")
-        proc = _start([*_args(fasta, clf, *(s.grpc_url for s in first)), "-o", str(out)], env)
+        proc = start_predict([*_args(fasta, clf, *(s.grpc_url for s in first)), "-o", str(out)], env)
         wait_for_window(proc, out)
         for s in first:
             crash(s)
-        err = _finish(proc, timeout=60)
+        err = stderr_of(proc, timeout=60)
     assert proc.returncode == 3, err
     assert "no Triton endpoint answered" in err and "rerun" in err
     assert windows_done(out) >= 1
@@ -331,7 +317,7 @@ def test_second_run_into_a_live_outdir_is_refused_and_a_killed_run_resumes(data,
     with ExitStack() as stack:
         (server,) = _servers(stack, root, 1, delay=1.0, tag="lock")
         args = [*_args(fasta, clf, server.grpc_url), "-o", str(out)]
-        first = _start(args)
+        first = start_predict(args)
         wait_for_window(first, out)
         t0 = time.monotonic()
         second = run_cli("predict", *args)

@@ -11,17 +11,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from predict_fixtures import (
-    ROOT,
-    orchestrator_cmd,
     outputs_of,
     run_cli,
+    start_predict,
+    stderr_of,
     wait_for_window,
     write_coding_fasta,
     write_toy_classifier,
@@ -59,21 +58,6 @@ def _args(fasta: Path, clf: Path, *servers: str) -> list[str]:
 def _server(stack: ExitStack, root: Path, **toy) -> TritonServer:
     repo = write_toy_repository(root / f"repo_{time.monotonic_ns()}", **toy)
     return stack.enter_context(TritonServer(repo))
-
-
-def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(orchestrator_cmd("predict", *args), cwd=ROOT, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
-
-
-def _finish(proc: subprocess.Popen[str], timeout: float = 180) -> str:
-    try:
-        return proc.communicate(timeout=timeout)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def _run_json(outdir: Path) -> dict:
@@ -132,7 +116,7 @@ def test_high_priority_small_job_behind_three_bulk_runs(data):
         server = _server(stack, root, delay=0.1)
         alone = _predict(data, "alone", "small", server.grpc_url)
         bulk_dirs = [root / f"bulk{i}_{time.monotonic_ns()}" for i in range(3)]
-        bulk = [_start([*_args(data["bulk"], data["clf"], server.grpc_url), "-o", str(d)])
+        bulk = [start_predict([*_args(data["bulk"], data["clf"], server.grpc_url), "-o", str(d)])
                 for d in bulk_dirs]
         try:
             for proc, out in zip(bulk, bulk_dirs, strict=True):
@@ -144,7 +128,7 @@ def test_high_priority_small_job_behind_three_bulk_runs(data):
             for proc in bulk:
                 proc.send_signal(signal.SIGTERM)
             for proc in bulk:
-                _finish(proc, timeout=60)
+                stderr_of(proc, timeout=60)
     t_alone, t_high, t_normal = (r["timings"]["total"] for r in (alone, high, normal))
     assert t_high <= 2 * t_alone, (t_alone, t_high, t_normal)
     assert t_normal > t_high, (t_alone, t_high, t_normal)
@@ -191,12 +175,12 @@ def test_frozen_server_is_noticed_within_seconds(data, reference):
     with ExitStack() as stack:
         good = _server(stack, root, delay=1.0)
         frozen = _server(stack, root, delay=1.0)
-        proc = _start([*_args(data["long"], data["clf"], good.grpc_url, frozen.grpc_url),
+        proc = start_predict([*_args(data["long"], data["clf"], good.grpc_url, frozen.grpc_url),
                        "-o", str(out)])
         try:
             wait_for_window(proc, out)
             _stop_process_group(frozen, signal.SIGSTOP)
-            err = _finish(proc)
+            err = stderr_of(proc)
         finally:
             _stop_process_group(frozen, signal.SIGKILL)
             frozen.process.wait()
@@ -221,10 +205,10 @@ def test_stuck_model_requests_are_hedged_to_the_other_server(data, reference):
         good = _server(stack, root, delay=1.0)
         stuck = _server(stack, root, delay=1.0, hang_after=2)
         t0 = time.monotonic()
-        proc = _start([*_args(data["long"], data["clf"], good.grpc_url, stuck.grpc_url),
+        proc = start_predict([*_args(data["long"], data["clf"], good.grpc_url, stuck.grpc_url),
                        "-o", str(out)])
         try:
-            err = _finish(proc, timeout=120)
+            err = stderr_of(proc, timeout=120)
             seconds = time.monotonic() - t0
         finally:
             _stop_process_group(stuck, signal.SIGKILL)
@@ -249,8 +233,8 @@ def test_slow_healthy_cluster_resends_nothing(data):
     with ExitStack() as stack:
         servers = [_server(stack, root, delay=1.0) for _ in range(2)]
         urls = [s.grpc_url for s in servers]
-        procs = [_start([*_args(data["main"], data["clf"], *urls), "-o", str(o)]) for o in outs]
-        errors = [_finish(p) for p in procs]
+        procs = [start_predict([*_args(data["main"], data["clf"], *urls), "-o", str(o)]) for o in outs]
+        errors = [stderr_of(p) for p in procs]
         executed = [_rows_executed(s) for s in servers]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     records = [_run_json(o) for o in outs]
@@ -273,9 +257,9 @@ def test_queue_full_is_busy_not_down(data, reference):
     outs = [root / f"shed{i}_{time.monotonic_ns()}" for i in range(4)]
     with ExitStack() as stack:
         server = _server(stack, root, delay=0.05, max_queue_size=1)
-        procs = [_start([*_args(data["long"], data["clf"], server.grpc_url), "-o", str(o)])
+        procs = [start_predict([*_args(data["long"], data["clf"], server.grpc_url), "-o", str(o)])
                  for o in outs]
-        errors = [_finish(p) for p in procs]
+        errors = [stderr_of(p) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     records = [_run_json(o) for o in outs]
     for out, record in zip(outs, records, strict=True):
@@ -294,9 +278,9 @@ def test_two_equal_runs_finish_within_1_5x_of_each_other(data):
     outs = [root / f"fair{i}_{time.monotonic_ns()}" for i in range(2)]
     with ExitStack() as stack:
         server = _server(stack, root, delay=0.2)
-        procs = [_start([*_args(data["long"], data["clf"], server.grpc_url), "-o", str(o)])
+        procs = [start_predict([*_args(data["long"], data["clf"], server.grpc_url), "-o", str(o)])
                  for o in outs]
-        errors = [_finish(p) for p in procs]
+        errors = [stderr_of(p) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     first, second = sorted(_run_json(o)["timings"]["total"] for o in outs)
     assert second <= 1.5 * first, (first, second)
