@@ -157,7 +157,8 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
         "lookahead": options.lookahead, "restart": options.restart,
         "input_formats": [scan.formats[p].describe() for p in inputs.read_paths],
         "calls": settings.to_dict(), "report": report, "save_embeddings": save_embeddings,
-        "priority": options.resolved_priority,
+        "priority": options.resolved_priority, "dedup": options.dedup,
+        "dedup_memory": options.dedup_memory,
     }
     if scan.n_records == 0:
         log.warning("warning: no records in %s; writing header-only outputs%s",
@@ -211,7 +212,7 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
         stats=be.stats(), clf=clf, clf_path=classifier, clf_sha=clf_sha,
         input_digests=inputs.digests, counters=counters, timings=timings,
         frames_embedded=frames_embedded, windows_reused=done, windows_run=windows_run, wall=wall,
-        cpu=time.process_time() - cpu0, input_lengths=scan.lengths.to_dict(),
+        cpu=time.process_time() - cpu0, input_lengths=scan.lengths.to_dict(), dedup=be.info(),
     )
     t0 = time.perf_counter()
     if save_embeddings:
@@ -320,7 +321,8 @@ def _run_record(*, parameters: dict[str, Any], backend: str,
                 clf_path: str, clf_sha: str, input_digests: list[str], counters: Counters,
                 timings: dict[str, float], frames_embedded: int, windows_reused: int,
                 windows_run: int, wall: float, cpu: float,
-                input_lengths: dict[str, Any] | None = None) -> dict[str, Any]:
+                input_lengths: dict[str, Any] | None = None,
+                dedup: dict[str, Any] | None = None) -> dict[str, Any]:
     for m in models:
         s = stats.get(m["name"])
         if s:
@@ -358,6 +360,7 @@ def _run_record(*, parameters: dict[str, Any], backend: str,
         },
         "resumed": {"resumed": windows_reused > 0, "windows_reused": windows_reused,
                     "windows_run": windows_run},
+        "dedup": dedup,  # frames this process embedded, strings sent per model, hit rate
     }
 
 
