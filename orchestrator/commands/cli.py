@@ -231,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write OUTDIR/embeddings.h5: every kept frame's DNABERT-S and ESM-2 "
                    "vectors (the file `orchestrator embed` writes; 13 KB per frame with the real "
                    "models), to re-classify, train or evaluate later without a GPU")
+    p.add_argument("--embeddings", metavar="RUN.h5",
+                   help="re-classify: take every frame's vectors from this file of an earlier run "
+                   "of the same INPUTs (predict --save-embeddings or embed) instead of embedding; "
+                   "no server is asked")
     p.add_argument("--restart", action="store_true", help="discard a previous run's state in OUTDIR and start over")
     _add_common(p)
 
@@ -436,6 +440,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             call_settings=CallSettings(**{f.name: getattr(args, f.name) for f in fields(CallSettings)}),
             report=not args.no_report,
             save_embeddings=args.save_embeddings,
+            embeddings=args.embeddings,
         )
         return 0
     if args.command == "embed":
