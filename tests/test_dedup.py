@@ -336,3 +336,24 @@ def test_kill_and_resume_with_dedup_is_byte_identical(tmp_path, slow_server, rea
     assert record["resumed"]["windows_reused"] >= 2
     assert record["dedup"]["frames"] < record["counts"]["frames"]  # only the resumed windows
     assert outputs_of(out) == outputs_of(ref), f"resumed in {time.monotonic() - t0:.1f} s"
+
+
+def test_demo_encoders_labels_equal_scores_close(tmp_path, reads, demo_artifacts, triton_server):
+    """The real encoder code (demo weights), batched by Triton: a frame's vector does not depend
+    on its batch-mates, so reusing it changes no label and no score beyond 1e-5."""
+    fasta = reads[0]
+    clf = Path(demo_artifacts) / "classifiers" / "300_model.pth"
+    rows = {}
+    for name, extra in (("on", []), ("off", ["--no-dedup"])):
+        proc = run_cli("predict", str(fasta), "-o", str(tmp_path / name), "--chunk-size", "150",
+                       "--classifier", str(clf), "--server", triton_server.grpc_url,
+                       "--window", "64", "--no-report", *extra)
+        assert proc.returncode == 0, proc.stderr
+        lines = (tmp_path / name / "prediction_results.txt").read_text().splitlines()[1:]
+        rows[name] = [line.split("\t") for line in lines]
+    assert [r[:2] for r in rows["on"]] == [r[:2] for r in rows["off"]]
+    on = np.array([[float(x) for x in r[2:]] for r in rows["on"]])
+    off = np.array([[float(x) for x in r[2:]] for r in rows["off"]])
+    assert np.abs(on - off).max() <= 1e-5
+    run = json.loads((tmp_path / "on" / "run.json").read_text())
+    assert run["dedup"]["hit_rate"] > 0.3

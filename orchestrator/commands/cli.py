@@ -135,7 +135,7 @@ def _add_serving(p: argparse.ArgumentParser) -> None:
                    "distinct nucleotide slice and protein is embedded once per run)")
     p.add_argument("--dedup-memory", type=_size, default=DEFAULT_DEDUP_MEMORY, metavar="SIZE",
                    help="bound of the table of vectors already embedded, least recently used out "
-                   f"(e.g. 512M, 4G; default {DEFAULT_DEDUP_MEMORY >> 30}G, about 80,000 distinct "
+                   f"(e.g. 512M, 4G; default {DEFAULT_DEDUP_MEMORY >> 30}G, about 78,000 distinct "
                    "frames at the real widths)")
     _add_secure_access(p)
 

@@ -26,7 +26,7 @@ DEFAULT_WINDOW = 4096
 # client between windows, few enough that memory stays a small number of windows.
 DEFAULT_LOOKAHEAD = 2
 # Bound of the deduplication tables (vectors of strings already embedded, least recently used out).
-# 1 GiB holds ~80,000 distinct frames at the real widths (768 + 2560 float32 = 13 KB each) and
+# 1 GiB holds ~78,000 distinct frames at the real widths (768 + 2560 float32 = 13 KB each) and
 # fits beside the rest of the client on any workstation or cluster node.
 DEFAULT_DEDUP_MEMORY = 1 << 30
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
