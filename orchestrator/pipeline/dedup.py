@@ -19,8 +19,8 @@ embed a string again, which changes no output.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
+from hashlib import blake2b as _blake2b
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ GROW_ROWS = 4096
 
 def digest(text: str) -> bytes:
     """The table key of a string: fixed size whatever the string's length."""
-    return hashlib.blake2b(text.encode("ascii", "surrogateescape"), digest_size=DIGEST_BYTES).digest()
+    return _blake2b(text.encode(), digest_size=DIGEST_BYTES).digest()
 
 
 def table_capacity(memory_bytes: int, widths: tuple[int, int]) -> int:
@@ -64,6 +64,7 @@ class VectorTable:
         self.capacity = capacity
         self.vectors = np.empty((0, width), dtype=np.float32)
         self.slots: OrderedDict[bytes, int] = OrderedDict()
+        self.used = 0  # rows of `vectors` ever handed out; evicted rows are reused after that
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -77,27 +78,25 @@ class VectorTable:
         return slot
 
     def put_many(self, keys: list[bytes], vectors: np.ndarray) -> None:
-        """Insert rows (keys not yet in the table), evicting the least recently used ones."""
-        if not self.capacity:
+        """Insert rows whose keys are not in the table, evicting the least recently used ones.
+
+        Keys are a window's misses: never in the table when the window was planned, and no other
+        window sends them while it is in flight, so all of them are new here.
+        """
+        if not self.capacity or not keys:
             return
         if len(keys) > self.capacity:  # only the last `capacity` could stay anyway
             keys, vectors = keys[-self.capacity:], vectors[-self.capacity:]
-        slots = np.empty(len(keys), dtype=np.int64)
-        n = 0
-        for key in keys:
-            slot = self.slots.get(key)
-            if slot is None:
-                if len(self.slots) < self.capacity:
-                    slot = len(self.slots)
-                else:
-                    _, slot = self.slots.popitem(last=False)
-                    self.evictions += 1
-                self.slots[key] = slot
-            else:
-                self.slots.move_to_end(key)
-            slots[n] = slot
-            n += 1
-        self._reserve(int(slots.max()) + 1 if n else 0)
+        fresh = min(len(keys), self.capacity - self.used)  # never-used rows first
+        slots = list(range(self.used, self.used + fresh))
+        self.used += fresh
+        evict = len(keys) - fresh
+        if evict:
+            pop = self.slots.popitem
+            slots += [pop(last=False)[1] for _ in range(evict)]
+            self.evictions += evict
+        self.slots.update(zip(keys, slots, strict=True))
+        self._reserve(self.used)
         self.vectors[slots] = vectors
 
     def _reserve(self, rows: int) -> None:
@@ -116,16 +115,14 @@ class VectorTable:
 class _Plan:
     """One model's rows of one window: unique strings, where each comes from, and the row map.
 
-    `inverse[i]` is the unique string of row i; unique string u is a table hit (its vector copied
-    into `unique[u]` at once), comes from window `waits[u]` (row of that window's misses), or is
-    this window's miss number `miss_of[u]`.
+    `inverse[i]` is the unique string of row i. A unique string is a table hit (its vector copied
+    into `unique` at once), an answer of a window still in flight (`from_flight`), or one of this
+    window's misses (`misses`, sent in that order).
     """
 
-    def __init__(self, n: int, width: int) -> None:
-        self.inverse = np.empty(n, dtype=np.int64)
-        self.keys: list[bytes] = []
+    def __init__(self, width: int) -> None:
+        self.inverse: np.ndarray | None = None  # None: every row is its own miss, in order
         self.unique = np.empty((0, width), dtype=np.float32)
-        self.from_table: list[tuple[int, int]] = []  # (unique, table slot)
         self.from_flight: list[tuple[int, DedupTicket, int]] = []  # (unique, window, miss row)
         self.send: list[str] = []  # the strings of `misses`
         self.misses: list[int] = []  # unique indices sent to the servers, in send order
@@ -142,6 +139,9 @@ class DedupTicket:
         self.inner = inner
         self.n = n
         self.missed: dict[str, np.ndarray] | None = None  # this window's misses' vectors
+        # digest -> row among this window's misses, per model: later windows take from it
+        self.miss_rows = {m: dict(zip(p.miss_keys, range(len(p.miss_keys)), strict=True))
+                          for m, p in plans.items()}
         self._result: Embedded | None = None
 
     def done(self) -> bool:
@@ -166,7 +166,7 @@ class DedupTicket:
             for model in MODELS:
                 plan = self.plans[model]
                 got = missed[model]
-                if len(plan.misses) == self.n and got is not None:  # nothing reused: as sent
+                if plan.inverse is None:  # nothing reused: as sent
                     out.append(got)
                     continue
                 if plan.misses:
@@ -194,8 +194,8 @@ class DeduplicatingBackend:
         self.memory_bytes = int(memory_bytes)
         capacity = table_capacity(self.memory_bytes, self.widths) if enabled else 0
         self.tables = {m: VectorTable(w, capacity) for m, w in zip(MODELS, self.widths, strict=True)}
-        # digest -> (window in flight, its miss row): strings sent but not yet answered
-        self.in_flight: dict[str, dict[bytes, tuple[DedupTicket, int]]] = {m: {} for m in MODELS}
+        # windows sent but not yet collected, oldest first: their strings are not sent again
+        self.in_flight: list[DedupTicket] = []
         self.frames = 0
         self.sent = dict.fromkeys(MODELS, 0)
         self.peak_table_bytes = 0
@@ -225,55 +225,63 @@ class DeduplicatingBackend:
         dna_send, prot_send = plans[DNA_MODEL].send, plans[PROTEIN_MODEL].send
         inner = self.inner.submit(dna_send, prot_send) if dna_send or prot_send else None
         ticket = DedupTicket(self, plans, inner, n)
+        self.in_flight.append(ticket)
         for model, plan in plans.items():
-            flight = self.in_flight[model]
-            for row, key in enumerate(plan.miss_keys):
-                flight[key] = (ticket, row)
             self.sent[model] += len(plan.misses)
             plan.send = []
         return ticket
 
     # -- internals ------------------------------------------------------------------------------
     def _plan(self, model: str, strings: list[str]) -> _Plan:
+        """Resolve each row (same window, table, a window in flight, else a miss to send).
+
+        The hot loop of deduplication: one digest and a few dictionary look-ups per string.
+        """
         table = self.tables[model]
-        flight = self.in_flight[model]
-        plan = _Plan(len(strings), table.width)
+        slots = table.slots
+        touch = slots.move_to_end
+        flights = [(t, t.miss_rows[model]) for t in self.in_flight]
+        plan = _Plan(table.width)
+        from_table: list[tuple[int, int]] = []
+        from_flight, misses, miss_keys, send = plan.from_flight, plan.misses, plan.miss_keys, plan.send
         index: dict[bytes, int] = {}
-        for i, s in enumerate(strings):
-            key = digest(s)
+        inverse: list[int] = []
+        for s in strings:
+            key = _blake2b(s.encode(), digest_size=DIGEST_BYTES).digest()
             u = index.get(key)
             if u is None:
-                u = index[key] = len(plan.keys)
-                plan.keys.append(key)
-                slot = table.get(key)
+                u = index[key] = len(index)
+                slot = slots.get(key)
                 if slot is not None:
-                    plan.from_table.append((u, slot))
-                elif (pending := flight.get(key)) is not None:
-                    plan.from_flight.append((u, pending[0], pending[1]))
+                    touch(key)
+                    from_table.append((u, slot))
                 else:
-                    plan.misses.append(u)
-                    plan.miss_keys.append(key)
-                    plan.send.append(s)
-            plan.inverse[i] = u
-        if len(plan.misses) < len(strings):
-            plan.unique = np.empty((len(plan.keys), table.width), dtype=np.float32)
-            if plan.from_table:
-                us, slots = zip(*plan.from_table, strict=True)
-                plan.unique[list(us)] = table.vectors[list(slots)]
+                    for ticket, rows in flights:
+                        row = rows.get(key)
+                        if row is not None:
+                            from_flight.append((u, ticket, row))
+                            break
+                    else:
+                        misses.append(u)
+                        miss_keys.append(key)
+                        send.append(s)
+            inverse.append(u)
+        if len(misses) < len(strings):
+            plan.inverse = np.array(inverse, dtype=np.int64)
+            plan.unique = np.empty((len(index), table.width), dtype=np.float32)
+            if from_table:
+                us, rows_in_table = zip(*from_table, strict=True)
+                plan.unique[list(us)] = table.vectors[list(rows_in_table)]
         return plan
 
     def _collected(self, ticket: DedupTicket) -> None:
-        """A window's answers arrived: its misses enter the table and leave the in-flight map."""
+        """A window's answers arrived: its misses enter the table and it leaves the flight."""
+        self.in_flight.remove(ticket)
         for model, plan in ticket.plans.items():
-            if not plan.miss_keys:
-                continue
-            vectors = ticket.missed[model] if ticket.missed is not None else None
-            flight = self.in_flight[model]
-            for key in plan.miss_keys:
-                if flight.get(key, (None,))[0] is ticket:
-                    del flight[key]
-            if vectors is not None:
-                self.tables[model].put_many(plan.miss_keys, vectors)
+            if plan.miss_keys and ticket.missed is not None:
+                self.tables[model].put_many(plan.miss_keys, ticket.missed[model])
+            plan.miss_keys = []
+        ticket.miss_rows = {}
         self.peak_table_bytes = max(self.peak_table_bytes,
                                     sum(t.nbytes for t in self.tables.values()))
 
