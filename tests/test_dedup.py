@@ -155,6 +155,12 @@ def test_zero_memory_dedups_within_windows_and_flight_only():
     assert fake.sent_nt == ["A", "B", "A"]
 
 
+def test_window_without_frames():
+    backend = DeduplicatingBackend(_FakeBackend(), memory_bytes=1 << 20)
+    dna, prot = backend.submit([], []).result()
+    assert dna.shape == (0, WIDTHS[0]) and prot.shape == (0, WIDTHS[1])
+
+
 def test_later_window_collected_first_still_correct():
     windows = _windows(3, n_windows=3)
     fake = _FakeBackend()

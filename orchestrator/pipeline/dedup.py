@@ -154,7 +154,10 @@ class DedupTicket:
     def miss_vectors(self) -> dict[str, np.ndarray]:
         """This window's answers from the servers (waits for them); enters them into the table."""
         if self.missed is None:
-            dna, prot = self.inner.result() if self.inner is not None else (None, None)
+            if self.inner is not None:
+                dna, prot = self.inner.result()
+            else:  # nothing was sent: every row reused, or a window without frames
+                dna, prot = (np.empty((0, w), dtype=np.float32) for w in self.owner.widths)
             self.missed = {DNA_MODEL: dna, PROTEIN_MODEL: prot}
             self.owner._collected(self)
         return self.missed
