@@ -26,11 +26,13 @@ from orchestrator.embed.triton.metrics import DEFAULT_METRICS_PORT
 from orchestrator.errors import InputError, Interrupted, OrchestratorError
 from orchestrator.pipeline.options import (
     DEFAULT_BACKEND,
+    DEFAULT_DEDUP_MEMORY,
     DEFAULT_LOOKAHEAD,
     DEFAULT_SERVER,
     DEFAULT_WINDOW,
     SERVER_ENV,
     PipelineOptions,
+    parse_size,
 )
 
 if TYPE_CHECKING:
@@ -129,6 +131,13 @@ def _add_serving(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lookahead", type=int, default=DEFAULT_LOOKAHEAD,
                    help="windows queued to the servers beyond the oldest unfinished one, so no GPU "
                    f"waits between windows (default {DEFAULT_LOOKAHEAD}; 0: one window at a time)")
+    p.add_argument("--no-dedup", action="store_true",
+                   help="send every frame's strings to the models, repeats too (default: each "
+                   "distinct nucleotide slice and protein is embedded once per run)")
+    p.add_argument("--dedup-memory", type=_size, default=DEFAULT_DEDUP_MEMORY, metavar="SIZE",
+                   help="bound of the table of vectors already embedded, least recently used out "
+                   f"(e.g. 512M, 4G; default {DEFAULT_DEDUP_MEMORY >> 30}G, about 78,000 distinct "
+                   "frames at the real widths)")
     _add_secure_access(p)
 
 
@@ -177,6 +186,13 @@ def _chunk_size(text: str) -> int:
             f"must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} (ESM-2 takes proteins of at "
             f"most 1,022 residues), got {value}")
     return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write OUTDIR/embeddings.h5: every kept frame's DNABERT-S and ESM-2 "
                    "vectors (the file `orchestrator embed` writes; 13 KB per frame with the real "
                    "models), to re-classify, train or evaluate later without a GPU")
+    p.add_argument("--embeddings", metavar="RUN.h5",
+                   help="re-classify: take every frame's vectors from this file of an earlier run "
+                   "of the same INPUTs (predict --save-embeddings or embed) instead of embedding; "
+                   "no server is asked")
     p.add_argument("--restart", action="store_true", help="discard a previous run's state in OUTDIR and start over")
     _add_common(p)
 
@@ -431,7 +451,7 @@ def _pipeline_options(args: argparse.Namespace, progress: bool) -> PipelineOptio
         model_repository=args.model_repository, batch_size=args.batch_size,
         max_in_flight=args.max_in_flight, window=args.window, lookahead=args.lookahead,
         restart=args.restart, progress=progress, connection=_connection(args),
-        priority=args.priority,
+        priority=args.priority, dedup=not args.no_dedup, dedup_memory=args.dedup_memory,
     )
 
 
@@ -452,6 +472,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             report=not args.no_report,
             save_embeddings=args.save_embeddings,
             sample=args.sample,
+            embeddings=args.embeddings,
         )
         return 0
     if args.command == "call":

@@ -27,8 +27,11 @@ from orchestrator.classify.calls import CallSettings
 from orchestrator.classify.classifier import Classifier, load_classifier
 from orchestrator.classify.consensus import chunk_maxima
 from orchestrator.embed.contract import Embedded
+from orchestrator.errors import InputError
+from orchestrator.pipeline.dedup import DeduplicatingBackend
 from orchestrator.pipeline.loop import run_windows
 from orchestrator.pipeline.options import PipelineOptions
+from orchestrator.pipeline.replay import EmbeddingsReplay
 from orchestrator.pipeline.setup import announce, open_run_backend, scan_run_inputs, server_list
 from orchestrator.write.checkpoint import Checkpoint, FinalFile
 from orchestrator.write.embeddings import PART_SUFFIX as EMBEDDINGS_PART
@@ -121,15 +124,21 @@ def _window_texts(window: Window, probs: np.ndarray, carried: SequenceTally | No
 
 def run_predict(options: PipelineOptions, *, outdir: str, classifier: str,
                 call_settings: CallSettings | None = None, report: bool = True,
-                save_embeddings: bool = False, sample: str | None = None) -> dict[str, Any]:
+                save_embeddings: bool = False, sample: str | None = None,
+                embeddings: str | None = None) -> dict[str, Any]:
     """Run the whole pipeline; returns the run record (also written as run.json).
 
     `call_settings`: thresholds of sequence_calls.tsv and viral_regions.tsv; `report`: write
     report.html at the end; `save_embeddings`: also write OUTDIR/embeddings.h5 (every kept
     frame's vectors, the file `orchestrator embed` writes); `sample`: the name in the MultiQC
-    files (default: the first input's base name).
+    files (default: the first input's base name); `embeddings`: take the vectors from that
+    file of an earlier run of the same inputs instead of embedding (re-classification, no
+    server).
     """
     options.check()
+    if embeddings and save_embeddings:
+        raise InputError("--save-embeddings with --embeddings: the vectors are already in "
+                         f"{embeddings}")
     settings = call_settings or CallSettings()
     settings.validate()
     if sample is not None:
@@ -140,12 +149,12 @@ def run_predict(options: PipelineOptions, *, outdir: str, classifier: str,
     with OutdirLock(paths.outdir):
         return _predict(options, paths=paths, servers=servers, classifier=classifier,
                         settings=settings, report=report, save_embeddings=save_embeddings,
-                        sample=sample)
+                        sample=sample, embeddings=embeddings)
 
 
 def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str], classifier: str,
-             settings: CallSettings, report: bool, save_embeddings: bool, sample: str | None
-             ) -> dict[str, Any]:
+             settings: CallSettings, report: bool, save_embeddings: bool, sample: str | None,
+             embeddings: str | None) -> dict[str, Any]:
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
     chunk_size = options.chunk_size
@@ -155,19 +164,23 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
     clf = load_classifier(classifier)
     _warn_chunk_size_mismatch(clf, chunk_size)
     clf_sha = clf.sha256  # of the bytes it was loaded from
+    replay = _open_replay(embeddings, chunk_size, inputs.digests, clf) if embeddings else None
+    backend = "embeddings" if replay is not None else options.backend
     connection = options.connection
     parameters = {
         "inputs": list(options.inputs), "outdir": str(paths.outdir), "chunk_size": chunk_size,
-        "classifier": str(classifier), "backend": options.backend,
-        "servers": servers if options.backend == "triton" else None,
-        "tls": connection.describe() if connection is not None and options.backend == "triton" else None,
+        "classifier": str(classifier), "backend": backend,
+        "servers": servers if backend == "triton" else None,
+        "tls": connection.describe() if connection is not None and backend == "triton" else None,
         "headers": sorted(k for k, _ in connection.headers) if connection is not None else [],
         "model_repository": options.model_repository, "batch_size": options.batch_size,
         "max_in_flight": options.max_in_flight, "window": options.window,
         "lookahead": options.lookahead, "restart": options.restart,
         "input_formats": [scan.formats[p].describe() for p in inputs.read_paths],
         "calls": settings.to_dict(), "report": report, "save_embeddings": save_embeddings,
-        "priority": options.resolved_priority,
+        "priority": options.resolved_priority, "dedup": options.dedup and replay is None,
+        "dedup_memory": options.dedup_memory,
+        "embeddings": str(Path(embeddings).resolve()) if embeddings else None,
         "sample": sample if sample is not None else default_sample(options.inputs),
     }
     if scan.n_records == 0:
@@ -175,10 +188,13 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
                     ", ".join(options.inputs),
                     " (and no embeddings.h5: there are no vectors)" if save_embeddings else "")
         paths.save_embeddings = False
+        if replay is not None:
+            replay.close()
         run_json = _write_empty(paths, ckpt, parameters, clf, clf_sha, inputs.digests, wall0, cpu0)
         return _finish(paths, run_json, chunk_size, settings, report, sample, fresh=False)
 
-    be = open_run_backend(options, servers)
+    be: DeduplicatingBackend | EmbeddingsReplay = (
+        replay if replay is not None else open_run_backend(options, servers))
     try:
         dna_w, prot_w = be.widths
         clf.check_widths(dna_w, prot_w)
@@ -191,7 +207,7 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
             "inputs_sha256": inputs.digests,
             "chunk_size": chunk_size,
             "window": options.window,
-            "backend": options.backend,
+            "backend": backend,
             "classifier_sha256": clf_sha,
             "models": [{k: m.get(k) for k in ("name", "version", "weights_sha256", "width", "batch_size")}
                        for m in models],
@@ -210,19 +226,23 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
             progress=options.progress, total_bases=scan.n_bases, timings=timings,
             finish_window=_predict_windows(clf=clf, ckpt=ckpt, timings=timings,
                                            save_embeddings=save_embeddings),
+            submit_window=replay.submit_window if replay is not None else None,
         )
-        endpoints = getattr(be, "endpoints_info", lambda: None)()
+        if replay is not None:
+            replay.check_complete(counters.frames)
+        endpoints = be.endpoints_info() if isinstance(be, DeduplicatingBackend) else None
+        dedup = be.info() if isinstance(be, DeduplicatingBackend) else None
     finally:
         be.close()
     wall = time.perf_counter() - wall0
     timings["scan"] = inputs.seconds
     timings["total"] = wall
     run_json = _run_record(
-        parameters=parameters, backend=options.backend, endpoints=endpoints, models=models,
+        parameters=parameters, backend=backend, endpoints=endpoints, models=models,
         stats=be.stats(), clf=clf, clf_path=classifier, clf_sha=clf_sha,
         input_digests=inputs.digests, counters=counters, timings=timings,
         frames_embedded=frames_embedded, windows_reused=done, windows_run=windows_run, wall=wall,
-        cpu=time.process_time() - cpu0, input_lengths=scan.lengths.to_dict(),
+        cpu=time.process_time() - cpu0, input_lengths=scan.lengths.to_dict(), dedup=dedup,
     )
     t0 = time.perf_counter()
     if save_embeddings:
@@ -237,6 +257,19 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
              paths.outdir, counters.records, counters.chunks, counters.frames, wall)
     run_json["timings"]["assemble"] = round(time.perf_counter() - t0, 4)
     return _finish(paths, run_json, chunk_size, settings, report, sample, fresh=True)
+
+
+def _open_replay(embeddings: str, chunk_size: int, digests: list[str],
+                 clf: Classifier) -> EmbeddingsReplay:
+    """The saved run's vectors, checked against these inputs and this classifier (exit 2)."""
+    replay = EmbeddingsReplay(embeddings)
+    try:
+        replay.check(chunk_size=chunk_size, input_digests=digests, clf=clf)
+    except BaseException:
+        replay.close()
+        raise
+    log.info("re-classifying the vectors in %s (no server)", embeddings)
+    return replay
 
 
 def _finish(paths: OutputPaths, run_json: dict[str, Any], chunk_size: int,
@@ -303,7 +336,8 @@ def _run_record(*, parameters: dict[str, Any], backend: str,
                 clf_path: str, clf_sha: str, input_digests: list[str], counters: Counters,
                 timings: dict[str, float], frames_embedded: int, windows_reused: int,
                 windows_run: int, wall: float, cpu: float,
-                input_lengths: dict[str, Any] | None = None) -> dict[str, Any]:
+                input_lengths: dict[str, Any] | None = None,
+                dedup: dict[str, Any] | None = None) -> dict[str, Any]:
     for m in models:
         s = stats.get(m["name"])
         if s:
@@ -341,6 +375,7 @@ def _run_record(*, parameters: dict[str, Any], backend: str,
         },
         "resumed": {"resumed": windows_reused > 0, "windows_reused": windows_reused,
                     "windows_run": windows_run},
+        "dedup": dedup,  # frames this process embedded, strings sent per model, hit rate
     }
 
 

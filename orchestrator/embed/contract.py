@@ -36,7 +36,8 @@ class EmbeddingBackend(Protocol):
     def models_info(self) -> list[dict[str, Any]]: ...
 
     def submit(self, nucleotides: list[str], proteins: list[str]) -> EmbeddingTicketLike:
-        """Start embedding; the returned ticket's `result()` waits for ([n, dna], [n, protein])."""
+        """Start embedding; the returned ticket's `result()` waits for
+        ([len(nucleotides), dna], [len(proteins), protein]). The lists may differ in length."""
         ...
 
     def stats(self) -> dict[str, dict[str, float]]: ...

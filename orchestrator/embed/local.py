@@ -19,6 +19,8 @@ import numpy as np
 from orchestrator.embed.contract import DNA_MODEL, PROTEIN_MODEL
 from orchestrator.errors import InputError
 
+MODEL_INDEX = {DNA_MODEL: 0, PROTEIN_MODEL: 1}  # position of each model's width in `widths`
+
 
 def _version_of(model_repository: Path, model: str, weights: Path) -> str:
     """The numeric version folder the weights live in (model/<version>/weights), else "local"."""
@@ -108,10 +110,13 @@ class LocalBackend:
                 future.set_exception(exc)
 
     def embed(self, nucleotides: list[str], proteins: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        if not nucleotides:
-            return (np.empty((0, self.widths[0]), np.float32),
-                    np.empty((0, self.widths[1]), np.float32))
-        return self._run(DNA_MODEL, nucleotides), self._run(PROTEIN_MODEL, proteins)
+        """The lists may differ in length (deduplication sends each model only its new strings)."""
+        return self._run_or_empty(DNA_MODEL, nucleotides), self._run_or_empty(PROTEIN_MODEL, proteins)
+
+    def _run_or_empty(self, model: str, seqs: list[str]) -> np.ndarray:
+        if not seqs:
+            return np.empty((0, self.widths[MODEL_INDEX[model]]), np.float32)
+        return self._run(model, seqs)
 
     def close(self) -> None:
         self._queue.put(None)

@@ -120,7 +120,8 @@ def _embed(options: PipelineOptions, *, paths: EmbedPaths, servers: list[str], l
             window=options.window, lookahead=options.lookahead, done=done,
             progress=options.progress, total_bases=scan.n_bases, finish_window=finish,
             timings=timings, frame_filter=frame_filter, desc="embed")
-        endpoints = getattr(be, "endpoints_info", lambda: None)()
+        endpoints = be.endpoints_info()
+        dedup = be.info()
     finally:
         be.close()
     t0 = time.perf_counter()
@@ -142,6 +143,7 @@ def _embed(options: PipelineOptions, *, paths: EmbedPaths, servers: list[str], l
         "resumed": {"resumed": done > 0, "windows_reused": done, "windows_run": windows_run},
         "throughput": {"frames_embedded": frames_embedded,
                        "frames_per_s": round(frames_embedded / wall, 2) if wall > 0 else None},
+        "dedup": dedup,
     }
     ckpt.assemble([], record)
     for part in ckpt.parts(PART_SUFFIX):

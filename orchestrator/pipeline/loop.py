@@ -33,16 +33,28 @@ def progress_bar(enabled: bool, total: int, desc: str) -> Any:
     return tqdm(total=total, unit="bp", unit_scale=True, desc=desc, file=sys.stderr)
 
 
-def run_windows(*, read_paths: list[str], ckpt: Checkpoint, backend: EmbeddingBackend,
+def run_windows(*, read_paths: list[str], ckpt: Checkpoint, backend: EmbeddingBackend | None,
                  chunk_size: int, window: int, lookahead: int, done: int, progress: bool,
                  total_bases: int, finish_window: Callable[[Window, Embedded], None],
                  timings: dict[str, float], frame_filter: FrameFilter | None = None,
-                 desc: str = "predict") -> tuple[Counters, int, int]:
+                 desc: str = "predict",
+                 submit_window: Callable[[Window], EmbeddingTicketLike] | None = None
+                 ) -> tuple[Counters, int, int]:
     """The main loop: skip finished windows (frames regenerated, not embedded), embed the rest.
 
     `finish_window(window, (dna, protein))` turns a window's embeddings into its checkpoint parts
-    and commits it; windows are finished in input order.
+    and commits it; windows are finished in input order. `submit_window(window)` replaces
+    `backend.submit` where the vectors come from elsewhere (a saved run's embeddings file), which
+    needs the window's frame IDs and position.
     """
+    if submit_window is None:
+        if backend is None:
+            raise ValueError("run_windows needs a backend or submit_window")
+        embedder = backend
+
+        def submit_window(w: Window) -> EmbeddingTicketLike:
+            return embedder.submit(w.nucleotides, w.proteins)
+
     counters = Counters()
     bar = progress_bar(progress, total_bases, desc)
     frames_embedded = 0
@@ -83,7 +95,7 @@ def run_windows(*, read_paths: list[str], ckpt: Checkpoint, backend: EmbeddingBa
             while len(in_flight) > lookahead:
                 oldest, ticket = in_flight.popleft()
                 ready.append((oldest, wait_for(ticket)))
-            in_flight.append((w, backend.submit(w.nucleotides, w.proteins)))
+            in_flight.append((w, submit_window(w)))
             for oldest, embeddings in ready:  # written while the servers embed what is queued
                 finish(oldest, embeddings)
             while len(in_flight) > 1 and in_flight[0][1].done():

@@ -5,6 +5,7 @@ Kept free of numpy and gRPC imports: the CLI reads the defaults from here at sta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -24,6 +25,25 @@ DEFAULT_WINDOW = 4096
 # Windows queued beyond the one being waited for: enough that the servers never wait for the
 # client between windows, few enough that memory stays a small number of windows.
 DEFAULT_LOOKAHEAD = 2
+# Bound of the deduplication tables (vectors of strings already embedded, least recently used out).
+# 1 GiB holds ~78,000 distinct frames at the real widths (768 + 2560 float32 = 13 KB each) and
+# fits beside the rest of the client on any workstation or cluster node.
+DEFAULT_DEDUP_MEMORY = 1 << 30
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """`512M`, `2G`, `1.5G`, `4096` (bytes) -> bytes; binary units (K = 1024), `iB`/`B` optional."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS and value[-1:] else ""
+    number = value[: len(value) - len(unit)]
+    try:
+        size = float(number)
+    except ValueError:
+        raise InputError(f"not a size: {text!r} (e.g. 512M, 2G)") from None
+    if not math.isfinite(size) or size < 0:
+        raise InputError(f"a size must be 0 or more, got {text!r}")
+    return int(size * _SIZE_UNITS[unit])
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,8 @@ class PipelineOptions:
     progress: bool = False
     connection: ConnectionOptions | None = field(default=None)
     priority: str | None = None  # high, normal, low; None: $VIRNUCPRO_PRIORITY, else normal
+    dedup: bool = True  # embed each distinct string once (not part of the resume fingerprint)
+    dedup_memory: int = DEFAULT_DEDUP_MEMORY  # bytes, both models' tables together
 
     @property
     def resolved_priority(self) -> str:
@@ -66,6 +88,8 @@ class PipelineOptions:
             raise InputError(f"--batch-size must be positive, got {self.batch_size}")
         if self.max_in_flight is not None and self.max_in_flight <= 0:
             raise InputError(f"--max-in-flight must be positive, got {self.max_in_flight}")
+        if self.dedup_memory < 0:
+            raise InputError(f"--dedup-memory must be 0 or more, got {self.dedup_memory}")
         if list(self.inputs).count("-") > 1:
             raise InputError("stdin (-) can be given only once")
         resolve_priority(self.priority)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.embed.backends import open_backend
-from orchestrator.embed.contract import EmbeddingBackend
 from orchestrator.embed.triton.endpoints import parse_servers
+from orchestrator.pipeline.dedup import DeduplicatingBackend
 from orchestrator.pipeline.options import PipelineOptions
 from orchestrator.read.scan import InputSummary, LengthStats, scan_inputs
 from orchestrator.read.sources import spooled_inputs
@@ -49,10 +49,12 @@ def scan_run_inputs(options: PipelineOptions, ckpt: Checkpoint, state: Path) -> 
     return ScannedInputs(read_paths, scan, [scan.sha256[p] for p in read_paths], seconds)
 
 
-def open_run_backend(options: PipelineOptions, servers: list[str]) -> EmbeddingBackend:
-    return open_backend(options.backend, servers=servers, model_repository=options.model_repository,
-                        batch_size=options.batch_size, max_in_flight=options.max_in_flight,
-                        connection=options.connection, priority=options.resolved_priority)
+def open_run_backend(options: PipelineOptions, servers: list[str]) -> DeduplicatingBackend:
+    """The run's backend behind the deduplication layer (which only counts with --no-dedup)."""
+    inner = open_backend(options.backend, servers=servers, model_repository=options.model_repository,
+                         batch_size=options.batch_size, max_in_flight=options.max_in_flight,
+                         connection=options.connection, priority=options.resolved_priority)
+    return DeduplicatingBackend(inner, options.dedup_memory, enabled=options.dedup)
 
 
 def announce(done: int, ckpt: Checkpoint, inputs: ScannedInputs, options: PipelineOptions) -> None:

@@ -349,3 +349,23 @@ def read_embeddings(path: str | Path) -> Embeddings:
                           chunk_ids=_strings(h5["chunk_id"]), record_ids=_strings(h5["record_id"]),
                           features=features, chunk_size=header.chunk_size, models=header.models,
                           label=header.label, dna_width=dna_width)
+
+
+class RowReader:
+    """Rows of an open embeddings file by position: a saved run's vectors, read window by window
+    (re-classification), so memory stays one window whatever the file's size."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._h5 = _open(path)
+        self.header = _header(self._h5)
+        self.n = int(self._h5[DNA].shape[0])
+        self.widths = (int(self._h5[DNA].shape[1]), int(self._h5[PROTEIN].shape[1]))
+
+    def rows(self, start: int, stop: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(frame IDs, DNA vectors, protein vectors) of rows [start, stop)."""
+        return (_strings(self._h5["frame_id"], start, stop), self._h5[DNA][start:stop],
+                self._h5[PROTEIN][start:stop])
+
+    def close(self) -> None:
+        self._h5.close()

@@ -132,8 +132,8 @@ class EmbeddingTicket:
     `first_sent` and `completed` (monotonic seconds) show how windows overlap.
     """
 
-    def __init__(self, n: int, widths: dict[str, int]) -> None:
-        self.outputs = {m: np.empty((n, w), dtype=np.float32) for m, w in widths.items()}
+    def __init__(self, rows: dict[str, int], widths: dict[str, int]) -> None:
+        self.outputs = {m: np.empty((rows[m], w), dtype=np.float32) for m, w in widths.items()}
         self.remaining = 0
         self.first_sent: float | None = None
         self.completed: float | None = None
@@ -319,14 +319,16 @@ class EmbeddingClient:
     # -- submitting ------------------------------------------------------------------------------
     def submit(self, nucleotides: list[str], proteins: list[str]) -> EmbeddingTicket:
         """Queue a window's frames for both models and return at once; the ticket's `result()`
-        gives embeddings [n, dna_width] and [n, protein_width] float32 in the given row order."""
-        n = len(nucleotides)
-        ticket = EmbeddingTicket(n, {DNA_MODEL: self.widths[0], PROTEIN_MODEL: self.widths[1]})
-        if n == 0:
-            ticket._finish()
-            return ticket
+        gives embeddings [len(nucleotides), dna_width] and [len(proteins), protein_width] float32
+        in the given row order (the lists may differ in length: deduplication sends each model
+        only the strings it has not embedded yet)."""
+        ticket = EmbeddingTicket({DNA_MODEL: len(nucleotides), PROTEIN_MODEL: len(proteins)},
+                                 {DNA_MODEL: self.widths[0], PROTEIN_MODEL: self.widths[1]})
         jobs = [*self._jobs(ticket, DNA_MODEL, nucleotides),
                 *self._jobs(ticket, PROTEIN_MODEL, proteins)]
+        if not jobs:
+            ticket._finish()
+            return ticket
         ticket.remaining = len(jobs)
         with self._lock:
             if self._failure is not None:
