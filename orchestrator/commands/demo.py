@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.write.paths import OutputPaths
 
 log = logging.getLogger("orchestrator")
 
@@ -68,9 +69,9 @@ def run_demo(*, artifacts: str, outdir: str, progress: bool) -> int:
     print(f"demo: {counts['records']} records, {counts['chunks']} chunks, {counts['frames']} "
           f"frames scored, {viral} chunks called viral (meaningless: demo weights), "
           f"{fps} frames/s")
-    print(f"demo: outputs in {Path(outdir).resolve()}/ (prediction_results.txt, "
-          "prediction_results_highestscore.csv, sequence_summary.tsv, sequence_calls.tsv, "
-          "viral_regions.tsv/.bed, chunk_scores.bedgraph, run.json)")
+    paths = OutputPaths(outdir)
+    names = ", ".join(p.name for p in (*paths.results(), *paths.answers()))
+    print(f"demo: outputs in {Path(outdir).resolve()}/ ({names})")
     report = Path(outdir).resolve() / "report.html"
     if report.exists():
         print(f"demo: open file://{report} in a browser for the report")
