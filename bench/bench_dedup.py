@@ -30,7 +30,7 @@ DATA = ROOT / "bench" / "data"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from predict_fixtures import outputs_of, write_toy_classifier, write_toy_repository  # noqa: E402
+from predict_fixtures import outputs_of, rows_executed, write_toy_classifier, write_toy_repository  # noqa: E402
 
 from orchestrator.embed.contract import MODELS  # noqa: E402
 from orchestrator.embed.triton.server import TritonServer  # noqa: E402
@@ -63,19 +63,8 @@ def make_reads(path: Path, n_reads: int, repeat_fraction: float, seed: int = 1) 
     return path
 
 
-def inference_counts(url: str) -> dict[str, int]:
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        return {m: int(client.get_inference_statistics(m, as_json=True)["model_stats"][0]
-                       .get("inference_count", 0) or 0) for m in MODELS}
-    finally:
-        client.close()
-
-
 def run(url: str, fasta: Path, clf: Path, outdir: Path, dedup: bool) -> dict:
-    before = inference_counts(url)
+    before = rows_executed(url)
     cmd = [sys.executable, "-m", "orchestrator", "predict", str(fasta), "-o", str(outdir),
            "--chunk-size", str(READ_LENGTH), "--classifier", str(clf), "--server", url,
            "--restart", "--no-report", "-q"] + ([] if dedup else ["--no-dedup"])
@@ -84,7 +73,7 @@ def run(url: str, fasta: Path, clf: Path, outdir: Path, dedup: bool) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"predict failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    after = inference_counts(url)
+    after = rows_executed(url)
     rec = json.loads((outdir / "run.json").read_text())
     t = rec["timings"]
     return {

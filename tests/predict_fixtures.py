@@ -166,6 +166,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300
                           timeout=timeout, cwd=ROOT, env=full_env)
 
 
+def rows_executed(grpc_url: str) -> dict[str, int]:
+    """Rows each model executed since its server started (Triton's statistics, inference_count)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(grpc_url)
+    try:
+        return {m: int(client.get_inference_statistics(m, as_json=True)["model_stats"][0]
+                       .get("inference_count", 0) or 0) for m in ("dnabert_s", "esm2")}
+    finally:
+        client.close()
+
+
 def start_predict(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`orchestrator predict ARGS` in the background (extra environment on top of ours)."""
     return subprocess.Popen(orchestrator_cmd("predict", *args), cwd=ROOT, text=True,

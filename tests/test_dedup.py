@@ -19,6 +19,7 @@ from predict_fixtures import (
     ROOT,
     orchestrator_cmd,
     outputs_of,
+    rows_executed,
     run_cli,
     wait_for_window,
     write_coding_fasta,
@@ -221,17 +222,6 @@ def _fasta_sequences(path: Path) -> list[str]:
     return ["".join(block.splitlines()[1:]) for block in path.read_text().split(">")[1:]]
 
 
-def _inference_counts(server: TritonServer) -> dict[str, int]:
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        return {m: int(client.get_inference_statistics(m, as_json=True)["model_stats"][0]
-                       .get("inference_count", 0) or 0) for m in ("dnabert_s", "esm2")}
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def toy_server(tmp_path_factory):
     """Toy models with a little time per batch, so windows overlap in flight."""
@@ -263,12 +253,12 @@ PROBE_ROWS = {"dnabert_s": 0, "esm2": 1}
 
 
 def _predict(server: TritonServer, fasta: Path, clf: Path, out: Path, *extra: str) -> dict:
-    before = _inference_counts(server)
+    before = rows_executed(server.grpc_url)
     proc = run_cli("predict", str(fasta), "-o", str(out), "--chunk-size", "150", "--classifier",
                    str(clf), "--server", server.grpc_url, "--window", "48", "--batch-size", "8",
                    "--no-report", *extra)
     assert proc.returncode == 0, proc.stderr
-    after = _inference_counts(server)
+    after = rows_executed(server.grpc_url)
     run = json.loads((out / "run.json").read_text())
     run["rows_executed"] = {m: after[m] - before[m] - PROBE_ROWS[m] for m in after}
     return run

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from predict_fixtures import (
     outputs_of,
+    rows_executed,
     run_cli,
     start_predict,
     stderr_of,
@@ -75,18 +76,6 @@ def _predict(data: dict, name: str, fasta: str, *servers: str, extra: tuple[str,
     record["outdir"] = out
     record["stderr"] = proc.stderr
     return record
-
-
-def _rows_executed(server: TritonServer) -> dict[str, int]:
-    """Rows each model executed since the server started (Triton's statistics)."""
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        return {m: int(client.get_inference_statistics(m, as_json=True)["model_stats"][0]
-                       .get("inference_count", 0) or 0) for m in ("dnabert_s", "esm2")}
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +224,7 @@ def test_slow_healthy_cluster_resends_nothing(data):
         urls = [s.grpc_url for s in servers]
         procs = [start_predict([*_args(data["main"], data["clf"], *urls), "-o", str(o)]) for o in outs]
         errors = [stderr_of(p) for p in procs]
-        executed = [_rows_executed(s) for s in servers]
+        executed = [rows_executed(s.grpc_url) for s in servers]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     records = [_run_json(o) for o in outs]
     assert all(outputs_of(o) == outputs_of(outs[0]) for o in outs)

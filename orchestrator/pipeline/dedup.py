@@ -42,11 +42,6 @@ ENTRY_OVERHEAD_BYTES = 192
 GROW_ROWS = 4096
 
 
-def digest(text: str) -> bytes:
-    """The table key of a string: fixed size whatever the string's length."""
-    return _blake2b(text.encode(), digest_size=DIGEST_BYTES).digest()
-
-
 def table_capacity(memory_bytes: int, widths: tuple[int, int]) -> int:
     """Entries per model such that both tables together stay within `memory_bytes`.
 
@@ -69,13 +64,6 @@ class VectorTable:
 
     def __len__(self) -> int:
         return len(self.slots)
-
-    def get(self, key: bytes) -> int | None:
-        """The entry's row in `vectors`, marked as just used; None when absent."""
-        slot = self.slots.get(key)
-        if slot is not None:
-            self.slots.move_to_end(key)
-        return slot
 
     def put_many(self, keys: list[bytes], vectors: np.ndarray) -> None:
         """Insert rows whose keys are not in the table, evicting the least recently used ones.

@@ -17,7 +17,7 @@ from orchestrator.chunk.windows import Window
 from orchestrator.classify.classifier import Classifier
 from orchestrator.embed.contract import Embedded
 from orchestrator.errors import InputError
-from orchestrator.write.embeddings import RowReader
+from orchestrator.write.embeddings import HEADER_MODEL_KEYS, RowReader
 
 PREDICT_FRAME_FILTER = "stop-free"
 
@@ -70,8 +70,7 @@ class EmbeddingsReplay:
                              "run that wrote it, in the same order")
 
     def models_info(self) -> list[dict[str, Any]]:
-        keep = ("name", "version", "weights_sha256", "width")
-        return [{k: m.get(k) for k in keep} for m in self.header.models]
+        return [{k: m.get(k) for k in HEADER_MODEL_KEYS} for m in self.header.models]
 
     def submit_window(self, w: Window) -> _Stored:
         """The window's rows; the file's frame IDs must be the window's."""

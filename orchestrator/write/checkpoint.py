@@ -68,7 +68,8 @@ class Checkpoint:
         self.manifest: dict[str, Any] = {}
 
     # -- opening -------------------------------------------------------------------------------
-    def _read_manifest(self) -> dict[str, Any] | None:
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest, None when there is none; InputError (exit 2) when it is unreadable."""
         try:
             data = json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
@@ -91,7 +92,7 @@ class Checkpoint:
 
     def open(self, fingerprint: dict[str, Any], restart: bool) -> int:
         """Start or continue; returns how many windows are already finished (-1: run complete)."""
-        old = None if restart else self._read_manifest()
+        old = None if restart else self.read_manifest()
         if restart:
             self.discard()
         if old is not None and old.get("format") == MANIFEST_FORMAT:

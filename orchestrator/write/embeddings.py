@@ -229,13 +229,16 @@ def assemble(target: Path, header: EmbeddingsHeader, parts: Sequence[Path]) -> i
     return writer.n
 
 
+# What the file records of each model (the run record holds more: instances, batch size, ...).
+HEADER_MODEL_KEYS = ("name", "version", "weights_sha256", "width")
+
+
 def header_for(chunk_size: int, models: list[dict[str, Any]], inputs: Sequence[str],
                       digests: Sequence[str], *, label: str | None = None,
                       frame_filter: str = "stop-free") -> EmbeddingsHeader:
     """What an embeddings file records about its vectors: models (DNA first), inputs, label."""
-    keep = ("name", "version", "weights_sha256", "width")
     return EmbeddingsHeader(
-        chunk_size=chunk_size, models=[{k: m.get(k) for k in keep} for m in models],
+        chunk_size=chunk_size, models=[{k: m.get(k) for k in HEADER_MODEL_KEYS} for m in models],
         inputs=[{"name": Path(p).name if p != "-" else "-", "sha256": d}
                 for p, d in zip(inputs, digests, strict=True)],
         label=label, frame_filter=frame_filter, tool_version=__version__)

@@ -19,7 +19,7 @@ from orchestrator.atomic import write_json_atomic
 from orchestrator.classify.calls import CallSettings
 from orchestrator.errors import InputError
 from orchestrator.write.answers import write_answers
-from orchestrator.write.checkpoint import MANIFEST_NAME
+from orchestrator.write.checkpoint import MANIFEST_NAME, Checkpoint
 from orchestrator.write.paths import OutputPaths
 
 log = logging.getLogger("orchestrator")
@@ -87,14 +87,10 @@ def finished_run(outdir: str | Path) -> tuple[OutputPaths, dict[str, Any]]:
     params = run_json.get("parameters") if isinstance(run_json, dict) else None
     if not isinstance(params, dict) or not isinstance(params.get("chunk_size"), int):
         raise refuse(f"{paths.run_json.name} names no chunk size")
-    manifest_path = paths.state / MANIFEST_NAME
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise refuse(f"no checkpoint manifest {paths.state.name}/{MANIFEST_NAME}") from None
-    except (OSError, ValueError) as exc:
-        raise refuse(f"checkpoint manifest unreadable: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("complete") is not True:
+    manifest = Checkpoint(paths).read_manifest()
+    if manifest is None:
+        raise refuse(f"no checkpoint manifest {paths.state.name}/{MANIFEST_NAME}")
+    if manifest.get("complete") is not True:
         raise refuse("its checkpoint says the run has not finished; rerun its predict command")
     paths.save_embeddings = bool(params.get("save_embeddings"))
     missing = [p.name for p in (*paths.results(), paths.chunk_table) if not p.exists()]
