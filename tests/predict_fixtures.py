@@ -178,6 +178,16 @@ def rows_executed(grpc_url: str) -> dict[str, int]:
         client.close()
 
 
+def predict_args(fasta: Path, clf: Path, *servers: str) -> list[str]:
+    """predict's arguments for the multi-server tests: small windows and requests of 8 rows, so a
+    run spans many requests; one --server per endpoint. (No -o: each test adds its own.)"""
+    args = [str(fasta), "--chunk-size", "500", "--classifier", str(clf), "--window", "16",
+            "--batch-size", "8"]
+    for s in servers:
+        args += ["--server", s]
+    return args
+
+
 def start_predict(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`orchestrator predict ARGS` in the background (extra environment on top of ours)."""
     return subprocess.Popen(orchestrator_cmd("predict", *args), cwd=ROOT, text=True,

@@ -23,6 +23,7 @@ from predict_fixtures import (
     crash,
     orchestrator_cmd,
     outputs_of,
+    predict_args,
     run_cli,
     start_predict,
     stderr_of,
@@ -49,14 +50,6 @@ def data(tmp_path_factory):
     return root, fasta, clf
 
 
-def _args(fasta: Path, clf: Path, *servers: str) -> list[str]:
-    args = [str(fasta), "--chunk-size", "500", "--classifier", str(clf), "--window", "16",
-            "--batch-size", "8"]
-    for s in servers:
-        args += ["--server", s]
-    return args
-
-
 def _servers(stack: ExitStack, root: Path, n: int, *, delay: float, instances=(1,),
              tag: str = "", record: bool = False) -> list[TritonServer]:
     servers = []
@@ -81,7 +74,7 @@ def trio(data):
 def reference(data, trio):
     """One server, one window at a time (no look-ahead): the bytes every other run must give."""
     root, fasta, clf = data
-    proc = run_cli("predict", *_args(fasta, clf, trio[0].grpc_url), "--lookahead", "0",
+    proc = run_cli("predict", *predict_args(fasta, clf, trio[0].grpc_url), "--lookahead", "0",
                    "-o", str(root / "ref"))
     assert proc.returncode == 0, proc.stderr
     return outputs_of(root / "ref")
@@ -115,7 +108,7 @@ def test_headers_follow_grpc_metadata_rules():
 
 def test_cli_rejects_a_bad_server_list(data, tmp_path):
     _, fasta, clf = data
-    proc = run_cli("predict", *_args(fasta, clf, "node1:8001,node2"), "-o", str(tmp_path / "o"))
+    proc = run_cli("predict", *predict_args(fasta, clf, "node1:8001,node2"), "-o", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert "'node2' is not HOST:PORT" in proc.stderr
 
@@ -124,7 +117,7 @@ def test_cli_rejects_a_bad_server_list(data, tmp_path):
 def test_two_servers_identical_to_one_and_both_used(data, trio, reference, tmp_path):
     _, fasta, clf = data
     out = tmp_path / "o"
-    proc = run_cli("predict", *_args(fasta, clf, trio[0].grpc_url, trio[1].grpc_url), "-o", str(out))
+    proc = run_cli("predict", *predict_args(fasta, clf, trio[0].grpc_url, trio[1].grpc_url), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert outputs_of(out) == reference
     endpoints = _run_json(out)["endpoints"]
@@ -142,7 +135,7 @@ def test_three_servers_from_env_list_with_lookahead_and_headers(data, trio, refe
     for s in trio:
         (s.model_repository / "parameters.jsonl").unlink(missing_ok=True)
     env = {"VIRNUCPRO_TRITON_URL": ",".join(s.grpc_url for s in trio)}
-    proc = run_cli("predict", *_args(fasta, clf), "--lookahead", "4", "-o", str(out),
+    proc = run_cli("predict", *predict_args(fasta, clf), "--lookahead", "4", "-o", str(out),
                    "--header", "Authorization=Bearer t0ken", "--header", "x-team=virome", env=env)
     assert proc.returncode == 0, proc.stderr
     assert outputs_of(out) == reference
@@ -163,13 +156,13 @@ def test_dns_name_becomes_one_endpoint_per_address(data, trio, reference, tmp_pa
     port = trio[1].grpc_port
     assert f"127.0.0.1:{port}" in resolve_servers([f"dns:///localhost:{port}"])
     out = tmp_path / "o"
-    proc = run_cli("predict", *_args(fasta, clf, f"dns:///localhost:{port}"), "-o", str(out),
+    proc = run_cli("predict", *predict_args(fasta, clf, f"dns:///localhost:{port}"), "-o", str(out),
                    env={"VIRNUCPRO_CONNECT_TIMEOUT": "2"})
     assert proc.returncode == 0, proc.stderr
     assert outputs_of(out) == reference
     endpoints = {e["url"]: e for e in _run_json(out)["endpoints"]}
     assert endpoints[f"127.0.0.1:{port}"]["rows"] > 0
-    unknown = run_cli("predict", *_args(fasta, clf, "dns:///no-such-host.invalid:8001"),
+    unknown = run_cli("predict", *predict_args(fasta, clf, "dns:///no-such-host.invalid:8001"),
                       "-o", str(tmp_path / "u"))
     assert unknown.returncode == 3
     assert "cannot resolve dns:///no-such-host.invalid:8001" in unknown.stderr
@@ -198,7 +191,7 @@ def test_endpoint_with_other_weights_is_refused_before_any_row(data, trio, tmp_p
     _, fasta, clf = data
     with TritonServer(write_toy_repository(tmp_path / "other", weights_tag="-retrained")) as other:
         out = tmp_path / "o"
-        proc = run_cli("predict", *_args(fasta, clf, trio[0].grpc_url, other.grpc_url),
+        proc = run_cli("predict", *predict_args(fasta, clf, trio[0].grpc_url, other.grpc_url),
                        "-o", str(out))
         stats = _dna_rows_seen(other)
     assert proc.returncode == 2
@@ -223,7 +216,7 @@ def test_endpoint_down_at_start_is_reported_and_the_run_goes_on(data, trio, refe
     _, fasta, clf = data
     dead = f"127.0.0.1:{free_port()}"
     out = tmp_path / "o"
-    proc = run_cli("predict", *_args(fasta, clf, trio[2].grpc_url, dead), "-o", str(out),
+    proc = run_cli("predict", *predict_args(fasta, clf, trio[2].grpc_url, dead), "-o", str(out),
                    env={"VIRNUCPRO_CONNECT_TIMEOUT": "2"})
     assert proc.returncode == 0, proc.stderr
     assert f"Triton at {dead} is unavailable at start" in proc.stderr
@@ -236,7 +229,7 @@ def test_endpoint_down_at_start_is_reported_and_the_run_goes_on(data, trio, refe
 def test_no_endpoint_usable_exit_3_names_each(data, tmp_path):
     _, fasta, clf = data
     dead = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    proc = run_cli("predict", *_args(fasta, clf, ",".join(dead)), "-o", str(tmp_path / "o"),
+    proc = run_cli("predict", *predict_args(fasta, clf, ",".join(dead)), "-o", str(tmp_path / "o"),
                    env={"VIRNUCPRO_CONNECT_TIMEOUT": "2"})
     assert proc.returncode == 3
     assert all(u in proc.stderr for u in dead) and "Traceback" not in proc.stderr
@@ -250,7 +243,7 @@ def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_
     out = tmp_path / "o"
     with ExitStack() as stack:
         servers = _servers(stack, root, 3, delay=0.5, tag="kill")
-        proc = start_predict([*_args(fasta, clf, *(s.grpc_url for s in servers)), "-o", str(out)])
+        proc = start_predict([*predict_args(fasta, clf, *(s.grpc_url for s in servers)), "-o", str(out)])
         wait_for_window(proc, out)
         crash(servers[1])
         err = stderr_of(proc)
@@ -273,7 +266,7 @@ def test_endpoint_that_comes_up_mid_run_is_admitted(data, reference, tmp_path):
     late_url = f"127.0.0.1:{late_ports['grpc_port']}"
     with ExitStack() as stack:
         (first,) = _servers(stack, root, 1, delay=2.0, tag="early")
-        proc = start_predict([*_args(fasta, clf, first.grpc_url, late_url), "-o", str(out)],
+        proc = start_predict([*predict_args(fasta, clf, first.grpc_url, late_url), "-o", str(out)],
                       {"VIRNUCPRO_CONNECT_TIMEOUT": "1"})
         wait_for_window(proc, out)
         stack.enter_context(TritonServer(write_toy_repository(tmp_path / "late"),
@@ -292,7 +285,7 @@ def test_all_servers_stopped_exit_3_then_resume_on_other_servers(data, reference
     env = {"VIRNUCPRO_RETRY_DEADLINE": "2"}
     with ExitStack() as stack:
         first = _servers(stack, root, 2, delay=0.5, tag="ab")
-        proc = start_predict([*_args(fasta, clf, *(s.grpc_url for s in first)), "-o", str(out)], env)
+        proc = start_predict([*predict_args(fasta, clf, *(s.grpc_url for s in first)), "-o", str(out)], env)
         wait_for_window(proc, out)
         for s in first:
             crash(s)
@@ -302,7 +295,7 @@ def test_all_servers_stopped_exit_3_then_resume_on_other_servers(data, reference
     assert windows_done(out) >= 1
     with ExitStack() as stack:
         second = _servers(stack, root, 2, delay=0.0, tag="cd")
-        again = run_cli("predict", *_args(fasta, clf, *(s.grpc_url for s in second)),
+        again = run_cli("predict", *predict_args(fasta, clf, *(s.grpc_url for s in second)),
                         "-o", str(out), env=env)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr
@@ -316,7 +309,7 @@ def test_second_run_into_a_live_outdir_is_refused_and_a_killed_run_resumes(data,
     out = tmp_path / "o"
     with ExitStack() as stack:
         (server,) = _servers(stack, root, 1, delay=1.0, tag="lock")
-        args = [*_args(fasta, clf, server.grpc_url), "-o", str(out)]
+        args = [*predict_args(fasta, clf, server.grpc_url), "-o", str(out)]
         first = start_predict(args)
         wait_for_window(first, out)
         t0 = time.monotonic()
@@ -386,7 +379,7 @@ def test_tls_server_from_serve(data, pki, tmp_path, mutual):
     try:
         def predict(name: str, *extra: str) -> tuple[subprocess.CompletedProcess[str], float]:
             t0 = time.monotonic()
-            done = run_cli("predict", *_args(fasta, clf, url), "-o", str(tmp_path / name),
+            done = run_cli("predict", *predict_args(fasta, clf, url), "-o", str(tmp_path / name),
                            *extra, env=env)
             return done, time.monotonic() - t0
 

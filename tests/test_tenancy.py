@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from predict_fixtures import (
     outputs_of,
+    predict_args,
     rows_executed,
     run_cli,
     start_predict,
@@ -48,14 +49,6 @@ def data(tmp_path_factory):
     }
 
 
-def _args(fasta: Path, clf: Path, *servers: str) -> list[str]:
-    args = [str(fasta), "--chunk-size", "500", "--classifier", str(clf), "--window", "16",
-            "--batch-size", "8"]
-    for s in servers:
-        args += ["--server", s]
-    return args
-
-
 def _server(stack: ExitStack, root: Path, **toy) -> TritonServer:
     repo = write_toy_repository(root / f"repo_{time.monotonic_ns()}", **toy)
     return stack.enter_context(TritonServer(repo))
@@ -69,7 +62,7 @@ def _predict(data: dict, name: str, fasta: str, *servers: str, extra: tuple[str,
              env: dict[str, str] | None = None) -> dict:
     """A predict run to completion; its run.json."""
     out = data["root"] / f"{name}_{time.monotonic_ns()}"
-    proc = run_cli("predict", *_args(data[fasta], data["clf"], *servers), *extra, "-o", str(out),
+    proc = run_cli("predict", *predict_args(data[fasta], data["clf"], *servers), *extra, "-o", str(out),
                    env=env)
     assert proc.returncode == 0, proc.stderr
     record = _run_json(out)
@@ -105,7 +98,7 @@ def test_high_priority_small_job_behind_three_bulk_runs(data):
         server = _server(stack, root, delay=0.1)
         alone = _predict(data, "alone", "small", server.grpc_url)
         bulk_dirs = [root / f"bulk{i}_{time.monotonic_ns()}" for i in range(3)]
-        bulk = [start_predict([*_args(data["bulk"], data["clf"], server.grpc_url), "-o", str(d)])
+        bulk = [start_predict([*predict_args(data["bulk"], data["clf"], server.grpc_url), "-o", str(d)])
                 for d in bulk_dirs]
         try:
             for proc, out in zip(bulk, bulk_dirs, strict=True):
@@ -145,7 +138,7 @@ def test_max_in_flight_is_clamped_to_the_fair_share_with_one_warning(data):
 
 
 def test_a_bad_priority_is_one_line_exit_2(data, tmp_path):
-    proc = run_cli("predict", *_args(data["small"], data["clf"], "127.0.0.1:1"), "-o",
+    proc = run_cli("predict", *predict_args(data["small"], data["clf"], "127.0.0.1:1"), "-o",
                    str(tmp_path / "o"), env={"VIRNUCPRO_PRIORITY": "urgent"})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -164,7 +157,7 @@ def test_frozen_server_is_noticed_within_seconds(data, reference):
     with ExitStack() as stack:
         good = _server(stack, root, delay=1.0)
         frozen = _server(stack, root, delay=1.0)
-        proc = start_predict([*_args(data["long"], data["clf"], good.grpc_url, frozen.grpc_url),
+        proc = start_predict([*predict_args(data["long"], data["clf"], good.grpc_url, frozen.grpc_url),
                        "-o", str(out)])
         try:
             wait_for_window(proc, out)
@@ -194,7 +187,7 @@ def test_stuck_model_requests_are_hedged_to_the_other_server(data, reference):
         good = _server(stack, root, delay=1.0)
         stuck = _server(stack, root, delay=1.0, hang_after=2)
         t0 = time.monotonic()
-        proc = start_predict([*_args(data["long"], data["clf"], good.grpc_url, stuck.grpc_url),
+        proc = start_predict([*predict_args(data["long"], data["clf"], good.grpc_url, stuck.grpc_url),
                        "-o", str(out)])
         try:
             err = stderr_of(proc, timeout=120)
@@ -222,7 +215,7 @@ def test_slow_healthy_cluster_resends_nothing(data):
     with ExitStack() as stack:
         servers = [_server(stack, root, delay=1.0) for _ in range(2)]
         urls = [s.grpc_url for s in servers]
-        procs = [start_predict([*_args(data["main"], data["clf"], *urls), "-o", str(o)]) for o in outs]
+        procs = [start_predict([*predict_args(data["main"], data["clf"], *urls), "-o", str(o)]) for o in outs]
         errors = [stderr_of(p) for p in procs]
         executed = [rows_executed(s.grpc_url) for s in servers]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
@@ -246,7 +239,7 @@ def test_queue_full_is_busy_not_down(data, reference):
     outs = [root / f"shed{i}_{time.monotonic_ns()}" for i in range(4)]
     with ExitStack() as stack:
         server = _server(stack, root, delay=0.05, max_queue_size=1)
-        procs = [start_predict([*_args(data["long"], data["clf"], server.grpc_url), "-o", str(o)])
+        procs = [start_predict([*predict_args(data["long"], data["clf"], server.grpc_url), "-o", str(o)])
                  for o in outs]
         errors = [stderr_of(p) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
@@ -267,7 +260,7 @@ def test_two_equal_runs_finish_within_1_5x_of_each_other(data):
     outs = [root / f"fair{i}_{time.monotonic_ns()}" for i in range(2)]
     with ExitStack() as stack:
         server = _server(stack, root, delay=0.2)
-        procs = [start_predict([*_args(data["long"], data["clf"], server.grpc_url), "-o", str(o)])
+        procs = [start_predict([*predict_args(data["long"], data["clf"], server.grpc_url), "-o", str(o)])
                  for o in outs]
         errors = [stderr_of(p) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
