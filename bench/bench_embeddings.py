@@ -124,12 +124,17 @@ def bench_classifier(frames: int) -> dict[str, float]:
     f32_s = _best_of(lambda: [layer1_f32(x[i:i + batch]) for i in range(0, frames, batch)])
     whole = clf.predict_proba(x)
     cut = np.concatenate([clf.predict_proba(x[i:i + 1000]) for i in range(0, frames, 1000)])
+    from orchestrator.write.formats import format_scores
+
+    scores = np.random.default_rng(1).random(400_000).astype(np.float32)
+    format_s = _best_of(lambda: format_scores(scores))
     whole32 = layer1_f32(x)
     cut32 = np.concatenate([layer1_f32(x[i:i + 1000]) for i in range(0, frames, 1000)])
     return {
         "f64_us_per_frame": f64_s / frames * 1e6,
         "f32_layer1_us_per_frame": f32_s / frames * 1e6,
         "f64_over_f32": f64_s / f32_s,
+        "format_scores_values_per_s": len(scores) / format_s,
         "f64_scores_changed_by_batching": int((whole != cut).any(axis=1).sum()),
         "f32_hidden_rows_changed_by_batching": int((whole32 != cut32).any(axis=1).sum()),
     }
@@ -187,7 +192,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     print(f"classifier: float64 layer 1 {c['f64_us_per_frame']:.1f} us/frame vs float32 layer 1 "
           f"{c['f32_layer1_us_per_frame']:.1f} ({c['f64_over_f32']:.2f}x); rows changed by "
           f"cutting the batch differently: float64 {c['f64_scores_changed_by_batching']}, "
-          f"float32 {c['f32_hidden_rows_changed_by_batching']} of {f['frames']}")
+          f"float32 {c['f32_hidden_rows_changed_by_batching']} of {f['frames']}; scores formatted "
+          f"{c['format_scores_values_per_s']:.0f} values/s")
     print(f"train: one epoch at {t['train_epoch_frames_per_s']:.0f} frames/s on "
           f"{t['torch_threads']} CPU threads; evaluate {t['evaluate_frames_per_s']:.0f} frames/s")
     return figures

@@ -67,6 +67,7 @@ def test_call_method_edges(maxima, call, tier, weighted) -> None:
     c = call_sequence(chunks_of(*maxima), EDGES)
     assert (c.call, c.confidence) == (call, tier)
     if weighted is not None:
+        # float64 sums of a few dyadic values: exact but for a few units of 1e-16
         assert c.weighted_delta == pytest.approx(weighted, abs=1e-12)
     assert c.n_chunks == len(maxima)
 
@@ -75,6 +76,7 @@ def test_weighted_delta_uses_square_root_weights() -> None:
     c = call_sequence(chunks_of((0.0, 1.0), (0.75, 0.5)), CallSettings())
     d = np.array([1.0, -0.25])
     w = np.sqrt(np.abs(d))
+    # both sides float64, the same 2-term formula: pytest's default rel 1e-6 is ~1e10 units of slack
     assert c.weighted_delta == pytest.approx(float((d * w).sum() / w.sum()))
     assert (c.n_confident_viral, c.n_confident_nonviral, c.n_ambiguous) == (1, 0, 0)
 
@@ -98,7 +100,7 @@ def test_regions_bridge_gaps_and_use_the_chunk_arithmetic() -> None:
     assert [r.n_chunks for r in no_gap] == [5, 2, 1]
     wide = find_regions(chunks, CallSettings(region_max_gap=2, region_min_length=0))
     assert [(r.start, r.end) for r in wide] == [(bounds[4][0], bounds[14][1])]
-    assert wide[0].mean_score == pytest.approx(8 / 11)
+    assert wide[0].mean_score == pytest.approx(8 / 11)  # float64 mean of 11 values: ~1e-16 off
     longer = find_regions(chunks, CallSettings(region_max_gap=1, region_min_length=1000))
     assert len(longer) == 1  # the one-chunk region (500 bp) is dropped
     # a chunk without kept frames is a gap chunk

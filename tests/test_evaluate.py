@@ -21,7 +21,8 @@ from orchestrator.learning.evaluate import run_evaluate
 from orchestrator.learning.metrics import binary_metrics, roc_curve
 from orchestrator.write.embeddings import EmbeddingsHeader, EmbeddingsWriter, read_embeddings
 
-TOL = 1e-12
+TOL = 1e-12  # float64 against scikit-learn's float64 on the same scores: sums of <= 10^3 terms
+# of magnitude <= 1 in another order differ by ~n * 1.1e-16 = 1e-13
 DNA_W, PROT_W = 8, 16
 FRAMES = ("F1", "F2", "F3", "R1", "R2", "R3")
 
@@ -242,6 +243,8 @@ def test_small_blocks_give_identical_results(data: dict[str, Path], tmp_path: Pa
     assert blocks["metrics"]["chunk"]["n"] == want["chunk"]["n"]
     for level in ("frame", "chunk"):
         for key in ("roc_auc", "pr_auc", "mcc"):
+            # float64 on both sides, summed in other orders (~1e-13 apart); 1e-6 is a generous
+            # margin that still catches any changed rank or count, which moves a metric by >= 1/n.
             assert blocks["metrics"][level][key] == pytest.approx(want[level][key], abs=1e-6)
 
 

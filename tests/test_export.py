@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tolerances import PROBABILITY_SUM_TOLERANCE
 
 from encoders import load_embedder, weights_sha256
 from encoders.repository import read_config
@@ -119,7 +120,8 @@ def test_demo_reloads_through_the_real_loaders(demo: Path) -> None:
         clf = load_classifier(classifier_path(demo, size))
         clf.check_widths(dn.hidden_size, es.hidden_size)
         probs = clf.predict_proba(feats)
-        assert probs.shape == (2, 2) and np.allclose(probs.sum(1), 1.0, atol=1e-6)
+        assert probs.shape == (2, 2)
+        assert np.abs(probs.sum(1) - 1.0).max() <= PROBABILITY_SUM_TOLERANCE
         assert np.abs(clf.state_dict()["bn1.running_mean"]).max() > 0  # randomised running stats
     c300 = load_classifier(classifier_path(demo, 300)).state_dict()["hidden_layer.weight"]
     c500 = load_classifier(classifier_path(demo, 500)).state_dict()["hidden_layer.weight"]

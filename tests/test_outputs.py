@@ -6,7 +6,6 @@ import json
 import math
 import os
 import stat
-import time
 from pathlib import Path
 
 import numpy as np
@@ -134,15 +133,6 @@ def test_format_score_matches_numpy_str_and_is_shortest() -> None:
 )
 def test_format_score_examples(value: float, text: str) -> None:
     assert format_score(value) == text
-
-
-def test_format_scores_throughput() -> None:
-    values = np.random.default_rng(1).random(400_000).astype(np.float32)
-    format_scores(values[:1000])
-    t = time.perf_counter()
-    out = format_scores(values)
-    rate = len(out) / (time.perf_counter() - t)
-    assert rate >= 200_000, f"{rate:.0f} values/s"
 
 
 # --------------------------------------------------------------------------- rows

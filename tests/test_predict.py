@@ -27,6 +27,7 @@ from predict_fixtures import (
     write_toy_classifier,
     write_toy_repository,
 )
+from tolerances import CONTRACT_TOLERANCE, PROBABILITY_SUM_TOLERANCE, max_abs_diff
 
 from orchestrator.chunk.chunking import chunk_bounds
 from orchestrator.commands.cli import main
@@ -88,7 +89,7 @@ def test_golden_frames_formats_and_consistency(golden_runs, name, fasta, chunk):
         p0, p1 = np.float32(s1), np.float32(s2)
         assert s1 == str(p0) and s2 == str(p1), "scores are shortest float32 reprs"
         assert label == ("virus" if p1 > p0 else "others"), fid
-        assert abs(float(p0) + float(p1) - 1.0) < 1e-5
+        assert abs(float(p0) + float(p1) - 1.0) <= PROBABILITY_SUM_TOLERANCE
 
     # highestscore = per-chunk max over the frame rows, Is_Virus = max1 >= max0, string order.
     expected: dict[str, list[np.float32]] = {}
@@ -138,7 +139,7 @@ def test_triton_matches_in_process(golden_runs, name):
     t = np.array([[float(r[2]), float(r[3])] for r in t_rows])
     loc = np.array([[float(r[2]), float(r[3])] for r in l_rows])
     if len(t):
-        assert np.abs(t - loc).max() <= 1e-5
+        assert max_abs_diff(t, loc) <= CONTRACT_TOLERANCE
     assert [m["width"] for m in t_rec["models"]] == [m["width"] for m in l_rec["models"]]
     # the server reports the checksum export stamped into its config; the local backend hashes
     # the same files, so both runs name the same weights
@@ -164,7 +165,7 @@ def test_real_encoders_over_two_servers_match_in_process(golden_runs, tmp_path, 
     assert [r[:2] for r in rows] == [r[:2] for r in l_rows]
     scores = np.array([[float(r[2]), float(r[3])] for r in rows])
     l_scores = np.array([[float(r[2]), float(r[3])] for r in l_rows])
-    assert np.abs(scores - l_scores).max() <= 1e-5
+    assert max_abs_diff(scores, l_scores) <= CONTRACT_TOLERANCE
     assert [e["url"] for e in record["endpoints"]] == [triton_server.grpc_url, second.grpc_url]
     assert all(e["rows"] > 0 for e in record["endpoints"])
 
