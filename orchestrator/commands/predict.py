@@ -139,6 +139,8 @@ def run_predict(options: PipelineOptions, *, outdir: str, classifier: str,
     if embeddings and save_embeddings:
         raise InputError("--save-embeddings with --embeddings: the vectors are already in "
                          f"{embeddings}")
+    if embeddings and options.shard is not None:
+        raise InputError("--shard with --embeddings: re-classify the whole sample in one run")
     settings = call_settings or CallSettings()
     settings.validate()
     if sample is not None:
@@ -183,6 +185,8 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
         "embeddings": str(Path(embeddings).resolve()) if embeddings else None,
         "sample": sample if sample is not None else default_sample(options.inputs),
     }
+    if options.shard is not None:  # only then: an unsharded run.json keeps its fields
+        parameters["shard"] = str(options.shard)
     if scan.n_records == 0:
         log.warning("warning: no records in %s; writing header-only outputs%s",
                     ", ".join(options.inputs),
@@ -214,6 +218,8 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
         }
         if save_embeddings:  # only when set: runs without it keep their earlier fingerprint
             fingerprint["save_embeddings"] = True
+        if options.shard is not None:
+            fingerprint["shard"] = str(options.shard)
         done = ckpt.open(fingerprint, options.restart)
         if done < 0:
             return _finish(paths, json.loads(paths.run_json.read_text()), chunk_size, settings,
@@ -227,6 +233,7 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
             finish_window=_predict_windows(clf=clf, ckpt=ckpt, timings=timings,
                                            save_embeddings=save_embeddings),
             submit_window=replay.submit_window if replay is not None else None,
+            shard=options.shard,
         )
         if replay is not None:
             replay.check_complete(counters.frames)
@@ -393,6 +400,8 @@ def _write_empty(paths: OutputPaths, ckpt: Checkpoint, parameters: dict[str, Any
         cpu=time.process_time() - cpu0,
     )
     fingerprint = {"tool_version": __version__, "inputs_sha256": input_digests, "empty": True}
+    if "shard" in parameters:
+        fingerprint["shard"] = parameters["shard"]
     if ckpt.open(fingerprint, restart=parameters["restart"]) < 0:
         return run_json
     ckpt.assemble(final_files(paths), run_json)
