@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "of the same INPUTs (predict --save-embeddings or embed) instead of embedding; "
                    "no server is asked")
     p.add_argument("--restart", action="store_true", help="discard a previous run's state in OUTDIR and start over")
+    p.add_argument("--start-server", action="store_true",
+                   help="start a private tritonserver for this run alone from --model-repository "
+                   "(free loopback ports, GPU configs when a GPU is visible), and stop it when "
+                   "the run ends, however it ends; for batch systems with no standing server")
     p.add_argument("--shard", type=_shard, metavar="K/N",
                    help="do only part K of N of the records (split by bases, records whole, in "
                    "input order), so N processes share one sample; `orchestrator merge` joins "
@@ -495,9 +499,11 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         run_prepare(inputs=args.inputs, outdir=args.outdir, chunk_size=args.chunk_size, progress=progress)
         return 0
     if args.command == "predict":
-        from orchestrator.commands.predict import run_predict
+        from orchestrator.commands.predict import run_predict, run_predict_with_server
 
-        run_predict(
+        if args.start_server and args.server:
+            raise InputError("--start-server and --server: give one (--start-server runs its own)")
+        (run_predict_with_server if args.start_server else run_predict)(
             _pipeline_options(args, progress),
             outdir=args.outdir,
             classifier=args.classifier,

@@ -15,6 +15,7 @@ import platform
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,39 @@ def run_predict(options: PipelineOptions, *, outdir: str, classifier: str,
         return _predict(options, paths=paths, servers=servers, classifier=classifier,
                         settings=settings, report=report, save_embeddings=save_embeddings,
                         sample=sample, embeddings=embeddings)
+
+
+def run_predict_with_server(options: PipelineOptions, **kwargs: Any) -> dict[str, Any]:
+    """`predict --start-server`: a private tritonserver for this run alone, on free loopback
+    ports, from `options.model_repository` (GPU configs when a GPU is visible).
+
+    It is stopped on every way out of the run (success, error, SIGTERM and SIGINT, which reach
+    here as exceptions), its stub processes and shared-memory regions with it; if this process is
+    killed outright the server gets SIGTERM from the kernel (parent-death signal).
+    """
+    from orchestrator.embed.triton.server import (
+        PRIVATE_READY_TIMEOUT_S,
+        TritonServer,
+        gpu_configs_usable,
+    )
+
+    options.check()
+    if options.backend != "triton":
+        raise InputError("--start-server starts a Triton server; it does not go with --backend local")
+    if kwargs.get("embeddings"):
+        raise InputError("--start-server with --embeddings: re-classifying needs no server")
+    if not options.model_repository:
+        raise InputError("--start-server needs --model-repository DIR (the models to serve)")
+    gpu = gpu_configs_usable(options.model_repository)
+    server = TritonServer(options.model_repository, gpu=gpu, ready_timeout=PRIVATE_READY_TIMEOUT_S)
+    with server:
+        pid = server.process.pid if server.process is not None else None
+        log.info("started a private tritonserver for this run: pid %s, grpc %s, %s, log %s",
+                 pid, server.grpc_url, "GPU configs" if gpu else "CPU configs", server.log_path)
+        try:
+            return run_predict(replace(options, servers=[server.grpc_url]), **kwargs)
+        finally:
+            log.info("stopping the private tritonserver (pid %s)", pid)
 
 
 def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str], classifier: str,
