@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the -o folders of the predict --shard K/N runs, in any order")
     p.add_argument("-o", "--outdir", required=True,
                    help="output directory of the merged run (created if missing; not a shard)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
     _add_common(p)
 
     p = sub.add_parser(
@@ -517,7 +518,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
     if args.command == "merge":
         from orchestrator.write.merge import run_merge
 
-        run_merge(args.shards, args.outdir)
+        run_merge(args.shards, args.outdir, report=not args.no_report)
         return 0
     if args.command == "call":
         from orchestrator.commands.call import run_call

@@ -75,7 +75,6 @@ class ShardRun:
             "call thresholds": params.get("calls"),
             "sample name": params.get("sample"),
             "--save-embeddings": bool(params.get("save_embeddings")),
-            "report": params.get("report"),
         }
 
 
@@ -166,8 +165,10 @@ def merged_fingerprint(first: ShardRun) -> dict[str, Any]:
     return fp
 
 
-def run_merge(shard_dirs: Sequence[str], outdir: str) -> dict[str, Any]:
-    """Check every shard, then write OUTDIR as the unsharded run would; returns its run record."""
+def run_merge(shard_dirs: Sequence[str], outdir: str, *, report: bool = True) -> dict[str, Any]:
+    """Check every shard, then write OUTDIR as the unsharded run would; returns its run record.
+
+    `report`: write report.html (whether the shards wrote their own does not matter)."""
     t0 = time.perf_counter()
     out = Path(outdir)
     shards = check_shards([read_shard(d) for d in shard_dirs])
@@ -192,6 +193,7 @@ def run_merge(shard_dirs: Sequence[str], outdir: str) -> dict[str, Any]:
         _concat_files(paths.summary, SUMMARY_HEADER, [s.paths.summary for s in shards])
         _concat_files(paths.chunk_table, "", [s.paths.chunk_table for s in shards])
         run_json = merged_run_record(shards, out)
+        run_json["parameters"]["report"] = report
         run_json["timings"]["merge"] = round(time.perf_counter() - t0, 4)
         write_json_atomic(paths.run_json, run_json)
         manifest.update(complete=True)
@@ -199,7 +201,7 @@ def run_merge(shard_dirs: Sequence[str], outdir: str) -> dict[str, Any]:
         settings = CallSettings(**params["calls"])
         derive_answers(paths, run_json, int(params["chunk_size"]), settings,
                        run_sample(run_json, None))
-        if params.get("report", True):
+        if report:
             write_report_or_warn(paths)
     log.info("merged %d shards into %s (%d records, %d frames) in %.1f s", len(shards), out,
              run_json["counts"]["records"], run_json["counts"]["frames"],
