@@ -18,6 +18,7 @@ import bench_embeddings  # noqa: E402
 import bench_inputs  # noqa: E402
 import bench_predict  # noqa: E402
 import bench_prepare  # noqa: E402
+import bench_shard  # noqa: E402
 import bench_tenancy  # noqa: E402
 import bench_triton  # noqa: E402
 
@@ -27,7 +28,7 @@ def main() -> int:
     for name, module in (("prepare", bench_prepare), ("inputs", bench_inputs), ("triton", bench_triton),
                          ("predict", bench_predict), ("cluster", bench_cluster),
                          ("embeddings", bench_embeddings), ("tenancy", bench_tenancy),
-                         ("dedup", bench_dedup)):
+                         ("dedup", bench_dedup), ("shard", bench_shard)):
         print(f"\n=== bench: {name} ===", flush=True)
         figures[name] = module.main()
     print("\n=== summary (JSON) ===")

@@ -34,6 +34,7 @@ from orchestrator.pipeline.options import (
     PipelineOptions,
     parse_size,
 )
+from orchestrator.read.shard import Shard, parse_shard
 
 if TYPE_CHECKING:
     from orchestrator.embed.triton.endpoints import ConnectionOptions
@@ -188,6 +189,13 @@ def _chunk_size(text: str) -> int:
     return value
 
 
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -251,6 +259,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "of the same INPUTs (predict --save-embeddings or embed) instead of embedding; "
                    "no server is asked")
     p.add_argument("--restart", action="store_true", help="discard a previous run's state in OUTDIR and start over")
+    p.add_argument("--start-server", action="store_true",
+                   help="start a private tritonserver for this run alone from --model-repository "
+                   "(free loopback ports, GPU configs when a GPU is visible), and stop it when "
+                   "the run ends, however it ends; for batch systems with no standing server")
+    p.add_argument("--shard", type=_shard, metavar="K/N",
+                   help="do only part K of N of the records (split by bases, records whole, in "
+                   "input order), so N processes share one sample; `orchestrator merge` joins "
+                   "the N output folders into the unsharded run's files")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "merge",
+        help="join the output folders of predict --shard 1/N ... N/N into one run",
+        description="Check that the folders are the N finished shards of one sample run with the "
+        "same options, then write OUTDIR byte for byte as one unsharded predict would "
+        "(prediction_results.txt, the highestscore table, sequence_summary.tsv, the calls, "
+        "regions, tracks, MultiQC files, report.html, embeddings.h5 when saved) and a run.json "
+        "summing the shards' counts and timings. Refused (exit 2, nothing written) when a shard "
+        "is missing, repeated, unfinished or of another run.",
+        epilog="example:\n  orchestrator predict reads.fq.gz -o shard1/ --shard 1/2 ...\n"
+        "  orchestrator predict reads.fq.gz -o shard2/ --shard 2/2 ...\n"
+        "  orchestrator merge shard1/ shard2/ -o out/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("shards", nargs="+", metavar="SHARD_DIR",
+                   help="the -o folders of the predict --shard K/N runs, in any order")
+    p.add_argument("-o", "--outdir", required=True,
+                   help="output directory of the merged run (created if missing; not a shard)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
     _add_common(p)
 
     p = sub.add_parser(
@@ -452,6 +489,7 @@ def _pipeline_options(args: argparse.Namespace, progress: bool) -> PipelineOptio
         max_in_flight=args.max_in_flight, window=args.window, lookahead=args.lookahead,
         restart=args.restart, progress=progress, connection=_connection(args),
         priority=args.priority, dedup=not args.no_dedup, dedup_memory=args.dedup_memory,
+        shard=getattr(args, "shard", None),
     )
 
 
@@ -462,9 +500,11 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         run_prepare(inputs=args.inputs, outdir=args.outdir, chunk_size=args.chunk_size, progress=progress)
         return 0
     if args.command == "predict":
-        from orchestrator.commands.predict import run_predict
+        from orchestrator.commands.predict import run_predict, run_predict_with_server
 
-        run_predict(
+        if args.start_server and args.server:
+            raise InputError("--start-server and --server: give one (--start-server runs its own)")
+        (run_predict_with_server if args.start_server else run_predict)(
             _pipeline_options(args, progress),
             outdir=args.outdir,
             classifier=args.classifier,
@@ -474,6 +514,11 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             sample=args.sample,
             embeddings=args.embeddings,
         )
+        return 0
+    if args.command == "merge":
+        from orchestrator.write.merge import run_merge
+
+        run_merge(args.shards, args.outdir, report=not args.no_report)
         return 0
     if args.command == "call":
         from orchestrator.commands.call import run_call

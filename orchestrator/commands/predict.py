@@ -15,6 +15,7 @@ import platform
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,8 @@ def run_predict(options: PipelineOptions, *, outdir: str, classifier: str,
     if embeddings and save_embeddings:
         raise InputError("--save-embeddings with --embeddings: the vectors are already in "
                          f"{embeddings}")
+    if embeddings and options.shard is not None:
+        raise InputError("--shard with --embeddings: re-classify the whole sample in one run")
     settings = call_settings or CallSettings()
     settings.validate()
     if sample is not None:
@@ -150,6 +153,39 @@ def run_predict(options: PipelineOptions, *, outdir: str, classifier: str,
         return _predict(options, paths=paths, servers=servers, classifier=classifier,
                         settings=settings, report=report, save_embeddings=save_embeddings,
                         sample=sample, embeddings=embeddings)
+
+
+def run_predict_with_server(options: PipelineOptions, **kwargs: Any) -> dict[str, Any]:
+    """`predict --start-server`: a private tritonserver for this run alone, on free loopback
+    ports, from `options.model_repository` (GPU configs when a GPU is visible).
+
+    It is stopped on every way out of the run (success, error, SIGTERM and SIGINT, which reach
+    here as exceptions), its stub processes and shared-memory regions with it; if this process is
+    killed outright the server gets SIGTERM from the kernel (parent-death signal).
+    """
+    from orchestrator.embed.triton.server import (
+        PRIVATE_READY_TIMEOUT_S,
+        TritonServer,
+        gpu_configs_usable,
+    )
+
+    options.check()
+    if options.backend != "triton":
+        raise InputError("--start-server starts a Triton server; it does not go with --backend local")
+    if kwargs.get("embeddings"):
+        raise InputError("--start-server with --embeddings: re-classifying needs no server")
+    if not options.model_repository:
+        raise InputError("--start-server needs --model-repository DIR (the models to serve)")
+    gpu = gpu_configs_usable(options.model_repository)
+    server = TritonServer(options.model_repository, gpu=gpu, ready_timeout=PRIVATE_READY_TIMEOUT_S)
+    with server:
+        pid = server.process.pid if server.process is not None else None
+        log.info("started a private tritonserver for this run: pid %s, grpc %s, %s, log %s",
+                 pid, server.grpc_url, "GPU configs" if gpu else "CPU configs", server.log_path)
+        try:
+            return run_predict(replace(options, servers=[server.grpc_url]), **kwargs)
+        finally:
+            log.info("stopping the private tritonserver (pid %s)", pid)
 
 
 def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str], classifier: str,
@@ -183,6 +219,8 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
         "embeddings": str(Path(embeddings).resolve()) if embeddings else None,
         "sample": sample if sample is not None else default_sample(options.inputs),
     }
+    if options.shard is not None:  # only then: an unsharded run.json keeps its fields
+        parameters["shard"] = str(options.shard)
     if scan.n_records == 0:
         log.warning("warning: no records in %s; writing header-only outputs%s",
                     ", ".join(options.inputs),
@@ -214,6 +252,8 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
         }
         if save_embeddings:  # only when set: runs without it keep their earlier fingerprint
             fingerprint["save_embeddings"] = True
+        if options.shard is not None:
+            fingerprint["shard"] = str(options.shard)
         done = ckpt.open(fingerprint, options.restart)
         if done < 0:
             return _finish(paths, json.loads(paths.run_json.read_text()), chunk_size, settings,
@@ -227,6 +267,7 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
             finish_window=_predict_windows(clf=clf, ckpt=ckpt, timings=timings,
                                            save_embeddings=save_embeddings),
             submit_window=replay.submit_window if replay is not None else None,
+            shard=options.shard,
         )
         if replay is not None:
             replay.check_complete(counters.frames)
@@ -393,6 +434,8 @@ def _write_empty(paths: OutputPaths, ckpt: Checkpoint, parameters: dict[str, Any
         cpu=time.process_time() - cpu0,
     )
     fingerprint = {"tool_version": __version__, "inputs_sha256": input_digests, "empty": True}
+    if "shard" in parameters:
+        fingerprint["shard"] = parameters["shard"]
     if ckpt.open(fingerprint, restart=parameters["restart"]) < 0:
         return run_json
     ckpt.assemble(final_files(paths), run_json)

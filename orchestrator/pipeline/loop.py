@@ -19,6 +19,7 @@ from orchestrator.chunk.windows import Counters, FrameFilter, Window, iter_windo
 from orchestrator.embed.contract import Embedded, EmbeddingBackend, EmbeddingTicketLike
 from orchestrator.errors import InputError
 from orchestrator.read.formats import read_records
+from orchestrator.read.shard import Shard
 from orchestrator.write.checkpoint import Checkpoint
 
 log = logging.getLogger("orchestrator")
@@ -38,14 +39,15 @@ def run_windows(*, read_paths: list[str], ckpt: Checkpoint, backend: EmbeddingBa
                  total_bases: int, finish_window: Callable[[Window, Embedded], None],
                  timings: dict[str, float], frame_filter: FrameFilter | None = None,
                  desc: str = "predict",
-                 submit_window: Callable[[Window], EmbeddingTicketLike] | None = None
-                 ) -> tuple[Counters, int, int]:
+                 submit_window: Callable[[Window], EmbeddingTicketLike] | None = None,
+                 shard: Shard | None = None) -> tuple[Counters, int, int]:
     """The main loop: skip finished windows (frames regenerated, not embedded), embed the rest.
 
     `finish_window(window, (dna, protein))` turns a window's embeddings into its checkpoint parts
     and commits it; windows are finished in input order. `submit_window(window)` replaces
     `backend.submit` where the vectors come from elsewhere (a saved run's embeddings file), which
-    needs the window's frame IDs and position.
+    needs the window's frame IDs and position. `shard`: only that part of the records (split by
+    `total_bases`, the whole sample's).
     """
     if submit_window is None:
         if backend is None:
@@ -56,7 +58,7 @@ def run_windows(*, read_paths: list[str], ckpt: Checkpoint, backend: EmbeddingBa
             return embedder.submit(w.nucleotides, w.proteins)
 
     counters = Counters()
-    bar = progress_bar(progress, total_bases, desc)
+    bar = progress_bar(progress, total_bases // shard.count if shard else total_bases, desc)
     frames_embedded = 0
     windows_run = 0
 
@@ -78,7 +80,10 @@ def run_windows(*, read_paths: list[str], ckpt: Checkpoint, backend: EmbeddingBa
     # and while this thread reads, translates, classifies and writes. Commits stay in order.
     in_flight: deque[tuple[Window, EmbeddingTicketLike]] = deque()
     try:
-        windows = iter_windows(read_records(read_paths), chunk_size, window, counters,
+        records = read_records(read_paths)
+        if shard is not None:
+            records = shard.select(records, total_bases)
+        windows = iter_windows(records, chunk_size, window, counters,
                                bar.update if bar is not None else None, frame_filter)
         while True:
             t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from orchestrator.errors import InputError
 
 if TYPE_CHECKING:
     from orchestrator.embed.triton.endpoints import ConnectionOptions
+    from orchestrator.read.shard import Shard
 
 SERVER_ENV = "VIRNUCPRO_TRITON_URL"
 DEFAULT_SERVER = "localhost:8001"
@@ -68,6 +69,7 @@ class PipelineOptions:
     priority: str | None = None  # high, normal, low; None: $VIRNUCPRO_PRIORITY, else normal
     dedup: bool = True  # embed each distinct string once (not part of the resume fingerprint)
     dedup_memory: int = DEFAULT_DEDUP_MEMORY  # bytes, both models' tables together
+    shard: Shard | None = None  # predict --shard K/N: only this part of the records
 
     @property
     def resolved_priority(self) -> str:

@@ -191,14 +191,15 @@ def _concat(parts: Iterable[Path]) -> Iterator[str]:
                 yield block
 
 
-def _row_key(line: str) -> str:
+def row_key(line: str) -> str:
+    """The sort key of highestscore rows: the first column (Modified_ID)."""
     return line.split("\t", 1)[0]
 
 
 def _merge_sorted(parts: list[Path]) -> Iterator[str]:
     handles: list[IO[str]] = [open(p, encoding="utf-8", newline="") for p in parts]  # noqa: SIM115
     try:
-        yield from heapq.merge(*handles, key=_row_key)
+        yield from heapq.merge(*handles, key=row_key)
     finally:
         for fh in handles:
             fh.close()

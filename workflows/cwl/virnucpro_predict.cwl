@@ -5,7 +5,10 @@
 #   cwltool workflows/cwl/virnucpro_predict.cwl job.yml
 #
 # The encoders run on Triton servers named by `servers`, so the step itself needs no GPU; the
-# container is the client image built from deploy/docker/client.Dockerfile. All of the run's
+# container is the client image built from deploy/docker/client.Dockerfile. Without servers, set
+# `start_server` and `model_repository`: the step starts a private tritonserver for this run
+# (run it in the server image, on a GPU node). `shard: K/N` does one part of the sample;
+# virnucpro_merge.cwl joins the parts (virnucpro_sharded.cwl does both). All of the run's
 # files come back: each on its own, and the whole output folder (with its checkpoint) as `outdir`.
 cwlVersion: v1.2
 class: CommandLineTool
@@ -52,6 +55,18 @@ inputs:
     type: string[]?
     doc: Triton gRPC endpoints HOST:PORT (or dns:///NAME:PORT); default localhost:8001
     inputBinding: {prefix: --server, itemSeparator: ","}
+  start_server:
+    type: boolean?
+    doc: start a private tritonserver for this run from model_repository (no servers needed)
+    inputBinding: {prefix: --start-server}
+  model_repository:
+    type: Directory?
+    doc: the model repository a private server (start_server) loads
+    inputBinding: {prefix: --model-repository}
+  shard:
+    type: string?
+    doc: 'K/N: do only part K of N of the records; virnucpro_merge.cwl joins the N outdirs'
+    inputBinding: {prefix: --shard}
   sample:
     type: string?
     doc: sample name in the MultiQC files (default the first input's base name)

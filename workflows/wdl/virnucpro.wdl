@@ -1,9 +1,12 @@
 version 1.0
 
 # Drop-in for the widely used `classify_virnucpro` task: the same input names and the same
-# outputs, but the models stay resident on a Triton service (`triton_url`), so this task runs the
-# orchestrator client on a small CPU machine instead of loading DNABERT-S + ESM-2 3B on a GPU
-# per sample. Default outputs are byte-identical to the original tool's.
+# outputs. With `triton_url` the models stay resident on a Triton service, so this task runs the
+# orchestrator client on a small CPU machine. Without it (Terra/Cromwell, any batch system with
+# GPU VMs and no standing service) the task runs in the server image and starts a private
+# tritonserver for this sample alone (`predict --start-server`), on the GPU the runtime section
+# asks for: then the original's GPU inputs mean what they meant. Default outputs are
+# byte-identical to the original tool's. One sample over many VMs: virnucpro_sharded.wdl.
 
 task classify_virnucpro {
   meta {
@@ -15,7 +18,10 @@ task classify_virnucpro {
     Int       expected_length = 300
 
     # Triton gRPC endpoint(s): "host:8001", "a:8001,b:8001" or "dns:///triton-headless:8001".
-    String    triton_url
+    # Not given: a private server from `model_repository` in `server_docker` (GPU runtime below).
+    String?   triton_url
+    String    model_repository = "/models"
+    String    server_docker = "virnucpro-triton-baked:0.1.0"
     File?     classifier
     File?     ssl_root_cert
     Int       retry_deadline_seconds = 600
@@ -24,19 +30,21 @@ task classify_virnucpro {
     Boolean   save_embeddings = false
 
     # Accepted so existing callers keep working. batch_size caps the rows per request (the servers'
-    # max_batch_size caps it too); the others have no effect here: the models, their batching and
-    # the GPUs are the Triton service's configuration, and each task run starts a fresh folder.
+    # max_batch_size caps it too). Without triton_url, use_gpu, gpu_type, gpu_count and
+    # accelerator_* go into the runtime section as in the original; with it they have no effect
+    # (the GPUs are the Triton service's). The others have no effect: the models' batching is the
+    # server's configuration, and each task run starts a fresh folder.
     Boolean   parallel = false  # !UnusedDeclaration
     Boolean   persist_model = false  # !UnusedDeclaration
-    Boolean   use_gpu = false  # !UnusedDeclaration
+    Boolean   use_gpu = true
     Int       batch_size = 256
     Int?      esm_batch_size  # !UnusedDeclaration
     Int?      dnabert_batch_size  # !UnusedDeclaration
     Boolean   resume = false  # !UnusedDeclaration
-    String?   accelerator_type  # !UnusedDeclaration
-    Int?      accelerator_count  # !UnusedDeclaration
-    String?   gpu_type  # !UnusedDeclaration
-    Int?      gpu_count  # !UnusedDeclaration
+    String?   accelerator_type
+    Int?      accelerator_count
+    String?   gpu_type
+    Int?      gpu_count
     String?   vm_size  # !UnusedDeclaration
 
     String    docker = "virnucpro-client:0.1.0"
@@ -57,6 +65,9 @@ task classify_virnucpro {
 
   String basename = sub(basename(reads_input), "\\.(bam|cram|sam|fastq\\.gz|fq\\.gz|fastq|fq|fasta\\.gz|fa\\.gz|fasta|fa)$", "")
   String classifier_path = select_first([classifier, "/artifacts/classifiers/~{expected_length}_model.pth"])
+  Boolean own_server = !defined(triton_url)
+  Boolean want_gpu = own_server && use_gpu
+  String serving = if own_server then "--start-server --model-repository '" + model_repository + "'" else "--server '" + select_first([triton_url, ""]) + "'"
 
   command <<<
     set -euo pipefail
@@ -65,7 +76,7 @@ task classify_virnucpro {
     orchestrator predict "~{reads_input}" -o out \
       --chunk-size ~{expected_length} \
       --classifier "~{classifier_path}" \
-      --server "~{triton_url}" \
+      ~{serving} \
       --sample "~{basename}" \
       --batch-size ~{batch_size} \
       ~{if defined(ssl_root_cert) then "--ssl-root-cert '" + ssl_root_cert + "'" else ""} \
@@ -99,9 +110,14 @@ task classify_virnucpro {
   }
 
   runtime {
-    docker: docker
-    memory: "4 GB"
-    cpu: 2
+    docker: if own_server then server_docker else docker
+    memory: if own_server then "32 GB" else "4 GB"
+    cpu: if own_server then 8 else 2
+    gpu: want_gpu
+    gpuType: select_first([gpu_type, "nvidia-tesla-t4"])
+    gpuCount: if want_gpu then select_first([gpu_count, 1]) else 0
+    acceleratorType: select_first([accelerator_type, "nvidia-tesla-t4"])  # !UnknownRuntimeKey
+    acceleratorCount: if want_gpu then select_first([accelerator_count, 1]) else 0  # !UnknownRuntimeKey
     disks: "local-disk 50 SSD"
     disk: "50 GB"
     maxRetries: 1

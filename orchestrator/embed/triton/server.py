@@ -40,6 +40,9 @@ from orchestrator.errors import InputError, ServerUnavailable
 log = logging.getLogger(__name__)
 
 CONTAINER_BACKENDS = Path("/opt/tritonserver/backends")
+# A private server (`predict --start-server`) waits this long for its models: the real encoders
+# take minutes to load on a cold node.
+PRIVATE_READY_TIMEOUT_S = 900.0
 STOP_TIMEOUT_S = 60.0  # the server's own --exit-timeout-secs is 30 s; never shorten that
 _POLL_S = 0.1
 # Log lines that say nothing about why a server failed.
@@ -93,6 +96,18 @@ def model_names(model_repository: str | os.PathLike[str]) -> list[str]:
     """Models Triton will load: every folder of the repository that holds a config.pbtxt."""
     root = Path(model_repository)
     return sorted(p.name for p in root.iterdir() if (p / "config.pbtxt").is_file())
+
+
+def gpu_configs_usable(model_repository: str | os.PathLike[str]) -> bool:
+    """Whether a private server should load `configs/gpu.pbtxt`: an NVIDIA device is visible to
+    this process (not hidden by CUDA_VISIBLE_DEVICES) and every model of the repository has one."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1", "none", "NoDevFiles")
+    devices = any(Path("/dev").glob("nvidia[0-9]*"))
+    if hidden or not devices:
+        return False
+    repo = Path(model_repository)
+    names = model_names(repo)
+    return bool(names) and all((repo / m / "configs" / "gpu.pbtxt").is_file() for m in names)
 
 
 def _client_host(host: str) -> str:
