@@ -351,7 +351,7 @@ def _answer_submitter(answers: AnswerCache, backend: DeduplicatingBackend
 
     def submit(w: Window) -> AnswerTicket:
         ticket = answers.submit(backend, w.nucleotides, w.proteins)
-        backend.answered_elsewhere(len(w.frame_ids) - len(ticket.unique))
+        backend.answered_elsewhere(len(w.frame_ids) - ticket.frames_sent)
         return ticket
 
     return submit

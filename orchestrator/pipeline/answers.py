@@ -111,7 +111,9 @@ class AnswerCache:
         self.max_slots = self.memory_bytes // (ANSWER_GENERATIONS * ANSWER_SLOT_BYTES)
         self.current = _Generation(min(FIRST_SLOTS, self.max_slots))
         self.old: _Generation | None = None
-        self.reused = 0  # frames answered from the cache
+        self.reused = 0  # frames answered from the cache or an earlier unfinished window
+        # digest -> (window, its row among the frames it sent) of windows not yet finished
+        self.pending: dict[bytes, tuple[AnswerTicket, int]] = {}
         self.evictions = 0
         self.peak_bytes = self.nbytes
 
@@ -170,17 +172,42 @@ class AnswerCache:
 
     def submit(self, backend: EmbeddingBackend, nucleotides: list[str],
                proteins: list[str]) -> AnswerTicket:
-        """Look a window's frames up; send only the distinct frames the cache cannot answer."""
+        """Look a window's frames up; send only the distinct frames nothing can answer.
+
+        A frame is answered by the cache, else by a window submitted earlier and not yet
+        finished (it is finished first: windows finish in input order), else it is sent.
+        """
         keys = frame_keys(nucleotides, proteins)
         found, scores = self.lookup(keys)
         self.reused += int(found.sum())
         missing = np.flatnonzero(~found)
         unique, first, inverse = np.unique(keys[missing], axis=0, return_index=True,
                                            return_inverse=True)
-        send = missing[first]
-        inner = (backend.submit([nucleotides[i] for i in send], [proteins[i] for i in send])
-                 if len(send) else None)
-        return AnswerTicket(self, scores, missing, unique, inverse.reshape(-1), inner)
+        from_pending: list[tuple[int, AnswerTicket, int]] = []
+        sent: list[int] = []
+        pending = self.pending
+        for u, key in enumerate(map(bytes, unique)):
+            hit = pending.get(key)
+            if hit is None:
+                sent.append(u)
+            else:
+                from_pending.append((u, *hit))
+        self.reused += len(missing) - len(sent)
+        rows = missing[first[sent]]
+        inner = (backend.submit([nucleotides[i] for i in rows], [proteins[i] for i in rows])
+                 if len(rows) else None)
+        ticket = AnswerTicket(self, scores, missing, unique, inverse.reshape(-1),
+                              np.array(sent, dtype=np.int64), from_pending, inner)
+        for i, u in enumerate(sent):
+            pending[bytes(unique[u])] = (ticket, i)
+        return ticket
+
+    def finished(self, ticket: AnswerTicket, keys: np.ndarray, scores: np.ndarray) -> None:
+        """A window's fresh answers enter the cache and leave the pending ones."""
+        self.add(keys, scores)
+        for key in map(bytes, keys):
+            if self.pending.get(key, (None,))[0] is ticket:
+                del self.pending[key]
 
     def info(self) -> dict[str, Any]:
         """For run.json's dedup object."""
@@ -193,13 +220,22 @@ class AnswerTicket:
     """A window submitted through the cache: cached scores plus the vectors of the rest."""
 
     def __init__(self, cache: AnswerCache, scores: np.ndarray, missing: np.ndarray,
-                 unique: np.ndarray, inverse: np.ndarray, inner: EmbeddingTicketLike | None) -> None:
+                 unique: np.ndarray, inverse: np.ndarray, sent: np.ndarray,
+                 from_pending: list[tuple[int, AnswerTicket, int]],
+                 inner: EmbeddingTicketLike | None) -> None:
         self.cache = cache
-        self.scores = scores
+        self.scores = scores  # [n, 2]: the cached rows' scores, the rest filled by answers()
         self.missing = missing  # rows the cache did not answer
-        self.unique = unique  # their distinct keys, in the order their vectors come back
+        self.unique = unique  # their distinct keys
         self.inverse = inverse  # missing row -> its distinct key
+        self.sent = sent  # distinct keys sent, in the order their vectors come back
+        self.from_pending = from_pending  # (distinct key, earlier window, its sent row)
         self.inner = inner
+        self.fresh: np.ndarray | None = None  # [len(sent), 2] once answered
+
+    @property
+    def frames_sent(self) -> int:
+        return len(self.sent)
 
     def done(self) -> bool:
         return self.inner is None or self.inner.done()
@@ -212,10 +248,20 @@ class AnswerTicket:
         return self
 
     def answers(self, classify: Classify) -> np.ndarray:
-        """[n, 2] float32 scores of every row: the distinct misses classified, then cached."""
-        if len(self.unique):
-            fresh = classify(*self.vectors)
-            self.cache.add(self.unique, fresh)
-            self.scores[self.missing] = fresh[self.inverse]
+        """[n, 2] float32 scores of every row: the frames sent classified, the rest reused."""
+        if len(self.sent):
+            self.fresh = classify(*self.vectors)
             del self.vectors
+        else:
+            self.fresh = np.empty((0, 2), dtype=np.float32)
+        if len(self.unique):
+            unique_scores = np.empty((len(self.unique), 2), dtype=np.float32)
+            unique_scores[self.sent] = self.fresh
+            for u, earlier, row in self.from_pending:
+                if earlier.fresh is None:
+                    raise RuntimeError("a window was finished before one it reuses answers from")
+                unique_scores[u] = earlier.fresh[row]
+            self.from_pending = []
+            self.scores[self.missing] = unique_scores[self.inverse]
+            self.cache.finished(self, self.unique[self.sent], self.fresh)
         return self.scores
