@@ -145,7 +145,7 @@ def test_the_default_holds_a_million_read_sample():
 def test_bad_dedup_memory_one_line_exit_2(tmp_path, value, words):
     fa = write_coding_fasta(tmp_path / "a.fa", records=2, length=300)
     proc = run_cli("predict", str(fa), "-o", str(tmp_path / "o"), "--chunk-size", "150",
-                   "--classifier", str(tmp_path / "none.pth"), "--dedup-memory", value)
+                   "--classifier", str(tmp_path / "none.pth"), f"--dedup-memory={value}")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], proc.stderr
@@ -254,7 +254,7 @@ def test_save_embeddings_vectors_identical_to_no_dedup(tmp_path, wide_server):
 def test_peak_rss_with_dedup_equals_no_dedup_without_repeats(tmp_path, wide_server):
     """No repeats at all, real widths: the answer cache may cost at most 5% of peak RSS."""
     server, clf = wide_server
-    fasta = write_coding_fasta(tmp_path / "reads.fa", records=1500, length=150, seed=33)
+    fasta = write_coding_fasta(tmp_path / "reads.fa", records=2000, length=450, seed=33)
     peaks = {}
     for name, extra in (("off", ["--no-dedup"]), ("on", [])):
         peaks[name] = _peak_rss_kb(["predict", str(fasta), "-o", str(tmp_path / name),

@@ -136,7 +136,7 @@ def _add_serving(p: argparse.ArgumentParser) -> None:
                    help="send and classify every frame, repeats too (default: predict embeds and "
                    "classifies each distinct frame once per run, wherever it repeats; embed sends "
                    "each distinct nucleotide slice and protein once)")
-    p.add_argument("--dedup-memory", type=_size, default=DEFAULT_DEDUP_MEMORY, metavar="SIZE",
+    p.add_argument("--dedup-memory", default=None, metavar="SIZE",
                    help="bound of the deduplication memory (e.g. 512M, 4G; default "
                    f"{DEFAULT_DEDUP_MEMORY >> 30}G). predict keeps the answers of frames already "
                    f"classified, 32 bytes each: the default holds at least "
@@ -192,13 +192,6 @@ def _chunk_size(text: str) -> int:
             f"must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} (ESM-2 takes proteins of at "
             f"most 1,022 residues), got {value}")
     return value
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -457,7 +450,10 @@ def _pipeline_options(args: argparse.Namespace, progress: bool) -> PipelineOptio
         model_repository=args.model_repository, batch_size=args.batch_size,
         max_in_flight=args.max_in_flight, window=args.window, lookahead=args.lookahead,
         restart=args.restart, progress=progress, connection=_connection(args),
-        priority=args.priority, dedup=not args.no_dedup, dedup_memory=args.dedup_memory,
+        priority=args.priority, dedup=not args.no_dedup,
+        # parsed here, not by argparse: a bad size gets one line (InputError), not the usage
+        dedup_memory=(DEFAULT_DEDUP_MEMORY if args.dedup_memory is None
+                      else parse_size(args.dedup_memory)),
     )
 
 
