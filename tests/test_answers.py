@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,10 @@ from predict_fixtures import (
     outputs_of,
     rows_executed,
     run_cli,
+    start_predict,
+    stderr_of,
+    wait_for_window,
+    windows_done,
     write_coding_fasta,
     write_toy_classifier,
     write_toy_repository,
@@ -265,3 +270,41 @@ def test_peak_rss_with_dedup_equals_no_dedup_without_repeats(tmp_path, wide_serv
     run = json.loads((tmp_path / "on" / "run.json").read_text())
     assert run["counts"]["frames"] > 4 * 1024
     assert peaks["on"] <= 1.05 * peaks["off"], peaks
+
+
+def test_kill_and_resume_with_the_answer_cache_is_byte_identical(tmp_path, slow_server):
+    """SIGKILL mid-run, repeats spread over the whole file: the resumed run starts with an empty
+    cache (frames first seen before the kill are classified again), answers the later repeats
+    from it, and every output is byte-identical to an uninterrupted --no-dedup run."""
+    base = write_coding_fasta(tmp_path / "base.fa", records=150, length=150, seed=34)
+    fasta = _spread_repeats(tmp_path / "reads.fa", base, fraction=0.5)
+    clf = write_toy_classifier(tmp_path / "clf.safetensors")
+    args = [str(fasta), "--chunk-size", "150", "--classifier", str(clf), "--server",
+            slow_server.grpc_url, "--window", "24", "--batch-size", "8", "--no-report"]
+    ref = tmp_path / "ref"
+    proc = run_cli("predict", *args, "--no-dedup", "-o", str(ref))
+    assert proc.returncode == 0, proc.stderr
+    total = json.loads((ref / "run.json").read_text())["counts"]["windows"]
+
+    out = tmp_path / "out"
+    run = start_predict([*args, "-o", str(out)])
+    try:
+        wait_for_window(run, out, windows=3)
+        run.send_signal(signal.SIGKILL)
+    finally:
+        stderr_of(run, timeout=60)
+    assert run.returncode == -signal.SIGKILL
+    killed_at = windows_done(out)
+    assert 3 <= killed_at < total  # really mid-run
+
+    resumed = run_cli("predict", *args, "-o", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from window" in resumed.stderr
+    record = json.loads((out / "run.json").read_text())
+    assert record["resumed"]["windows_reused"] == killed_at
+    dedup = record["dedup"]
+    answers = dedup["answers"]
+    assert dedup["frames"] < record["counts"]["frames"]  # only the resumed windows ran here
+    assert answers["reused"] > 0 and answers["evictions"] == 0  # repeats answered after resume
+    assert answers["entries"] + answers["reused"] == dedup["frames"]  # each frame once or reused
+    assert outputs_of(out) == outputs_of(ref)
