@@ -244,7 +244,7 @@ def summary_lines(f: dict) -> list[str]:
     return lines
 
 
-def main(n_reads: int = 6000, delay: float = 0.05, rounds: int = 3) -> dict:
+def main(n_reads: int = 6000, delay: float = 0.05, rounds: int = 5) -> dict:
     figures = measure(n_reads, delay, rounds)
     print(json.dumps(figures, indent=2))
     print("\nsummary:")
@@ -257,7 +257,7 @@ if __name__ == "__main__":
     parser.add_argument("--reads", type=int, default=6000, help="reads per set (default 6000)")
     parser.add_argument("--delay", type=float, default=0.05,
                         help="seconds per request of up to 64 rows (default 0.05)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating runs for the client CPU figure (default 3)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating runs for the client CPU figure (default 5)")
     args = parser.parse_args()
     main(args.reads, args.delay, args.rounds)
