@@ -45,7 +45,9 @@ BASES = np.frombuffer(b"ACGT", dtype="S1")
 # 1x vs 10x compares like with like.
 CLIENT_WINDOW = 1024
 
-_WRAPPER = """\
+# Runs a command as its child and prints one JSON line: exit code, wall time, the child's CPU time
+# and peak RSS (ru_maxrss of the one child: the command alone, not this wrapper).
+RUN_WRAPPER = """\
 import json, resource, subprocess, sys, time
 t = time.perf_counter()
 code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
@@ -77,7 +79,7 @@ def make_input(path: Path, mbp: float, coding_fraction: float, seed: int) -> Pat
 
 def run_measured(args: list[str]) -> dict:
     """`python -m orchestrator ARGS` in a wrapper process: wall, CPU and peak RSS of that child."""
-    proc = subprocess.run([sys.executable, "-c", _WRAPPER, sys.executable, "-m", "orchestrator",
+    proc = subprocess.run([sys.executable, "-c", RUN_WRAPPER, sys.executable, "-m", "orchestrator",
                            *args], capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:

@@ -1,5 +1,8 @@
 """Deduplication: each distinct string is embedded once per run, outputs unchanged.
 
+`DeduplicatingBackend` dedups strings per model within a window and across the windows in flight,
+and keeps a table of vectors where vectors are the output (`embed`, `predict --save-embeddings`);
+plain `predict` keeps no vectors: its answer cache (tests/test_answers.py) answers repeats.
 Unit tests drive `DeduplicatingBackend` with a fake backend whose windows complete only when asked
 (so windows really are in flight together); the end-to-end tests run `predict` and `embed` against
 a real tritonserver and read Triton's own statistics (rows each model executed).
@@ -8,20 +11,14 @@ a real tritonserver and read Triton's own statistics (rows each model executed).
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from predict_fixtures import (
-    ROOT,
-    orchestrator_cmd,
     outputs_of,
     rows_executed,
     run_cli,
-    wait_for_window,
     write_coding_fasta,
     write_toy_classifier,
     write_toy_repository,
@@ -193,7 +190,8 @@ def test_sizes_and_capacity():
     for bad in ("", "lots", "-1G", "inf", "2X"):
         with pytest.raises(InputError):
             parse_size(bad)
-    # the default bound at the real widths: about 80,000 distinct frames
+    # the vector table's default bound (embed, --save-embeddings) at the real widths: about 80,000
+    # distinct frames
     assert 75_000 < table_capacity(1 << 30, (768, 2560)) < 80_000
 
 
@@ -234,7 +232,8 @@ def toy_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reads(tmp_path_factory):
     """150 bp reads, 120 distinct, 120 more that repeat one of them or its reverse complement;
-    the distinct strings per model counted from `orchestrator prepare`'s frame files."""
+    the distinct strings per model and distinct frames (slice, protein) counted from
+    `orchestrator prepare`'s frame files."""
     root = tmp_path_factory.mktemp("dedup_reads")
     base = write_coding_fasta(root / "base.fa", records=120, length=150, seed=21)
     fasta = _read_set(root / "reads.fa", base, repeats=120)
@@ -246,7 +245,8 @@ def reads(tmp_path_factory):
     distinct = {"dnabert_s": len(set(nts)), "esm2": len(set(prots))}
     assert distinct["dnabert_s"] < 0.6 * len(nts)  # the set really repeats itself
     clf = write_toy_classifier(root / "clf.safetensors")
-    return fasta, clf, distinct, len(nts), root
+    distinct_frames = len(set(zip(nts, prots, strict=True)))
+    return fasta, clf, distinct, len(nts), root, distinct_frames
 
 
 # The toy esm2 declares a variable output width, so each run asks it once with a one-row probe.
@@ -265,8 +265,9 @@ def _predict(server: TritonServer, fasta: Path, clf: Path, out: Path, *extra: st
     return run
 
 
-def test_predict_sends_each_distinct_string_once(tmp_path, toy_server, reads):
-    fasta, clf, distinct, frames, _ = reads
+def test_predict_sends_each_distinct_frame_once(tmp_path, toy_server, reads):
+    """Plain predict: repeats are answered by the answer cache (scores), not by kept vectors."""
+    fasta, clf, distinct, frames, _, distinct_frames = reads
     on = _predict(toy_server, fasta, clf, tmp_path / "on")
     off = _predict(toy_server, fasta, clf, tmp_path / "off", "--no-dedup")
     assert on["rows_executed"] == distinct  # Triton's own count of rows each model ran
@@ -276,69 +277,81 @@ def test_predict_sends_each_distinct_string_once(tmp_path, toy_server, reads):
     assert dedup["enabled"] and dedup["frames"] == frames == on["counts"]["frames"]
     assert {m: v["sent"] for m, v in dedup["models"].items()} == distinct
     assert dedup["hit_rate"] == round(1 - sum(distinct.values()) / (2 * frames), 4)
+    answers = dedup["answers"]
+    assert answers["reused"] == frames - distinct_frames
+    assert answers["entries"] == distinct_frames and answers["evictions"] == 0
+    assert dedup["table_capacity"] == 0 and dedup["peak_table_bytes"] == 0  # no vectors kept
     assert on["parameters"]["dedup"] is True and off["parameters"]["dedup"] is False
     assert off["dedup"]["enabled"] is False and off["dedup"]["hit_rate"] == 0.0
+    assert off["dedup"]["answers"] is None
 
 
-def test_table_smaller_than_the_distinct_strings(tmp_path, toy_server, reads):
-    fasta, clf, distinct, frames, root = reads
+def test_answer_cache_smaller_than_the_distinct_frames(tmp_path, toy_server, reads):
+    """--dedup-memory 1K: the answer cache holds 15 frames per generation, far fewer than the
+    distinct frames: it stays within the bound, evicts, and the outputs do not change."""
+    fasta, clf, distinct, frames, root, distinct_frames = reads
     ref = root / "ref_off"
     if not ref.exists():
         _predict(toy_server, fasta, clf, ref, "--no-dedup")
-    small = _predict(toy_server, fasta, clf, tmp_path / "small", "--dedup-memory", "4K")
+    small = _predict(toy_server, fasta, clf, tmp_path / "small", "--dedup-memory", "1K")
     assert outputs_of(tmp_path / "small") == outputs_of(ref)
-    dedup = small["dedup"]
-    assert dedup["table_capacity"] < distinct["dnabert_s"] / 4
-    assert dedup["peak_table_bytes"] <= 4096
+    answers = small["dedup"]["answers"]
+    assert 0 < answers["capacity"] < distinct_frames / 4
+    assert answers["peak_bytes"] <= 1024 and answers["bytes"] <= 1024
+    assert answers["evictions"] > 0 and answers["entries"] <= 2 * answers["capacity"]
+    assert answers["reused"] > 0
+    assert small["dedup"]["table_capacity"] == 0  # no vectors kept
     for model, rows in small["rows_executed"].items():
-        assert distinct[model] < rows < frames  # more than once each, still fewer than frames
-        assert dedup["models"][model]["sent"] == rows
+        assert distinct[model] < rows < frames  # some repeats sent again, still fewer than frames
+        assert small["dedup"]["models"][model]["sent"] == rows
+
+
+def _embed(server: TritonServer, fasta: Path, out: Path, *extra: str) -> dict:
+    before = rows_executed(server.grpc_url)
+    proc = run_cli("embed", str(fasta), "-o", str(out), "--chunk-size", "150", "--server",
+                   server.grpc_url, "--window", "48", "-q", *extra)
+    assert proc.returncode == 0, proc.stderr
+    after = rows_executed(server.grpc_url)
+    record = json.loads(out.with_name(out.name + ".run.json").read_text())
+    record["rows_executed"] = {m: after[m] - before[m] - PROBE_ROWS[m] for m in after}
+    return record
 
 
 def test_embed_file_identical_with_and_without_dedup(tmp_path, toy_server, reads):
-    fasta, _, distinct, _, _ = reads
-    for name, extra in (("on", []), ("off", ["--no-dedup"])):
-        proc = run_cli("embed", str(fasta), "-o", str(tmp_path / f"{name}.h5"), "--chunk-size",
-                       "150", "--server", toy_server.grpc_url, "--window", "48", "-q", *extra)
-        assert proc.returncode == 0, proc.stderr
+    """embed keeps vectors (they are its output): each distinct string is sent once."""
+    fasta, _, distinct, frames, _, _ = reads
+    on = _embed(toy_server, fasta, tmp_path / "on.h5")
+    off = _embed(toy_server, fasta, tmp_path / "off.h5", "--no-dedup")
     assert (tmp_path / "on.h5").read_bytes() == (tmp_path / "off.h5").read_bytes()
-    record = json.loads((tmp_path / "on.h5.run.json").read_text())
-    assert {m: v["sent"] for m, v in record["dedup"]["models"].items()} == distinct
+    assert {m: v["sent"] for m, v in on["dedup"]["models"].items()} == distinct
+    assert on["rows_executed"] == distinct
+    assert off["rows_executed"] == {"dnabert_s": frames, "esm2": frames}
+    assert on["dedup"]["table_capacity"] >= distinct["dnabert_s"]  # the default holds them all
 
 
-def test_kill_and_resume_with_dedup_is_byte_identical(tmp_path, slow_server, reads):
-    fasta, clf, _, _, _ = reads
-    args = [str(fasta), "--chunk-size", "150", "--classifier", str(clf), "--server",
-            slow_server.grpc_url, "--window", "24", "--batch-size", "8", "--no-report"]
-    ref = tmp_path / "ref"
-    proc = run_cli("predict", *args, "--no-dedup", "-o", str(ref))
-    assert proc.returncode == 0, proc.stderr
-    out = tmp_path / "out"
-    run = subprocess.Popen(orchestrator_cmd("predict", *args, "-o", str(out)), cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_window(run, out, windows=2)
-        run.send_signal(signal.SIGKILL)
-        run.wait(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    assert run.returncode == -signal.SIGKILL
-    t0 = time.monotonic()
-    proc = run_cli("predict", *args, "-o", str(out))
-    assert proc.returncode == 0, proc.stderr
-    assert "resuming from window" in proc.stderr
-    record = json.loads((out / "run.json").read_text())
-    assert record["resumed"]["windows_reused"] >= 2
-    assert record["dedup"]["frames"] < record["counts"]["frames"]  # only the resumed windows
-    assert outputs_of(out) == outputs_of(ref), f"resumed in {time.monotonic() - t0:.1f} s"
+def test_vector_table_smaller_than_the_distinct_strings(tmp_path, toy_server, reads):
+    """embed with --dedup-memory 4K: the vector table holds a few strings per model, far fewer
+    than the distinct ones: it stays within the bound, evicts, and the vectors do not change."""
+    fasta, _, distinct, frames, root, _ = reads
+    ref = root / "ref_off.h5"
+    if not ref.exists():
+        _embed(toy_server, fasta, ref, "--no-dedup")
+    small = _embed(toy_server, fasta, tmp_path / "small.h5", "--dedup-memory", "4K")
+    assert (tmp_path / "small.h5").read_bytes() == ref.read_bytes()
+    dedup = small["dedup"]
+    assert 0 < dedup["table_capacity"] < distinct["dnabert_s"] / 4
+    assert 0 < dedup["peak_table_bytes"] <= 4096
+    for model, rows in small["rows_executed"].items():
+        assert distinct[model] < rows < frames  # more than once each, still fewer than frames
+        assert dedup["models"][model]["sent"] == rows
+        assert dedup["models"][model]["evicted"] > 0
 
 
 def test_demo_encoders_labels_equal_scores_close(tmp_path, reads, demo_artifacts, triton_server):
-    """The real encoder code (demo weights), batched by Triton: a frame's vector does not depend
-    on its batch-mates, so reusing it changes no label and no score beyond the contract
-    tolerance (tests/tolerances.py)."""
+    """The real encoder code (demo weights), batched by Triton: the answer cache reuses scores of
+    frames whose vectors were computed in other batches than --no-dedup's; a frame's vector does
+    not depend on its batch-mates beyond float32 rounding, so no label changes and no score moves
+    beyond the contract tolerance (tests/tolerances.py)."""
     fasta = reads[0]
     clf = Path(demo_artifacts) / "classifiers" / "300_model.pth"
     rows = {}

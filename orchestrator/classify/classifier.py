@@ -112,6 +112,15 @@ class Classifier:
                 f"{self.source}: features of shape {tuple(x.shape)} do not fit a classifier of "
                 f"input width {self.input_width}"
             )
+        # A row's scores must not depend on the rows it is computed with: predict's answer cache
+        # stores them and serves them to later windows, and must give the bytes a fresh
+        # computation gives. BLAS matrix products (dgemm) sum each output over the input width in
+        # the same order whatever the number of rows, but a single row goes to the
+        # matrix-vector routine (dgemv), which sums in another order: such a row is computed
+        # twice over, as a two-row product. Tested bitwise over batch sizes and row positions.
+        n = len(x)
+        if n == 1:
+            x = np.concatenate([x, x])
         h = x.astype(np.float64) @ self._w1t  # [n, h]
         h *= self._scale
         h += self._shift
@@ -121,7 +130,7 @@ class Classifier:
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=1, keepdims=True)
-        return logits.astype(np.float32)
+        return logits[:n].astype(np.float32)
 
 
 def _validated_state(state: Mapping[str, Any], source: str) -> dict[str, np.ndarray]:

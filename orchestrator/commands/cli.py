@@ -32,6 +32,7 @@ from orchestrator.pipeline.options import (
     DEFAULT_WINDOW,
     SERVER_ENV,
     PipelineOptions,
+    answer_capacity,
     parse_size,
 )
 from orchestrator.read.shard import Shard, parse_shard
@@ -133,12 +134,17 @@ def _add_serving(p: argparse.ArgumentParser) -> None:
                    help="windows queued to the servers beyond the oldest unfinished one, so no GPU "
                    f"waits between windows (default {DEFAULT_LOOKAHEAD}; 0: one window at a time)")
     p.add_argument("--no-dedup", action="store_true",
-                   help="send every frame's strings to the models, repeats too (default: each "
-                   "distinct nucleotide slice and protein is embedded once per run)")
-    p.add_argument("--dedup-memory", type=_size, default=DEFAULT_DEDUP_MEMORY, metavar="SIZE",
-                   help="bound of the table of vectors already embedded, least recently used out "
-                   f"(e.g. 512M, 4G; default {DEFAULT_DEDUP_MEMORY >> 30}G, about 78,000 distinct "
-                   "frames at the real widths)")
+                   help="send and classify every frame, repeats too (default: predict embeds and "
+                   "classifies each distinct frame once per run, wherever it repeats; embed sends "
+                   "each distinct nucleotide slice and protein once)")
+    p.add_argument("--dedup-memory", default=None, metavar="SIZE",
+                   help="bound of the deduplication memory (e.g. 512M, 4G; default "
+                   f"{DEFAULT_DEDUP_MEMORY >> 30}G). predict keeps the answers of frames already "
+                   f"classified, 32 bytes each: the default holds at least "
+                   f"{answer_capacity(DEFAULT_DEDUP_MEMORY) / 1e6:.1f} million distinct frames (a "
+                   "1M-read sample of short reads has at most 6 million). embed and "
+                   "--save-embeddings keep vectors instead, 13 KB each at the real widths (about "
+                   "78,000 per GiB), least recently used out")
     _add_secure_access(p)
 
 
@@ -192,13 +198,6 @@ def _chunk_size(text: str) -> int:
 def _shard(text: str) -> Shard:
     try:
         return parse_shard(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
     except InputError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -488,7 +487,10 @@ def _pipeline_options(args: argparse.Namespace, progress: bool) -> PipelineOptio
         model_repository=args.model_repository, batch_size=args.batch_size,
         max_in_flight=args.max_in_flight, window=args.window, lookahead=args.lookahead,
         restart=args.restart, progress=progress, connection=_connection(args),
-        priority=args.priority, dedup=not args.no_dedup, dedup_memory=args.dedup_memory,
+        priority=args.priority, dedup=not args.no_dedup,
+        # parsed here, not by argparse: a bad size gets one line (InputError), not the usage
+        dedup_memory=(DEFAULT_DEDUP_MEMORY if args.dedup_memory is None
+                      else parse_size(args.dedup_memory)),
         shard=getattr(args, "shard", None),
     )
 

@@ -29,6 +29,7 @@ from orchestrator.classify.classifier import Classifier, load_classifier
 from orchestrator.classify.consensus import chunk_maxima
 from orchestrator.embed.contract import Embedded
 from orchestrator.errors import InputError
+from orchestrator.pipeline.answers import AnswerCache, AnswerTicket
 from orchestrator.pipeline.dedup import DeduplicatingBackend
 from orchestrator.pipeline.loop import run_windows
 from orchestrator.pipeline.options import PipelineOptions
@@ -231,8 +232,13 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
         run_json = _write_empty(paths, ckpt, parameters, clf, clf_sha, inputs.digests, wall0, cpu0)
         return _finish(paths, run_json, chunk_size, settings, report, sample, fresh=False)
 
+    # predict's answer cache: repeats anywhere in the sample take the scores of their first
+    # occurrence. Not where the vectors are an output (--save-embeddings) or already at hand.
+    answers = (AnswerCache(options.dedup_memory)
+               if options.dedup and replay is None and not save_embeddings else None)
     be: DeduplicatingBackend | EmbeddingsReplay = (
-        replay if replay is not None else open_run_backend(options, servers))
+        replay if replay is not None
+        else open_run_backend(options, servers, keep_vectors=answers is None))
     try:
         dna_w, prot_w = be.widths
         clf.check_widths(dna_w, prot_w)
@@ -266,13 +272,16 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
             progress=options.progress, total_bases=scan.n_bases, timings=timings,
             finish_window=_predict_windows(clf=clf, ckpt=ckpt, timings=timings,
                                            save_embeddings=save_embeddings),
-            submit_window=replay.submit_window if replay is not None else None,
+            submit_window=(replay.submit_window if replay is not None
+                           else _answer_submitter(answers, be) if answers is not None else None),
             shard=options.shard,
         )
         if replay is not None:
             replay.check_complete(counters.frames)
         endpoints = be.endpoints_info() if isinstance(be, DeduplicatingBackend) else None
         dedup = be.info() if isinstance(be, DeduplicatingBackend) else None
+        if dedup is not None:
+            dedup["answers"] = answers.info() if answers is not None else None
     finally:
         be.close()
     wall = time.perf_counter() - wall0
@@ -353,10 +362,16 @@ def _predict_windows(*, clf: Classifier, ckpt: Checkpoint, timings: dict[str, fl
     carried_dict = ckpt.carried_tally if ckpt.windows_done else None
     carried = SequenceTally.from_dict(carried_dict) if carried_dict else None
 
-    def finish(w: Window, embeddings: Embedded) -> None:
+    def classify(dna: np.ndarray, prot: np.ndarray) -> np.ndarray:
+        return _classify(clf, dna, prot)
+
+    def finish(w: Window, embeddings: Embedded | AnswerTicket) -> None:
         nonlocal carried
         t0 = time.perf_counter()
-        probs = _classify(clf, *embeddings)
+        if isinstance(embeddings, AnswerTicket):  # cached scores, the rest classified once each
+            probs = embeddings.answers(classify)
+        else:
+            probs = classify(*embeddings)
         t1 = time.perf_counter()
         if save_embeddings:  # before the commit: the manifest never counts a window without it
             write_part(ckpt.part(w.index, EMBEDDINGS_PART), w.frame_ids, *embeddings)
@@ -369,6 +384,18 @@ def _predict_windows(*, clf: Classifier, ckpt: Checkpoint, timings: dict[str, fl
         timings["write"] += time.perf_counter() - t1
 
     return finish
+
+
+def _answer_submitter(answers: AnswerCache, backend: DeduplicatingBackend
+                      ) -> Callable[[Window], AnswerTicket]:
+    """The run loop's submit: through the answer cache, then the backend for what it lacks."""
+
+    def submit(w: Window) -> AnswerTicket:
+        ticket = answers.submit(backend, w.nucleotides, w.proteins)
+        backend.answered_elsewhere(len(w.frame_ids) - ticket.frames_sent)
+        return ticket
+
+    return submit
 
 
 def _run_record(*, parameters: dict[str, Any], backend: str,
@@ -416,7 +443,9 @@ def _run_record(*, parameters: dict[str, Any], backend: str,
         },
         "resumed": {"resumed": windows_reused > 0, "windows_reused": windows_reused,
                     "windows_run": windows_run},
-        "dedup": dedup,  # frames this process embedded, strings sent per model, hit rate
+        # frames this process embedded, strings sent per model, hit rate; predict's answer cache:
+        # frames answered from it, its entries, bytes and evictions
+        "dedup": dedup,
     }
 
 

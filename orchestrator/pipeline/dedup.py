@@ -222,6 +222,10 @@ class DeduplicatingBackend:
             plan.send = []
         return ticket
 
+    def answered_elsewhere(self, frames: int) -> None:
+        """Count frames answered without this backend (predict's answer cache) as reused."""
+        self.frames += frames
+
     # -- internals ------------------------------------------------------------------------------
     def _plan(self, model: str, strings: list[str]) -> _Plan:
         """Resolve each row (same window, table, a window in flight, else a miss to send).

@@ -13,16 +13,24 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator.chunk.windows import Counters, FrameFilter, Window, iter_windows
-from orchestrator.embed.contract import Embedded, EmbeddingBackend, EmbeddingTicketLike
+from orchestrator.embed.contract import EmbeddingBackend
 from orchestrator.errors import InputError
 from orchestrator.read.formats import read_records
 from orchestrator.read.shard import Shard
 from orchestrator.write.checkpoint import Checkpoint
 
 log = logging.getLogger("orchestrator")
+
+
+class Ticket(Protocol):
+    """A submitted window: `result()` waits for what its finish needs, `done()` tells without waiting."""
+
+    def result(self) -> Any: ...
+
+    def done(self) -> bool: ...
 
 
 def progress_bar(enabled: bool, total: int, desc: str) -> Any:
@@ -36,25 +44,26 @@ def progress_bar(enabled: bool, total: int, desc: str) -> Any:
 
 def run_windows(*, read_paths: list[str], ckpt: Checkpoint, backend: EmbeddingBackend | None,
                  chunk_size: int, window: int, lookahead: int, done: int, progress: bool,
-                 total_bases: int, finish_window: Callable[[Window, Embedded], None],
+                 total_bases: int, finish_window: Callable[[Window, Any], None],
                  timings: dict[str, float], frame_filter: FrameFilter | None = None,
                  desc: str = "predict",
-                 submit_window: Callable[[Window], EmbeddingTicketLike] | None = None,
+                 submit_window: Callable[[Window], Ticket] | None = None,
                  shard: Shard | None = None) -> tuple[Counters, int, int]:
     """The main loop: skip finished windows (frames regenerated, not embedded), embed the rest.
 
     `finish_window(window, (dna, protein))` turns a window's embeddings into its checkpoint parts
     and commits it; windows are finished in input order. `submit_window(window)` replaces
-    `backend.submit` where the vectors come from elsewhere (a saved run's embeddings file), which
-    needs the window's frame IDs and position. `shard`: only that part of the records (split by
-    `total_bases`, the whole sample's).
+    `backend.submit` where the vectors come from elsewhere (a saved run's embeddings file, which
+    needs the window's frame IDs and position) or where a ticket's result is not the vectors
+    (predict's answer cache); `finish_window` gets whatever its ticket's `result()` gives.
+    `shard`: only that part of the records (split by `total_bases`, the whole sample's).
     """
     if submit_window is None:
         if backend is None:
             raise ValueError("run_windows needs a backend or submit_window")
         embedder = backend
 
-        def submit_window(w: Window) -> EmbeddingTicketLike:
+        def submit_window(w: Window) -> Ticket:
             return embedder.submit(w.nucleotides, w.proteins)
 
     counters = Counters()
@@ -62,14 +71,14 @@ def run_windows(*, read_paths: list[str], ckpt: Checkpoint, backend: EmbeddingBa
     frames_embedded = 0
     windows_run = 0
 
-    def finish(w: Window, embeddings: Embedded) -> None:
+    def finish(w: Window, embeddings: Any) -> None:
         nonlocal frames_embedded, windows_run
         finish_window(w, embeddings)
         frames_embedded += len(w.frame_ids)
         windows_run += 1
         log.debug("window %d: %d frames", w.index, len(w.frame_ids))
 
-    def wait_for(ticket: EmbeddingTicketLike) -> Embedded:
+    def wait_for(ticket: Ticket) -> Any:
         t0 = time.perf_counter()
         embeddings = ticket.result()
         timings["embed"] += time.perf_counter() - t0
@@ -78,7 +87,7 @@ def run_windows(*, read_paths: list[str], ckpt: Checkpoint, backend: EmbeddingBa
     # Windows whose requests are queued or in flight, oldest first. Up to 1 + lookahead at once:
     # the servers work on the next windows while the oldest one's last requests are in flight
     # and while this thread reads, translates, classifies and writes. Commits stay in order.
-    in_flight: deque[tuple[Window, EmbeddingTicketLike]] = deque()
+    in_flight: deque[tuple[Window, Ticket]] = deque()
     try:
         records = read_records(read_paths)
         if shard is not None:

@@ -26,10 +26,26 @@ DEFAULT_WINDOW = 4096
 # Windows queued beyond the one being waited for: enough that the servers never wait for the
 # client between windows, few enough that memory stays a small number of windows.
 DEFAULT_LOOKAHEAD = 2
-# Bound of the deduplication tables (vectors of strings already embedded, least recently used out).
-# 1 GiB holds ~78,000 distinct frames at the real widths (768 + 2560 float32 = 13 KB each) and
-# fits beside the rest of the client on any workstation or cluster node.
+# Bound of the deduplication memory. predict keeps an answer cache (a frame's digest and its two
+# scores); `embed` and --save-embeddings keep a table of vectors (13 KB per frame at the real
+# widths, ~78,000 frames per GiB), least recently used out.
 DEFAULT_DEDUP_MEMORY = 1 << 30
+# The answer cache: a slot is a 16-byte digest plus two float32 scores; tables are filled to 3/4
+# at most (linear probing stays short); two generations (the current and the one before it) share
+# the bound. So an entry costs 32 bytes in its generation, and the bound holds at least the last
+# memory / 64 distinct frames (1 GiB: 16.7 million; a 1M-read sample of 150 bp reads has at most
+# 6 million frames) and up to twice that.
+ANSWER_SLOT_BYTES = 24
+ANSWER_MAX_LOAD = 0.75
+ANSWER_GENERATIONS = 2
+
+
+def answer_capacity(memory_bytes: int) -> int:
+    """Entries one generation of the answer cache holds within `memory_bytes` (both together)."""
+    slots = int(memory_bytes) // (ANSWER_GENERATIONS * ANSWER_SLOT_BYTES)
+    return int(ANSWER_MAX_LOAD * slots)
+
+
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -92,6 +108,9 @@ class PipelineOptions:
             raise InputError(f"--max-in-flight must be positive, got {self.max_in_flight}")
         if self.dedup_memory < 0:
             raise InputError(f"--dedup-memory must be 0 or more, got {self.dedup_memory}")
+        if self.dedup and answer_capacity(self.dedup_memory) < 1:
+            raise InputError(f"--dedup-memory {self.dedup_memory} bytes holds no entry; give at "
+                             f"least {ANSWER_GENERATIONS * ANSWER_SLOT_BYTES * 2} bytes (or --no-dedup)")
         if list(self.inputs).count("-") > 1:
             raise InputError("stdin (-) can be given only once")
         resolve_priority(self.priority)

@@ -49,12 +49,18 @@ def scan_run_inputs(options: PipelineOptions, ckpt: Checkpoint, state: Path) -> 
     return ScannedInputs(read_paths, scan, [scan.sha256[p] for p in read_paths], seconds)
 
 
-def open_run_backend(options: PipelineOptions, servers: list[str]) -> DeduplicatingBackend:
-    """The run's backend behind the deduplication layer (which only counts with --no-dedup)."""
+def open_run_backend(options: PipelineOptions, servers: list[str], *,
+                     keep_vectors: bool = True) -> DeduplicatingBackend:
+    """The run's backend behind the deduplication layer (which only counts with --no-dedup).
+
+    `keep_vectors=False` (predict's answer cache answers repeats instead): strings are still
+    deduplicated within a window and across the look-ahead, but no table of vectors is kept.
+    """
     inner = open_backend(options.backend, servers=servers, model_repository=options.model_repository,
                          batch_size=options.batch_size, max_in_flight=options.max_in_flight,
                          connection=options.connection, priority=options.resolved_priority)
-    return DeduplicatingBackend(inner, options.dedup_memory, enabled=options.dedup)
+    return DeduplicatingBackend(inner, options.dedup_memory if keep_vectors else 0,
+                                enabled=options.dedup)
 
 
 def announce(done: int, ckpt: Checkpoint, inputs: ScannedInputs, options: PipelineOptions) -> None:
