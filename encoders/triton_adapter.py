@@ -99,7 +99,7 @@ class EmbeddingModel:
     def initialize(self, args: dict[str, str]) -> None:
         """Load the encoder once per instance, on the instance's device, as config.pbtxt says."""
         from encoders import load_embedder
-        from encoders.repository import parameters, token_budget
+        from encoders.repository import compile_flag, parameters, token_budget
 
         self.pb = importlib.import_module("triton_python_backend_utils")
         config = json.loads(args["model_config"])
@@ -118,7 +118,7 @@ class EmbeddingModel:
                 torch.set_num_threads(threads)
         self.embedder = load_embedder(
             self.kind, weights, device=device, precision=params["precision"],
-            token_budget=token_budget(params),
+            token_budget=token_budget(params), compile=compile_flag(params),
         )
         width = _configured_width(config)
         if width not in (-1, self.embedder.hidden_size):
