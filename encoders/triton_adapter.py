@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import locale
 import os
 import sys
 from collections.abc import Sequence
@@ -91,6 +92,21 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _utf8_locale() -> None:
+    """Make text files default to UTF-8 in the stub.
+
+    The stub embeds Python without the C-locale coercion a `python3` process gets (PEP 538), so
+    under a server started with LANG unset, `open()` defaults to ASCII and torch.compile's
+    inductor fails reading its own (UTF-8) kernel templates at load.
+    """
+    if locale.getpreferredencoding(False).lower().replace("-", "") == "utf8":
+        return
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+    except locale.Error:  # no such locale here: leave it; only compile needs it
+        pass
+
+
 class EmbeddingModel:
     """Base for `TritonPythonModel`; subclasses set `kind` ("dnabert_s" or "esm2")."""
 
@@ -102,6 +118,7 @@ class EmbeddingModel:
         from encoders.repository import compile_flag, parameters, token_budget
 
         self.pb = importlib.import_module("triton_python_backend_utils")
+        _utf8_locale()
         config = json.loads(args["model_config"])
         params = parameters(config)  # same defaults as encoders.repository.weights_for
         weights = Path(args["model_repository"]) / args["model_version"] / params["weights"]
