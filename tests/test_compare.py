@@ -83,6 +83,8 @@ def test_precision_change_is_measured_against_the_tolerance(runs: dict[str, Path
     rc, tight, _ = _compare(runs["fp32"], runs["bf16"], "--max-score-diff", str(q["p50"]))
     assert rc == 1 and not tight["ok"]
     assert 0 < tight["chunks_over_tolerance"] < tight["chunks_compared"]
+    rc, none_listed, _ = _compare(runs["fp32"], runs["bf16"], "--top", "0")
+    assert rc == 0 and none_listed["top_chunks"] == [] and none_listed["differing_calls"] == []
     text = run_cli("compare", str(runs["fp32"]), str(runs["bf16"]), "--top", "3")
     assert text.returncode == 0 and "SAME" in text.stdout and "call confusion" in text.stdout
     assert text.stdout.count("\n") < 30

@@ -120,6 +120,8 @@ def _push(heap: list[tuple[float, int, dict[str, Any]]], top: int, score: float,
           row: dict[str, Any]) -> None:
     """Keep the `top` rows of highest score (ties: the earlier row)."""
     item = (score, -n, row)
+    if top == 0:
+        return
     if len(heap) < top:
         heapq.heappush(heap, item)
     elif item[:2] > heap[0][:2]:
