@@ -5,6 +5,7 @@
 # ESM-2 3B architectures through Triton and predict), print one JSON.
 #
 #   bench/gpu_run.sh WHEEL_DIR [--json OUT] [--reads N] [--records N]
+#   bench/gpu_run.sh WHEEL_DIR --sweep [--json OUT] [--budget-s S]   # ESM-2 3B variants (gpu_sweep.py)
 #   PYTHON=python3.12 bench/gpu_run.sh WHEEL_DIR --tiny        # the CPU path (CI)
 #
 # Why a virtual environment and not PYTHONPATH: tritonserver's Python-backend stub embeds the
@@ -61,4 +62,9 @@ if [ -n "$missing" ]; then
   echo "gpu_run.sh: not on this machine and not among the wheels in $WHEELS: $missing" >&2
   exit 3
 fi
-"$PYTHON" "$ROOT/bench/gpu_run.py" "$@"
+SCRIPT=gpu_run.py
+if [ "${1:-}" = "--sweep" ]; then
+  SCRIPT=gpu_sweep.py
+  shift
+fi
+"$PYTHON" "$ROOT/bench/$SCRIPT" "$@"

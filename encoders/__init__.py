@@ -39,13 +39,19 @@ def load_esm2(weights: str | Path, device: str = "cpu", precision: str = "fp32",
 
 
 def load_embedder(kind: str, weights_path: str | Path, device: str = "cpu",
-                  precision: str = "fp32", token_budget: int | None = None) -> Embedder:
-    """Load the encoder named by a Triton model name (`dnabert_s` or `esm2`)."""
+                  precision: str = "fp32", token_budget: int | None = None,
+                  compile: bool = False) -> Embedder:
+    """Load the encoder named by a Triton model name (`dnabert_s` or `esm2`); `compile`:
+    torch.compile it with bucketed shapes (config parameter `compile`, Embedder.compile)."""
     if kind == "dnabert_s":
-        return load_dnabert(weights_path, device, precision, token_budget)
-    if kind == "esm2":
-        return load_esm2(weights_path, device, precision, token_budget)
-    raise ValueError(f"unknown encoder kind {kind!r}; expected one of {', '.join(KINDS)}")
+        embedder = load_dnabert(weights_path, device, precision, token_budget)
+    elif kind == "esm2":
+        embedder = load_esm2(weights_path, device, precision, token_budget)
+    else:
+        raise ValueError(f"unknown encoder kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if compile:
+        embedder.compile()
+    return embedder
 
 
 def weights_sha256(kind: str, weights_path: str | Path) -> str:

@@ -27,14 +27,31 @@ PRECISIONS: dict[str, torch.dtype] = {
 }
 
 
+# Compiled encoders (Embedder.compile) see sub-batches padded to a width multiple of WIDTH_BUCKET
+# tokens and of at least MIN_COMPILED_ROWS rows (a batch of 1 would be a graph of its own).
+WIDTH_BUCKET = 64
+MIN_COMPILED_ROWS = 2
+MAX_COMPILED_WIDTH = 1026  # ESM-2's longest input: <cls> + 1,024 residues + <eos>
+COMPILE_PROBE = "ACGT" * 25  # valid for both encoders: compiled once at load
+
+# The GEMMs in float8 with scales, the rest in bf16: ESM-2 on fp8 GPUs only (encoders.fp8).
+FP8_PRECISION = "fp8"
+
+
 def torch_dtype(precision: str) -> torch.dtype:
     """Map a config `precision` string (fp32|fp16|bf16) to a torch dtype."""
     try:
         return PRECISIONS[precision]
     except KeyError:
+        hint = (" (fp8 is ESM-2's opt-in GPU path)" if precision == FP8_PRECISION else "")
         raise WeightsError(
-            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
+            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}{hint}"
         ) from None
+
+
+def bucket_width(width: int) -> int:
+    """A compiled sub-batch's width: `width` rounded up to a multiple of WIDTH_BUCKET."""
+    return -(-width // WIDTH_BUCKET) * WIDTH_BUCKET
 
 
 def sha256_files(paths: Sequence[Path]) -> str:
@@ -145,6 +162,7 @@ class Embedder:
         self.token_budget = token_budget
         self.max_rows = max_rows
         self.weight_files = list(weight_files)
+        self.compiled = False  # compile() sets it: embed() buckets the shapes
         self._sha256: str | None = None
 
     @property
@@ -174,19 +192,47 @@ class Embedder:
         pooled = []
         with torch.inference_mode():
             for idx in batches:
-                width = int(lengths[idx].max())
-                host = np.full((len(idx), width), self.pad_id, dtype=np.int64)
-                for row, i in enumerate(idx):
+                width, n = int(lengths[idx].max()), len(idx)
+                if self.compiled:  # one graph per width bucket, batch dimension dynamic
+                    width, n = bucket_width(width), max(n, MIN_COMPILED_ROWS)
+                rows_idx = np.concatenate([idx, np.repeat(idx[:1], n - len(idx))])
+                host = np.full((n, width), self.pad_id, dtype=np.int64)
+                for row, i in enumerate(rows_idx):  # extra rows repeat the first; cut off below
                     host[row, : lengths[i]] = ids[i]
                 tokens = torch.from_numpy(host)
-                rows = torch.from_numpy(lengths[idx])
+                rows = torch.from_numpy(lengths[rows_idx])
                 if self.device.type == "cuda":
                     tokens = tokens.pin_memory().to(self.device, non_blocking=True)
                     rows = rows.pin_memory().to(self.device, non_blocking=True)
-                pooled.append(self.module(tokens, rows))
+                if self.compiled:
+                    torch._dynamo.mark_dynamic(tokens, 0)
+                    torch._dynamo.mark_dynamic(rows, 0)
+                pooled.append(self.module(tokens, rows)[: len(idx)])
             result = torch.cat(pooled).float().cpu().numpy()
         out[np.concatenate(batches)] = result
         return out
+
+    def compile(self) -> None:
+        """torch.compile the module (fused non-GEMM kernels), and run it once so that a compile
+        failure fails the load with one line instead of failing the first request.
+
+        embed() then rounds each sub-batch's width up to a multiple of WIDTH_BUCKET (padding
+        changes nothing: the lengths mark it) and marks the batch dimension dynamic, so there is
+        one graph per width bucket and none is compiled again for another batch size. The first
+        batch of a new width bucket pays its compile (frames of 100-170 residues: two buckets).
+        """
+        import torch._dynamo
+
+        limit = -(-MAX_COMPILED_WIDTH // WIDTH_BUCKET) + 1  # every width bucket keeps its graph
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+        self.module = torch.compile(self.module, dynamic=False)
+        self.compiled = True
+        try:
+            self.embed([COMPILE_PROBE])
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise WeightsError(f"{self.name}: torch.compile failed at load: "
+                               f"{type(exc).__name__}: {first}") from None
 
     def __repr__(self) -> str:
         return (

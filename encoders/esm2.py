@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders.common import (
+    FP8_PRECISION,
     Embedder,
     keep_mask,
     load_into,
@@ -30,6 +31,7 @@ from encoders.common import (
     torch_dtype,
 )
 from encoders.errors import WeightsError
+from encoders.fp8 import COMPUTE_DTYPE, check_fp8_device, probe, to_fp8
 
 SENTENCE_PREFIX = "encoder.sentence_encoder."
 LM_HEAD_PREFIX = "encoder.lm_head."
@@ -255,12 +257,21 @@ def load_esm2(
     token_budget: int | None = None,
 ) -> Embedder:
     """Load a fair-esm ESM-2 checkpoint (a file or a folder holding one) as an Embedder."""
-    dtype = torch_dtype(precision)
     dev = resolve_device(device)
+    if precision == FP8_PRECISION:
+        check_fp8_device(dev)  # before reading gigabytes of weights
+    dtype = COMPUTE_DTYPE if precision == FP8_PRECISION else torch_dtype(precision)
     ckpt = find_checkpoint(Path(weights))
     cfg, state = read_checkpoint(ckpt)
     # move first, then cast: a 3B fp16 checkpoint is cast on the GPU, not in host memory
-    module = build_module(cfg, state, str(ckpt)).to(device=dev).to(dtype=dtype)
+    module = build_module(cfg, state, str(ckpt)).to(device=dev)
+    if precision == FP8_PRECISION:
+        probe(dev)
+        to_fp8(module.layers)  # quantised from the checkpoint's own values
+        for p in module.parameters():  # the rest (embeddings, layer norms) as bf16 runs them
+            p.data = p.data.to(dtype)
+    else:
+        module = module.to(dtype=dtype)
     alpha = _Alphabet()
     return Embedder(
         name="esm2",

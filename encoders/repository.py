@@ -3,7 +3,8 @@ same weight files, precision and token budget as the served models.
 
 Parameters live in `config.pbtxt` (or `configs/<name>.pbtxt`) as string_value entries:
 `weights` (path relative to the version folder, default "weights"), `precision`
-(fp32|fp16|bf16, default fp32), `token_budget` (int, default: the encoder's own).
+(fp32|fp16|bf16, default fp32; fp8 for ESM-2 on fp8 GPUs), `token_budget` (int, default: the
+encoder's own), `compile` (true|false, default false: torch.compile with bucketed shapes).
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ def positive_int(name: str, raw: str | None) -> int | None:
     if value < 1:
         raise WeightsError(f"{name} must be >= 1, got {value}")
     return value
+
+
+def compile_flag(params: Mapping[str, str]) -> bool:
+    """The `compile` parameter: "true" compiles the encoder at load; absent, empty or "false":
+    eager (the default)."""
+    raw = (params.get("compile") or "").strip().lower()
+    if raw not in ("", "true", "false"):
+        raise WeightsError(f"compile must be true or false, got {params.get('compile')!r}")
+    return raw == "true"
 
 
 def token_budget(params: Mapping[str, str]) -> int | None:

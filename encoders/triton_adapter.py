@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import locale
 import os
 import sys
 from collections.abc import Sequence
@@ -91,6 +92,21 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _utf8_locale() -> None:
+    """Make text files default to UTF-8 in the stub.
+
+    The stub embeds Python without the C-locale coercion a `python3` process gets (PEP 538), so
+    under a server started with LANG unset, `open()` defaults to ASCII and torch.compile's
+    inductor fails reading its own (UTF-8) kernel templates at load.
+    """
+    if locale.getpreferredencoding(False).lower().replace("-", "") == "utf8":
+        return
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+    except locale.Error:  # no such locale here: leave it; only compile needs it
+        pass
+
+
 class EmbeddingModel:
     """Base for `TritonPythonModel`; subclasses set `kind` ("dnabert_s" or "esm2")."""
 
@@ -99,9 +115,10 @@ class EmbeddingModel:
     def initialize(self, args: dict[str, str]) -> None:
         """Load the encoder once per instance, on the instance's device, as config.pbtxt says."""
         from encoders import load_embedder
-        from encoders.repository import parameters, token_budget
+        from encoders.repository import compile_flag, parameters, token_budget
 
         self.pb = importlib.import_module("triton_python_backend_utils")
+        _utf8_locale()
         config = json.loads(args["model_config"])
         params = parameters(config)  # same defaults as encoders.repository.weights_for
         weights = Path(args["model_repository"]) / args["model_version"] / params["weights"]
@@ -118,7 +135,7 @@ class EmbeddingModel:
                 torch.set_num_threads(threads)
         self.embedder = load_embedder(
             self.kind, weights, device=device, precision=params["precision"],
-            token_budget=token_budget(params),
+            token_budget=token_budget(params), compile=compile_flag(params),
         )
         width = _configured_width(config)
         if width not in (-1, self.embedder.hidden_size):

@@ -57,3 +57,38 @@ def test_gpu_run_names_what_is_missing(tmp_path):
     assert proc.returncode == 3, proc.stderr
     assert "not on this machine and not among the wheels" in proc.stderr
     assert "torch" in proc.stderr and "nvidia-pytriton" in proc.stderr
+
+
+VARIANT_FIELDS = {"name", "ok", "error", "tokens_per_s", "busy_fraction", "peak_fraction",
+                  "max_abs_diff_vs_fp32", "cosine_min_vs_fp32", "config", "server_ready_s",
+                  "seconds"}
+
+
+def test_gpu_sweep_cpu_path_runs_every_variant_and_reports_a_failing_one(tmp_path):
+    """`gpu_run.sh --sweep --tiny`: each variant on its own tritonserver; fp8 cannot load on CPU
+    and is reported with its reason while the others still run."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    out = tmp_path / "sweep.json"
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_run.sh"), str(wheels), "--sweep",
+                           "--tiny", "--json", str(out)], capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert json.loads(proc.stdout[proc.stdout.index("{"):]) == figures
+    assert figures["tiny"] is True and figures["matmul_tflops"] > 0
+    variants = {v["name"]: v for v in figures["variants"]}
+    assert list(variants) == ["today", "two_instances", "compiled", "bf16", "fp8"]
+    for name, v in variants.items():
+        assert set(v) == VARIANT_FIELDS, name
+    fp8 = variants.pop("fp8")
+    assert fp8["ok"] is False and "fp8 tensor cores" in fp8["error"] and "\n" not in fp8["error"]
+    for name, v in variants.items():
+        assert v["ok"] is True and v["error"] is None, (name, v["error"])
+        assert v["tokens_per_s"] > 0 and 0 < v["busy_fraction"] <= 1 and v["peak_fraction"] > 0
+    # the tiny config is fp32: served, two instances and compiled are the reference's numbers
+    # (<= 1e-5 in float32: other batch compositions and fused kernels reorder sums)
+    for name in ("today", "two_instances", "compiled"):
+        assert variants[name]["max_abs_diff_vs_fp32"] <= 1e-5, name
+    assert 0 < variants["bf16"]["max_abs_diff_vs_fp32"] and variants["bf16"]["cosine_min_vs_fp32"] > 0.999
+    assert figures["fastest_within_cosine"] in variants

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from encoders.errors import EncoderError
 from orchestrator import __version__
 from orchestrator.classify.calls import CallSettings
+from orchestrator.commands.compare import DEFAULT_MAX_SCORE_DIFF, DEFAULT_TOP
 from orchestrator.embed.backends import BACKENDS
 from orchestrator.embed.priority import DEFAULT_PRIORITY, PRIORITIES, PRIORITY_ENV
 from orchestrator.embed.triton.lockdown import ADMIN_KEY_ENV, MODEL_CONTROL
@@ -56,6 +57,7 @@ examples:
   zcat reads.fa.gz | orchestrator predict - -o out/ --chunk-size 500 --classifier 500_model.pth
   orchestrator predict sample.unaligned.bam contigs.fa.zst -o out/ --chunk-size 500 --classifier 500_model.pth
   orchestrator call out/ --min-chunks 3          # other thresholds later, no server
+  orchestrator compare out_fp32/ out_fp16/        # what a precision change did to the answers
   orchestrator report out/
   orchestrator status --server gpu01:8001,gpu02:8001
   orchestrator embed reads.fq.gz -o sample.h5 --chunk-size 150
@@ -306,6 +308,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser(
+        "compare",
+        help="two finished runs of the same inputs side by side: call agreement, score deltas",
+        description="Compare two finished predict runs of the same inputs, chunk size and "
+        "classifier type (e.g. fp32 against fp16, or another model version, card or Triton "
+        "version): per-sequence call agreement and the confusion of calls, per-chunk max "
+        "|delta score| with its quantiles, frames compared, and the records that differ most. "
+        "Exit 0: every call agrees and every chunk is within --max-score-diff; 1: not; 2: the "
+        "runs cannot be compared (other inputs or chunk size, an unfinished run), with the reason.",
+        epilog="examples:\n  orchestrator compare out_fp32/ out_fp16/\n"
+        "  orchestrator compare out_fp32/ out_fp8/ --max-score-diff 0.05 --json > cmp.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_a", metavar="RUN_A", help="the -o/--outdir of the reference run")
+    p.add_argument("run_b", metavar="RUN_B", help="the -o/--outdir of the run to check against it")
+    p.add_argument("--max-score-diff", type=float, default=DEFAULT_MAX_SCORE_DIFF, metavar="X",
+                   help="largest |delta| of a chunk's max scores still counted as agreeing "
+                   f"(default {DEFAULT_MAX_SCORE_DIFF})")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="N",
+                   help=f"records listed where the runs differ most (default {DEFAULT_TOP})")
+    p.add_argument("--json", action="store_true", help="the same figures as one JSON object")
+    _add_common(p)
+
+    p = sub.add_parser(
         "embed",
         help="sequences in, every kept frame's DNABERT-S + ESM-2 vectors out (HDF5)",
         description="The predict pipeline up to the embeddings (same inputs, servers, windows, "
@@ -527,6 +552,11 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
 
         run_call(args.outdir, _call_settings(args), sample=args.sample, report=not args.no_report)
         return 0
+    if args.command == "compare":
+        from orchestrator.commands.compare import run_compare
+
+        return run_compare(args.run_a, args.run_b, max_score_diff=args.max_score_diff,
+                           top=args.top, json_output=args.json)
     if args.command == "embed":
         from orchestrator.learning.embed_run import run_embed
 

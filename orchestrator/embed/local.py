@@ -44,7 +44,7 @@ class LocalBackend:
         import torch
 
         from encoders import load_embedder
-        from encoders.repository import token_budget, weights_for
+        from encoders.repository import compile_flag, token_budget, weights_for
 
         # the standard path runs where the machine allows: the first GPU if there is one
         device = "cuda:0" if torch.cuda.is_available() else "cpu"
@@ -58,7 +58,8 @@ class LocalBackend:
                 weights, params = weights_for(repo, model)
                 embedder = load_embedder(model, weights, device=device,
                                          precision=params.get("precision", "fp32"),
-                                         token_budget=token_budget(params))
+                                         token_budget=token_budget(params),
+                                         compile=compile_flag(params))
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot load {model} from {repo}: {exc}") from exc
             weights = Path(weights)

@@ -66,14 +66,18 @@ def run_sample(run_json: dict[str, Any], sample: str | None) -> str:
     return default_sample([str(p) for p in params.get("inputs") or []])
 
 
-def finished_run(outdir: str | Path) -> tuple[OutputPaths, dict[str, Any]]:
+CALL_PURPOSE = "`orchestrator call` re-derives the calls of a run that `predict` completed"
+
+
+def finished_run(outdir: str | Path, purpose: str = CALL_PURPOSE
+                 ) -> tuple[OutputPaths, dict[str, Any]]:
     """OUTDIR's paths and run.json if it holds a run `predict` finished; InputError (exit 2)
-    naming what is missing otherwise. Only reads: a refused folder is left exactly as it was."""
+    naming what is missing, then `purpose` (why the command needs a finished run), otherwise.
+    Only reads: a refused folder is left exactly as it was."""
     out = Path(outdir)
 
     def refuse(reason: str) -> InputError:
-        return InputError(f"{out} is not a finished predict run ({reason}); `orchestrator call` "
-                          "re-derives the calls of a run that `predict` completed")
+        return InputError(f"{out} is not a finished predict run ({reason}); {purpose}")
 
     if not out.is_dir():
         raise refuse("no such folder")
