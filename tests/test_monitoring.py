@@ -136,6 +136,14 @@ class Prometheus:
         except OSError:
             return False
 
+    def wait_for_scrapes(self, count: int) -> None:
+        """Block until every target has been scraped `count` times."""
+        deadline = time.monotonic() + 60
+        query = f"min(count_over_time(up[1h])) >= {count}"
+        while not self.api("query", query=query)["data"]["result"]:
+            assert time.monotonic() < deadline, f"no scrapes: {self.api('targets')}"
+            time.sleep(0.2)
+
     def api(self, path: str, **params: str) -> dict[str, Any]:
         """GET /api/v1/PATH; a rejected query comes back as {"status": "error", "error": ...}."""
         url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
@@ -168,6 +176,7 @@ def scraped_run(slow_server, tmp_path) -> Iterator[tuple[Prometheus, float, floa
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     prometheus = Prometheus(tmp_path / "prometheus.yml", tmp_path / "tsdb")
     try:
+        prometheus.wait_for_scrapes(2)  # Prometheus applies new targets a few seconds after start
         start = time.time()
         fasta = write_coding_fasta(tmp_path / "in.fa", records=60, length=900)
         clf = write_toy_classifier(tmp_path / "clf.safetensors")
