@@ -88,6 +88,8 @@ def test_the_dashboard_variables_and_data_source_refer_to_the_scrape_config():
     assert {p["title"] for p in _dashboard()["panels"]
             if any("nv_gpu_" in t["expr"] for t in p["targets"])} == set(GPU_ONLY_PANELS)
     assert {r["alert"] for r in _rules() if "nv_gpu_" in r["expr"]} == set(GPU_ONLY_ALERTS)
+    for panel in _dashboard()["panels"]:  # and the dashboard tells its readers which they are
+        assert ("GPU servers only" in panel["description"]) == (panel["title"] in GPU_ONLY_PANELS), panel["title"]
 
 
 @needs_promtool
