@@ -46,7 +46,7 @@ def test_the_site_builds_strictly_with_every_link_and_anchor_resolved(tmp_path):
                            str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})  # no theme banner in the log
     problems = [_located(line) for line in proc.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
-    assert proc.returncode == 0 and not problems, "\n".join(problems) or proc.stderr[-3000:]
+    assert proc.returncode == 0 and not problems, "\n".join(problems) + "\n\n" + proc.stderr[-3000:]
     reference = (tmp_path / "site" / "cli" / "index.html").read_text()
     assert "orchestrator predict" in reference and "--dedup-memory" in reference
 
