@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian tools the tests use (docker-compose validates the compose file; headless chromium opens
-# report.html); needs root.
+# report.html; prometheus and its promtool load and unit-test deploy/monitoring); needs root.
 APT_INSTALL := $(if $(filter 0,$(shell id -u)),,sudo -n) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$$@" >/dev/null' apt
 
 .PHONY: setup test demo bench lint clean gpu-wheels
@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[models,server,test,workflows]"
+	$(BIN)/python -m pip install -q -e ".[models,server,test,workflows,docs]"
 	command -v docker-compose >/dev/null || $(APT_INSTALL) docker-compose \
 		|| echo "setup: warning: no docker-compose (Debian package); its test will skip"
 	command -v chromium >/dev/null || $(APT_INSTALL) chromium \
 		|| echo "setup: warning: no chromium (Debian package); the report browser test will skip"
+	command -v promtool >/dev/null || $(APT_INSTALL) prometheus \
+		|| echo "setup: warning: no prometheus (Debian package); the monitoring tests will skip"
 	touch $(STAMP)
 
 test: setup
@@ -47,4 +49,4 @@ lint: setup
 	$(BIN)/python -m ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

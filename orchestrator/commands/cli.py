@@ -365,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--viral", nargs="+", required=True, metavar="A.h5", help="embeddings of viral sequences (label 1)")
     p.add_argument("--other", nargs="+", required=True, metavar="C.h5",
                    help="embeddings of everything else: hosts, bacteria, ... (label 0)")
-    p.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors",
+                   help="the trained classifier; its model card is written beside it (MODEL.card.json)")
     recipe = p.add_argument_group("recipe (defaults: the original's)")
     recipe.add_argument("--epochs", type=int, default=200, help="most epochs (default 200)")
     recipe.add_argument("--batch-size", type=int, default=32, help="frames per step (default 32)")
@@ -409,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write report.html (self-contained: counts, score histogram, calls table, "
         "score tracks of the longest sequences) from the files a finished predict left in OUTDIR.",
     )
-    p.add_argument("outdir", metavar="OUTDIR")
+    p.add_argument("outdir", metavar="OUTDIR", help="the -o/--outdir of a finished predict")
     p.add_argument("--top-rows", type=int, default=1000, help="calls table rows in the page (default 1000)")
     p.add_argument("--tracks", type=int, default=10, help="longest sequences drawn as score tracks (default 10)")
     _add_common(p)
@@ -422,13 +423,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  orchestrator serve --model-repository artifacts/model_repository --grpc-port 8001",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model-repository", required=True)
+    p.add_argument("--model-repository", required=True,
+                   help="Triton model repository, e.g. artifacts/model_repository from `python -m export`")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default loopback: this machine only); 0.0.0.0 serves other "
                    "nodes, e.g. one server per GPU node of a cluster (then consider --ssl-cert)")
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--grpc-port", type=int, default=8001,
+                   help="gRPC port, what predict and status use (default 8001; checked free first)")
+    p.add_argument("--http-port", type=int, default=8000,
+                   help="HTTP port: health checks (default 8000; loopback only with --ssl-cert)")
+    p.add_argument("--metrics-port", type=int, default=8002,
+                   help="Prometheus metrics page /metrics, bound on --host (default 8002)")
     p.add_argument("--gpu", action="store_true", help="use configs/gpu.pbtxt (KIND_GPU on every GPU)")
     p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for all models")
     admin = p.add_argument_group(
@@ -483,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bundled example FASTA, print a summary, stop the server.",
     )
     p.add_argument("--artifacts", default="artifacts", help="exported artifacts folder (default ./artifacts)")
-    p.add_argument("-o", "--outdir", default="demo_out")
+    p.add_argument("-o", "--outdir", default="demo_out", help="predict's output directory (default ./demo_out)")
     _add_common(p)
     return parser
 
