@@ -35,7 +35,8 @@ from predict_fixtures import (
 )
 
 from orchestrator.embed.triton.client import EmbeddingClient
-from orchestrator.embed.triton.endpoints import parse_headers, parse_servers, resolve_servers
+from orchestrator.embed.triton.discovery import parse_servers, resolve_servers
+from orchestrator.embed.triton.endpoints import parse_headers
 from orchestrator.embed.triton.server import TritonServer, free_port
 from orchestrator.errors import InputError
 

@@ -68,6 +68,8 @@ class PipelineOptions:
     priority: str | None = None  # high, normal, low; None: $VIRNUCPRO_PRIORITY, else normal
     dedup: bool = True  # embed each distinct string once (not part of the resume fingerprint)
     dedup_memory: int = DEFAULT_DEDUP_MEMORY  # bytes, both models' tables together
+    model_versions: Sequence[str] = ()  # --model-version values (N or MODEL=N); none: newest
+    discovery_interval: str | None = None  # seconds; None: $VIRNUCPRO_DISCOVERY_INTERVAL, else 30
 
     @property
     def resolved_priority(self) -> str:
@@ -93,3 +95,13 @@ class PipelineOptions:
         if list(self.inputs).count("-") > 1:
             raise InputError("stdin (-) can be given only once")
         resolve_priority(self.priority)
+        self.pinned_versions()
+        from orchestrator.embed.triton.discovery import discovery_interval
+
+        discovery_interval(self.discovery_interval)
+
+    def pinned_versions(self) -> dict[str, str]:
+        """The model versions asked for, per model (InputError for a malformed value)."""
+        from orchestrator.embed.triton.endpoints import parse_model_versions
+
+        return parse_model_versions(self.model_versions)
