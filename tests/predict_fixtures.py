@@ -120,6 +120,7 @@ def write_toy_repository(root: Path, delay: float = 0.0,
         if len(versions) > 1:
             extra += "".join(f',\n  {{ key: "weights_sha256_{v}" value: {{ string_value: '
                              f'"toy-{name}{weights_tag}-v{v}" }} }}' for v in versions)
+        (root / name).mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(
             name=name, dims=dims, max_batch_size=max_batch_size, instances=instances,
             weights_tag=weights_tag, record_to=record_parameters_to or "", batching=batching,
