@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def write_toy_repository(root: Path, delay: float = 0.0,
         extra = ""
         if precision is not None:
             extra += f',\n  {{ key: "precision" value: {{ string_value: "{precision}" }} }}'
-        if len(versions) > 1:
+        if versions != (1,):
             extra += "".join(f',\n  {{ key: "weights_sha256_{v}" value: {{ string_value: '
                              f'"toy-{name}{weights_tag}-v{v}" }} }}' for v in versions)
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,7 @@ def write_toy_repository(root: Path, delay: float = 0.0,
             name=name, dims=dims, max_batch_size=max_batch_size, instances=instances,
             weights_tag=weights_tag, record_to=record_parameters_to or "", batching=batching,
             fair_share=fair_share, extra=extra,
-            version_policy="version_policy: { all { } }" if len(versions) > 1 else ""))
+            version_policy="version_policy: { all { } }" if versions != (1,) else ""))
         for v in versions:
             (root / name / str(v)).mkdir(parents=True, exist_ok=True)
             (root / name / str(v) / "model.py").write_text(
@@ -193,11 +194,20 @@ def rows_executed(grpc_url: str) -> dict[str, int]:
         client.close()
 
 
+# VIRNUCPRO_TEST_DISCOVERY=file: predict_args hands the servers over as a file:/// endpoint list
+# (re-read during the run) instead of --server values, to run the fault tests with discovery on.
+TEST_DISCOVERY_ENV = "VIRNUCPRO_TEST_DISCOVERY"
+
+
 def predict_args(fasta: Path, clf: Path, *servers: str) -> list[str]:
     """predict's arguments for the multi-server tests: small windows and requests of 8 rows, so a
     run spans many requests; one --server per endpoint. (No -o: each test adds its own.)"""
     args = [str(fasta), "--chunk-size", "500", "--classifier", str(clf), "--window", "16",
             "--batch-size", "8"]
+    if servers and os.environ.get(TEST_DISCOVERY_ENV) == "file":
+        listing = Path(tempfile.mkdtemp(prefix="endpoints")) / "servers.txt"
+        listing.write_text("".join(f"{u}\n" for s in servers for u in s.split(",")))
+        return [*args, "--server", f"file://{listing}"]
     for s in servers:
         args += ["--server", s]
     return args

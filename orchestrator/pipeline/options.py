@@ -96,9 +96,10 @@ class PipelineOptions:
             raise InputError("stdin (-) can be given only once")
         resolve_priority(self.priority)
         self.pinned_versions()
-        from orchestrator.embed.triton.discovery import discovery_interval
+        if self.backend == DEFAULT_BACKEND:  # the Triton client's settings
+            from orchestrator.embed.triton.discovery import discovery_interval
 
-        discovery_interval(self.discovery_interval)
+            discovery_interval(self.discovery_interval)
 
     def pinned_versions(self) -> dict[str, str]:
         """The model versions asked for, per model (InputError for a malformed value)."""
