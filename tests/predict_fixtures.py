@@ -101,7 +101,8 @@ def write_toy_repository(root: Path, delay: float = 0.0,
     `hang_after`: each model instance hangs forever from its (hang_after+1)-th execute() on;
     `precision`: the config's precision parameter (as the shipped configs state fp32/fp16);
     `versions`: version folders served side by side (version_policy all); version V adds V-1 to
-    every value and declares weights_sha256_V, so each version answers and identifies differently.
+    every value and declares weights_sha256_V (version 1: the checksum of a one-version toy), so
+    each version answers and identifies differently.
     """
     batching = ""
     if dynamic_batching:
@@ -120,7 +121,8 @@ def write_toy_repository(root: Path, delay: float = 0.0,
             extra += f',\n  {{ key: "precision" value: {{ string_value: "{precision}" }} }}'
         if versions != (1,):
             extra += "".join(f',\n  {{ key: "weights_sha256_{v}" value: {{ string_value: '
-                             f'"toy-{name}{weights_tag}-v{v}" }} }}' for v in versions)
+                             f'"toy-{name}{weights_tag}{"" if v == 1 else f"-v{v}"}" }} }}'
+                             for v in versions)
         (root / name).mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(
             name=name, dims=dims, max_batch_size=max_batch_size, instances=instances,
