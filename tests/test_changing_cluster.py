@@ -96,17 +96,6 @@ def _finish(proc: subprocess.Popen, log: Path) -> str:
     return log.read_text()
 
 
-def _drained(server: TritonServer) -> None:
-    """Wait until `server` holds no request (Triton's pending-request gauge is 0)."""
-    from orchestrator.embed.triton.metrics import PENDING, metrics_url_for, scrape
-
-    url = metrics_url_for(server.grpc_url, server.metrics_port)
-    deadline = time.monotonic() + 60
-    while scrape(url, 5.0).total(PENDING) != 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 def _ports() -> dict[str, int]:
     return {"grpc_port": free_port(), "http_port": free_port(), "metrics_port": free_port()}
 
@@ -189,17 +178,18 @@ def test_file_list_grows_and_shrinks_mid_run(data, reference, tmp_path):
         _wait_for_line(proc, log, f"Triton at {b.grpc_url} answers again")
         listing.write_text(f"{b.grpc_url}\n")
         _wait_for_line(proc, log, f"Triton at {a.grpc_url} is no longer listed")
-        _drained(a)  # requests sent before the removal still execute there
-        a_rows = rows_executed(a.grpc_url)
+        # a request sent to it from now on would fail and be counted: there is none
+        crash(a)
         err = _finish(proc, log)
-        a_rows_at_end = rows_executed(a.grpc_url)
         b_rows = rows_executed(b.grpc_url)
     assert proc.returncode == 0, err
     assert outputs_of(out) == reference
-    assert a_rows_at_end == a_rows  # nothing sent to a after its removal was noticed
     endpoints = _by_url(out)
     assert endpoints[b.grpc_url]["rows"] > 0 and b_rows["dnabert_s"] > 0
-    assert endpoints[a.grpc_url]["state"] == "gone" and endpoints[a.grpc_url]["rows"] > 0
+    removed = endpoints[a.grpc_url]
+    assert removed["state"] == "gone" and removed["rows"] > 0
+    assert removed["failures"] == removed["down"] == 0
+    assert f"Triton at {a.grpc_url} failed" not in err
 
 
 def test_discovery_bad_input_is_one_line_exit_2(data, tmp_path):
@@ -297,10 +287,11 @@ def test_dns_name_resolved_again_during_the_run(data):
         with lock:
             answers.remove(a.grpc_url)
         until(lambda: states(client)[a.grpc_url] == "gone")
-        a_rows = rows_executed(a.grpc_url)
+        crash(a)  # a request sent to it from now on would fail and be counted: there is none
         for _ in range(4):
             dna, prot = client.submit(seqs, prots).result()
-        assert rows_executed(a.grpc_url) == a_rows
+        removed = {e["url"]: e for e in client.endpoints_info()}[a.grpc_url]
+    assert removed["failures"] == removed["down"] == 0 and removed["rows"] > 0
     assert np.array_equal(dna, _toy_rows(seqs)) and np.array_equal(prot, _toy_rows(prots))
 
 
