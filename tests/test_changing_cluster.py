@@ -381,3 +381,43 @@ def test_model_version_values():
     for bad in ("0", "latest", "bert=2", "esm2="):
         with pytest.raises(InputError):
             parse_model_versions([bad])
+
+
+# -- export --version ---------------------------------------------------------------------------------
+def test_export_adds_a_version_next_to_the_old_one(demo_artifacts, tmp_path):
+    """`export demo --version 2` into a copy of the demo artifacts: version 2's weights next to
+    version 1's, each version's checksum in the configs; a real tritonserver serves both (the
+    shipped version_policy), a new run would pin 2 and a run pinned to 1 sees version 1's
+    checksum. The same version again, or version 0, is one line and exit 2."""
+    import shutil
+    import sys
+
+    from encoders import weights_sha256
+
+    out = tmp_path / "artifacts"
+    shutil.copytree(demo_artifacts, out)
+    cmd = [sys.executable, "-m", "export", "demo", "--out", str(out), "--seed", "1", "--version"]
+    proc = subprocess.run([*cmd, "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    repo = out / "model_repository"
+    sha = {}
+    for model in ("dnabert_s", "esm2"):
+        sha[model] = {v: weights_sha256(model, repo / model / v / "weights") for v in ("1", "2")}
+        assert sha[model]["1"] != sha[model]["2"]
+        for config in (repo / model / "config.pbtxt", repo / model / "configs" / "gpu.pbtxt"):
+            text = config.read_text()
+            for v in ("1", "2"):
+                assert f'key: "weights_sha256_{v}"\n    value: {{ string_value: "{sha[model][v]}" }}' in text
+    for again in ("2", "0"):
+        refused = subprocess.run([*cmd, again], cwd=ROOT, capture_output=True, text=True,
+                                 timeout=600)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    with TritonServer(repo, ready_timeout=180) as server:
+        status = run_cli("status", "--server", server.grpc_url, "--interval", "0.1")
+        with EmbeddingClient(server.grpc_url, model_versions={"dnabert_s": "1", "esm2": "1"}) as c:
+            pinned_1 = {m["name"]: m for m in c.models_info()}
+    assert "serves v1,2" in status.stdout
+    assert "a new run would pin dnabert_s v2, esm2 v2" in status.stdout
+    assert f"sha {sha['esm2']['2'][:12]}" in status.stdout
+    assert pinned_1["esm2"]["weights_sha256"] == sha["esm2"]["1"]
+    assert pinned_1["dnabert_s"]["version"] == "1"
