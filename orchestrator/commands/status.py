@@ -202,7 +202,7 @@ def collect(servers: list[str], options: ConnectionOptions, *, metrics_urls: lis
             ep.metrics_problem = b if isinstance(b, str) else str(a)
     report = _verdict(endpoints)
     report.pinned = pinned
-    if pinned:
+    if any(len(e.settings[m].versions) > 1 for e in endpoints if e.usable for m in MODELS):
         report.summary += "; a new run would pin " + ", ".join(
             f"{m} v{v}" for m, v in pinned.items())
     return report
