@@ -55,13 +55,14 @@ def predict(servers: list[str], fasta: Path, clf: Path, outdir: Path, *extra: st
            "-q", *extra]
     for s in servers:
         cmd += ["--server", s]
+    before = rows_executed(grow[2])["dnabert_s"] if grow is not None else 0
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     grown_at = None
     if grow is not None:
         path, content, first = grow
-        while rows_executed(first)["dnabert_s"] == 0 and proc.poll() is None:
+        while rows_executed(first)["dnabert_s"] == before and proc.poll() is None:
             time.sleep(0.02)
         path.write_text(content)
         grown_at = time.perf_counter() - t0
