@@ -95,7 +95,9 @@ class PipelineOptions:
         if list(self.inputs).count("-") > 1:
             raise InputError("stdin (-) can be given only once")
         resolve_priority(self.priority)
-        self.pinned_versions()
+        if self.pinned_versions() and self.backend != DEFAULT_BACKEND:
+            raise InputError("--model-version chooses among the versions Triton serves; "
+                             f"--backend {self.backend} uses the newest version folder")
         if self.backend == DEFAULT_BACKEND:  # the Triton client's settings
             from orchestrator.embed.triton.discovery import discovery_interval
 
