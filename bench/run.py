@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_cluster  # noqa: E402
 import bench_dedup  # noqa: E402
+import bench_discovery  # noqa: E402
 import bench_embeddings  # noqa: E402
 import bench_inputs  # noqa: E402
 import bench_predict  # noqa: E402
@@ -28,7 +29,8 @@ def main() -> int:
     for name, module in (("prepare", bench_prepare), ("inputs", bench_inputs), ("triton", bench_triton),
                          ("predict", bench_predict), ("cluster", bench_cluster),
                          ("embeddings", bench_embeddings), ("tenancy", bench_tenancy),
-                         ("dedup", bench_dedup), ("shard", bench_shard)):
+                         ("dedup", bench_dedup), ("shard", bench_shard),
+                         ("discovery", bench_discovery)):
         print(f"\n=== bench: {name} ===", flush=True)
         figures[name] = module.main()
     print("\n=== summary (JSON) ===")

@@ -7,6 +7,11 @@ Layout written (what `orchestrator serve/predict/demo` expect):
                              1/weights/{esm2_*.pt, esm2_*-contact-regression.pt}}
   OUT/classifiers/{300,500}_model.pth
   OUT/export.json  (kind, seed or sources, sha256 of every weight file)
+
+With --version N the encoders' weights go into a new version folder N next to the existing ones
+(OUT/model_repository/<model>/N/weights, model.py beside them), the configs gain that version's
+checksum (parameter weights_sha256_N), and nothing else changes: the servers can serve both
+versions during a rollout (version_policy in the configs).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="small random models in the real formats (meaningless output)")
     p.add_argument("--out", required=True, help="artifacts folder (created; models in it replaced)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same bytes")
+    _add_version(p)
     p = sub.add_parser("pretrained", help="the published DNABERT-S, ESM-2 3B and classifiers")
     p.add_argument("--out", required=True, help="artifacts folder (created; models in it replaced)")
     p.add_argument("--dnabert-revision", default=None,
@@ -43,16 +49,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", action="store_true",
                    help="also embed a probe sequence on CPU (ESM-2 3B in fp32 needs ~12 GB RAM); "
                         "by default keys, shapes and the tokenizer are checked")
+    _add_version(p)
     return parser
 
 
-def run_demo(out: Path, seed: int) -> None:
+def _add_version(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", type=int, default=None, metavar="N",
+                   help="add the encoder weights as model version N next to the versions already "
+                   "in OUT/model_repository (configs and classifiers kept); default: write version "
+                   "1, replacing the models")
+
+
+def _check_version(version: int | None) -> None:
+    if version is not None and version < 1:
+        raise InputError(f"--version must be 1 or more, got {version}")
+
+
+def run_demo(out: Path, seed: int, version: int | None = None) -> None:
     """Write the demo artifacts, then load them back through the real loaders."""
     from export import demo
-    from export.layout import prepare_model_dir, write_manifest
+    from export.layout import prepare_model_dir, prepare_version_dir, write_manifest
     from export.verify import check_classifiers, check_weights
 
     start = time.perf_counter()
+    if version is not None:
+        demo.write_dnabert(prepare_version_dir(out, "dnabert_s", version), seed)
+        demo.write_esm2(prepare_version_dir(out, "esm2", version), seed)
+        stamp_all(out, check_weights(out, embed=True, version=version), version)
+        _report(out, write_manifest(out, "demo", {"seed": seed, "version": version}),
+                time.perf_counter() - start)
+        return
     demo.write_dnabert(prepare_model_dir(out, "dnabert_s"), seed)
     demo.write_esm2(prepare_model_dir(out, "esm2"), seed)
     width = demo.DNABERT_DEMO["hidden_size"] + demo.ESM_DEMO["embed_dim"]
@@ -66,10 +92,11 @@ def run_demo(out: Path, seed: int) -> None:
           "Use `python -m export pretrained` for real predictions.", file=sys.stderr)
 
 
-def run_pretrained(out: Path, revision: str | None, local_dir: str | None, embed: bool) -> None:
+def run_pretrained(out: Path, revision: str | None, local_dir: str | None, embed: bool,
+                   version: int | None = None) -> None:
     """Fetch the published files into the layout, then check them with the real loaders."""
     from export import pretrained
-    from export.layout import MODELS, prepare_model_dir, write_manifest
+    from export.layout import MODELS, prepare_model_dir, prepare_version_dir, write_manifest
     from export.verify import check_classifiers, check_weights
 
     start = time.perf_counter()
@@ -78,24 +105,33 @@ def run_pretrained(out: Path, revision: str | None, local_dir: str | None, embed
     if local is None:  # fail fast before touching OUT
         pretrained.probe([s.url for s in pretrained.sources(rev)])
     for model in MODELS:
-        prepare_model_dir(out, model)
-    pretrained.fetch_all(out, dnabert_revision=rev, local_dir=local)
-    hidden = check_weights(out, embed=embed)
-    check_classifiers(out, hidden)
-    stamp_all(out, hidden)
+        if version is None:
+            prepare_model_dir(out, model)
+        else:
+            prepare_version_dir(out, model, version)
+    pretrained.fetch_all(out, dnabert_revision=rev, local_dir=local, version=version)
+    hidden = check_weights(out, embed=embed, version=version)
+    if version is None:
+        check_classifiers(out, hidden)
+    stamp_all(out, hidden, version)
     extra = {"hidden": hidden, "dnabert_s_revision": rev,
              "sources": [s.url for s in pretrained.sources(rev)]}
     manifest = write_manifest(out, "pretrained", extra)
     _report(out, manifest, time.perf_counter() - start)
 
 
-def stamp_all(out: Path, hidden: dict[str, int]) -> None:
-    """Write each model's width and weights checksum into its exported configs."""
+def stamp_all(out: Path, hidden: dict[str, int], version: int | None = None) -> None:
+    """Write each model's width and weights checksum into its exported configs (for a new
+    `version`: that version's checksum, its width checked against the configs)."""
     from encoders import weights_sha256
-    from export.layout import MODELS, stamp_configs, weights_dir
+    from export.layout import MODELS, stamp_configs, stamp_version, weights_dir
 
     for model in MODELS:
-        stamp_configs(out, model, hidden[model], weights_sha256(model, weights_dir(out, model)))
+        sha = weights_sha256(model, weights_dir(out, model, version))
+        if version is None:
+            stamp_configs(out, model, hidden[model], sha)
+        else:
+            stamp_version(out, model, version, hidden[model], sha)
 
 
 def _report(out: Path, manifest: Path, seconds: float) -> None:
@@ -111,11 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        _check_version(args.version)
         if args.command == "demo":
-            run_demo(out, args.seed)
+            run_demo(out, args.seed, args.version)
         else:
             run_pretrained(out, args.dnabert_revision, args.local_dir,
-                           embed=args.probe)
+                           embed=args.probe, version=args.version)
         return 0
     except (OrchestratorError, EncoderError) as exc:  # both carry exit_code
         print(f"export: error: {exc}", file=sys.stderr)

@@ -39,14 +39,16 @@ class Source:
     dest: str  # path relative to OUT
 
 
-def sources(dnabert_revision: str = DNABERT_S_REVISION) -> list[Source]:
-    """Every file `pretrained` writes, and where it comes from."""
+def sources(dnabert_revision: str = DNABERT_S_REVISION, version: int | None = None
+            ) -> list[Source]:
+    """Every file `pretrained` writes, and where it comes from; with `version`, only the encoder
+    weights, into that version's folder."""
     hub = f"https://huggingface.co/{DNABERT_S_REPO}/resolve/{dnabert_revision}"
     esm = "https://dl.fbaipublicfiles.com/fair-esm"
     gh = f"https://raw.githubusercontent.com/Li-Jing-1997/VirNucPro/{VIRNUCPRO_COMMIT}"
-    dn = "model_repository/dnabert_s/1/weights"
-    es = "model_repository/esm2/1/weights"
-    return [
+    dn = f"model_repository/dnabert_s/{version or 1}/weights"
+    es = f"model_repository/esm2/{version or 1}/weights"
+    files = [
         Source(f"{hub}/config.json", f"{dn}/config.json"),
         Source(f"{hub}/tokenizer.json", f"{dn}/tokenizer.json"),
         Source(f"{hub}/pytorch_model.bin", f"{dn}/pytorch_model.bin"),
@@ -56,6 +58,7 @@ def sources(dnabert_revision: str = DNABERT_S_REVISION) -> list[Source]:
         Source(f"{gh}/300_model.pth", "classifiers/300_model.pth"),
         Source(f"{gh}/500_model.pth", "classifiers/500_model.pth"),
     ]
+    return files if version is None else [s for s in files if "model_repository" in s.dest]
 
 
 def _reason(exc: BaseException) -> str:
@@ -106,9 +109,10 @@ def download(url: str, dest: Path, timeout: float = CONNECT_TIMEOUT_S) -> None:
     part.replace(dest)
 
 
-def fetch_all(out: Path, *, dnabert_revision: str, local_dir: Path | None) -> list[Path]:
+def fetch_all(out: Path, *, dnabert_revision: str, local_dir: Path | None,
+              version: int | None = None) -> list[Path]:
     """Put every source file into place under `out` (copied from local_dir or downloaded)."""
-    srcs = sources(dnabert_revision)
+    srcs = sources(dnabert_revision, version)
     if local_dir is None:
         probe([s.url for s in srcs])
     written = []

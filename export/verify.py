@@ -8,7 +8,7 @@ from pathlib import Path
 from export.layout import CHUNK_SIZES, classifier_path, weights_dir
 
 
-def check_weights(out: Path, *, embed: bool = True) -> dict[str, int]:
+def check_weights(out: Path, *, embed: bool = True, version: int | None = None) -> dict[str, int]:
     """Load both encoders through `encoders` (key check included); optionally embed a probe.
 
     Returns {model: hidden size}. With embed=False the modules are built on the meta device and
@@ -25,17 +25,17 @@ def check_weights(out: Path, *, embed: bool = True) -> dict[str, int]:
     if embed:
         probes = {"dnabert_s": "ACGTACGTTAGCNNACGT" * 3, "esm2": "MKTAYIAKQRQISFVKSHFSRQ"}
         for model, probe in probes.items():
-            emb = load_embedder(model, weights_dir(out, model)).embed([probe, probe[:7]])
+            emb = load_embedder(model, weights_dir(out, model, version)).embed([probe, probe[:7]])
             if not (emb == emb).all():
                 raise RuntimeError(f"{model}: probe embedding has NaN")
             hidden[model] = emb.shape[1]
         return hidden
-    ddir = weights_dir(out, "dnabert_s")
+    ddir = weights_dir(out, "dnabert_s", version)
     cfg = read_config(ddir)
     load_tokenizer(ddir)
     build_dnabert(cfg, read_state_file(ddir / WEIGHTS_FILE), str(ddir / WEIGHTS_FILE))
     hidden["dnabert_s"] = cfg.hidden_size
-    ckpt = find_checkpoint(weights_dir(out, "esm2"))
+    ckpt = find_checkpoint(weights_dir(out, "esm2", version))
     ecfg, state = read_checkpoint(ckpt)
     build_esm2(ecfg, state, str(ckpt))
     hidden["esm2"] = ecfg.embed_dim

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,9 +28,10 @@ input [ {{ name: "SEQUENCE" data_type: TYPE_STRING dims: [ 1 ] }} ]
 output [ {{ name: "EMBEDDING" data_type: TYPE_FP32 dims: [ {dims} ] }} ]
 instance_group [ {{ kind: KIND_CPU count: {instances} }} ]
 {batching}
+{version_policy}
 parameters [
   {{ key: "weights_sha256" value: {{ string_value: "toy-{name}{weights_tag}" }} }},
-  {{ key: "record_parameters_to" value: {{ string_value: "{record_to}" }} }}{fair_share}
+  {{ key: "record_parameters_to" value: {{ string_value: "{record_to}" }} }}{fair_share}{extra}
 ]
 """
 
@@ -42,6 +44,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 DELAY = {delay}
+SHIFT = {shift}  # added to every value: another model version gives other answers
 REPEAT = {repeat}  # the 8 bins repeated: wider rows for memory tests
 HANG_AFTER = {hang_after}  # from this execute() on, never return (a hung instance); -1: never
 
@@ -49,7 +52,7 @@ HANG_AFTER = {hang_after}  # from this execute() on, never return (a hung instan
 def embed(s):
     b = np.frombuffer(s, dtype=np.uint8).astype(np.int64)
     hist = np.bincount(b % 8, minlength=8).astype(np.float32)
-    return np.tile(hist / max(1, len(b)), REPEAT)
+    return np.tile(hist / max(1, len(b)), REPEAT) + SHIFT
 
 
 class TritonPythonModel:
@@ -83,7 +86,8 @@ def write_toy_repository(root: Path, delay: float = 0.0,
                          dynamic_batching: bool = True, width: int = TOY_WIDTH,
                          priority_levels: bool = True, max_queue_size: int | None = None,
                          max_in_flight_per_instance: int | None = None,
-                         hang_after: int | None = None) -> Path:
+                         hang_after: int | None = None, precision: str | None = None,
+                         versions: tuple[int, ...] = (1,)) -> Path:
     """dnabert_s (fixed width in the config) and esm2 (width -1: the client must probe).
 
     `delay` seconds of sleep per execute() make a run slow enough to interrupt mid-way;
@@ -94,7 +98,11 @@ def write_toy_repository(root: Path, delay: float = 0.0,
     `priority_levels`: declare 3 request priority levels, default 2, as the shipped configs do;
     `max_queue_size`: cap the queue (requests beyond it are rejected: load shedding);
     `max_in_flight_per_instance`: the fair-share parameter of the shipped configs;
-    `hang_after`: each model instance hangs forever from its (hang_after+1)-th execute() on.
+    `hang_after`: each model instance hangs forever from its (hang_after+1)-th execute() on;
+    `precision`: the config's precision parameter (as the shipped configs state fp32/fp16);
+    `versions`: version folders served side by side (version_policy all); version V adds V-1 to
+    every value and declares weights_sha256_V (version 1: the checksum of a one-version toy), so
+    each version answers and identifies differently.
     """
     batching = ""
     if dynamic_batching:
@@ -108,14 +116,24 @@ def write_toy_repository(root: Path, delay: float = 0.0,
     for name, dims in (("dnabert_s", str(width)), ("esm2", "-1")):
         if name not in models:
             continue
-        (root / name / "1").mkdir(parents=True, exist_ok=True)
+        extra = ""
+        if precision is not None:
+            extra += f',\n  {{ key: "precision" value: {{ string_value: "{precision}" }} }}'
+        if versions != (1,):
+            extra += "".join(f',\n  {{ key: "weights_sha256_{v}" value: {{ string_value: '
+                             f'"toy-{name}{weights_tag}{"" if v == 1 else f"-v{v}"}" }} }}'
+                             for v in versions)
+        (root / name).mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(TOY_CONFIG.format(
             name=name, dims=dims, max_batch_size=max_batch_size, instances=instances,
             weights_tag=weights_tag, record_to=record_parameters_to or "", batching=batching,
-            fair_share=fair_share))
-        (root / name / "1" / "model.py").write_text(
-            TOY_MODEL.format(delay=float(delay), repeat=width // TOY_WIDTH,
-                             hang_after=-1 if hang_after is None else hang_after))
+            fair_share=fair_share, extra=extra,
+            version_policy="version_policy: { all { } }" if versions != (1,) else ""))
+        for v in versions:
+            (root / name / str(v)).mkdir(parents=True, exist_ok=True)
+            (root / name / str(v) / "model.py").write_text(
+                TOY_MODEL.format(delay=float(delay), repeat=width // TOY_WIDTH, shift=v - 1,
+                                 hang_after=-1 if hang_after is None else hang_after))
     return root
 
 
@@ -178,11 +196,20 @@ def rows_executed(grpc_url: str) -> dict[str, int]:
         client.close()
 
 
+# VIRNUCPRO_TEST_DISCOVERY=file: predict_args hands the servers over as a file:/// endpoint list
+# (re-read during the run) instead of --server values, to run the fault tests with discovery on.
+TEST_DISCOVERY_ENV = "VIRNUCPRO_TEST_DISCOVERY"
+
+
 def predict_args(fasta: Path, clf: Path, *servers: str) -> list[str]:
     """predict's arguments for the multi-server tests: small windows and requests of 8 rows, so a
     run spans many requests; one --server per endpoint. (No -o: each test adds its own.)"""
     args = [str(fasta), "--chunk-size", "500", "--classifier", str(clf), "--window", "16",
             "--batch-size", "8"]
+    if servers and os.environ.get(TEST_DISCOVERY_ENV) == "file":
+        listing = Path(tempfile.mkdtemp(prefix="endpoints")) / "servers.txt"
+        listing.write_text("".join(f"{u}\n" for s in servers for u in s.split(",")))
+        return [*args, "--server", f"file://{listing}"]
     for s in servers:
         args += ["--server", s]
     return args

@@ -35,7 +35,8 @@ from predict_fixtures import (
 )
 
 from orchestrator.embed.triton.client import EmbeddingClient
-from orchestrator.embed.triton.endpoints import parse_headers, parse_servers, resolve_servers
+from orchestrator.embed.triton.discovery import parse_servers, resolve_servers
+from orchestrator.embed.triton.endpoints import parse_headers
 from orchestrator.embed.triton.server import TritonServer, free_port
 from orchestrator.errors import InputError
 
@@ -162,8 +163,9 @@ def test_dns_name_becomes_one_endpoint_per_address(data, trio, reference, tmp_pa
     assert outputs_of(out) == reference
     endpoints = {e["url"]: e for e in _run_json(out)["endpoints"]}
     assert endpoints[f"127.0.0.1:{port}"]["rows"] > 0
+    # a name that does not resolve (yet: a headless Service without ready pods) is waited for
     unknown = run_cli("predict", *predict_args(fasta, clf, "dns:///no-such-host.invalid:8001"),
-                      "-o", str(tmp_path / "u"))
+                      "-o", str(tmp_path / "u"), env={"VIRNUCPRO_RETRY_DEADLINE": "2"})
     assert unknown.returncode == 3
     assert "cannot resolve dns:///no-such-host.invalid:8001" in unknown.stderr
 

@@ -133,6 +133,19 @@ def test_gpu_overlay_has_gpus_probes_shm_and_a_headless_service():
     assert server == f"dns:///{service['metadata']['name']}:8001"
 
 
+def test_gpu_overlay_rolls_out_without_taking_capacity_away():
+    """Surge before removal (maxUnavailable 0) and readiness gated on both models, so a rolling
+    update of the weights never leaves running jobs with fewer ready servers."""
+    deployment = {o["kind"]: o for o in _kustomize(KUSTOMIZE / "overlays" / "gpu")}["Deployment"]
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert deployment["spec"]["minReadySeconds"] > 0
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--strict-readiness=true" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
 LOCKDOWN_ENTRY = ["python3", "-m", "orchestrator.embed.triton.lockdown"]
 
 

@@ -262,9 +262,10 @@ def test_status_lists_up_and_down_endpoints(explicit_server, capsys):
     assert (up["url"], up["state"], up["transport"], up["agrees"]) == \
         (explicit_server.grpc_url, "ready", "plaintext", True)
     assert up["models"]["dnabert_s"] == {
-        "name": "dnabert_s", "ready": True, "version": "1", "width": 8,
-        "weights_sha256": "toy-dnabert_s", "kind": "cpu", "instances": 1, "max_batch_size": 16,
-        "priority_levels": 3, "default_priority_level": 2}
+        "name": "dnabert_s", "ready": True, "version": "1", "versions": ["1"], "width": 8,
+        "weights_sha256": "toy-dnabert_s", "precision": "unknown", "kind": "cpu", "instances": 1,
+        "max_batch_size": 16, "priority_levels": 3, "default_priority_level": 2}
+    assert report["pinned"] == {"dnabert_s": "1", "esm2": "1"}
     assert up["load"]["esm2"]["pending"] == 0 and up["metrics_problem"] == "" and up["gpus"] == []
     assert (gone["url"], gone["state"], gone["models"], gone["agrees"]) == (down, "unreachable", {}, None)
     assert gone["problem"] and gone["metrics_problem"]

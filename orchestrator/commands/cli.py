@@ -22,6 +22,7 @@ from orchestrator.classify.calls import CallSettings
 from orchestrator.commands.compare import DEFAULT_MAX_SCORE_DIFF, DEFAULT_TOP
 from orchestrator.embed.backends import BACKENDS
 from orchestrator.embed.priority import DEFAULT_PRIORITY, PRIORITIES, PRIORITY_ENV
+from orchestrator.embed.triton.discovery import DEFAULT_DISCOVERY_INTERVAL_S, DISCOVERY_INTERVAL_ENV
 from orchestrator.embed.triton.lockdown import ADMIN_KEY_ENV, MODEL_CONTROL
 from orchestrator.embed.triton.metrics import DEFAULT_METRICS_PORT
 from orchestrator.errors import InputError, Interrupted, OrchestratorError
@@ -100,7 +101,9 @@ def _add_servers(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server", action="append", metavar="HOST:PORT[,HOST:PORT...]",
         help="Triton gRPC endpoint(s); repeat or give a comma-separated list to use many servers "
-        f"at once (default ${SERVER_ENV}, same syntax, or {DEFAULT_SERVER})",
+        "at once; dns:///NAME:PORT is every address of NAME, file:///PATH a list of HOST:PORT "
+        f"lines, both read again during a run (default ${SERVER_ENV}, same syntax, or "
+        f"{DEFAULT_SERVER})",
     )
 
 
@@ -126,6 +129,13 @@ def _add_serving(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-in-flight", type=int, default=None,
                    help="outstanding requests per model (default: from the model config; at most "
                    "the config's fair share, max_in_flight_per_instance x instances)")
+    p.add_argument("--model-version", action="append", default=[], metavar="N|MODEL=N",
+                   help="model version to request and pin for the whole run, for both models or one "
+                   "(repeat); default: the newest version every endpoint serves at start")
+    p.add_argument("--discovery-interval", metavar="SECONDS", default=None,
+                   help="seconds between re-resolutions of dns:/// servers during the run (file:/// "
+                   f"lists are re-read when they change) (default ${DISCOVERY_INTERVAL_ENV}, else "
+                   f"{DEFAULT_DISCOVERY_INTERVAL_S:g})")
     p.add_argument("--priority", choices=tuple(PRIORITIES), default=None,
                    help="request priority on shared servers: high for interactive and small jobs, "
                    "low for bulk re-analysis; orders the servers' queues, never pre-empts a "
@@ -522,6 +532,7 @@ def _pipeline_options(args: argparse.Namespace, progress: bool) -> PipelineOptio
         dedup_memory=(DEFAULT_DEDUP_MEMORY if args.dedup_memory is None
                       else parse_size(args.dedup_memory)),
         shard=getattr(args, "shard", None),
+        model_versions=args.model_version, discovery_interval=args.discovery_interval,
     )
 
 
@@ -615,7 +626,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         )
     if args.command == "status":
         from orchestrator.commands.status import run_status
-        from orchestrator.embed.triton.endpoints import parse_servers
+        from orchestrator.embed.triton.discovery import parse_servers
 
         return run_status(parse_servers(_servers(args)), _connection(args),
                           metrics_urls=args.metrics_url, metrics_port=args.metrics_port,

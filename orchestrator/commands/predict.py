@@ -254,6 +254,10 @@ def _predict(options: PipelineOptions, *, paths: OutputPaths, servers: list[str]
             "backend": backend,
             "classifier_sha256": clf_sha,
             "models": [{k: m.get(k) for k in ("name", "version", "weights_sha256", "width", "batch_size")}
+                       # the precision only where the config states it: other runs keep their
+                       # earlier fingerprint
+                       | ({"precision": m["precision"]}
+                          if m.get("precision") not in (None, "unknown") else {})
                        for m in models],
         }
         if save_embeddings:  # only when set: runs without it keep their earlier fingerprint

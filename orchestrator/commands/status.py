@@ -20,14 +20,15 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from orchestrator.embed.contract import MODELS
+from orchestrator.embed.triton.discovery import resolve_servers
 from orchestrator.embed.triton.endpoints import (
     ConnectionOptions,
     Endpoint,
     ModelSettings,
     first_line,
     model_differences,
-    resolve_servers,
     tls_problem,
+    version_key,
 )
 from orchestrator.embed.triton.metrics import (
     DEFAULT_METRICS_PORT,
@@ -52,9 +53,11 @@ SHA_CHARS = 12
 class ModelStatus:
     name: str
     ready: bool
-    version: str | None = None
+    version: str | None = None  # the one a new run would pin
+    versions: list[str] = field(default_factory=list)  # every version it serves
     width: int | None = None
     weights_sha256: str | None = None
+    precision: str | None = None
     kind: str | None = None
     instances: int | None = None
     max_batch_size: int | None = None
@@ -93,6 +96,7 @@ class Report:
     agree: bool
     exit_code: int
     summary: str
+    pinned: dict[str, str] = field(default_factory=dict)  # model -> version a new run would pin
 
 
 def _int(value: Any) -> int | None:
@@ -102,8 +106,10 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _check(url: str, options: ConnectionOptions, timeout: float) -> EndpointStatus:
-    """Readiness per model, then each model's settings: what predict would see at start."""
+def _check(url: str, options: ConnectionOptions, timeout: float,
+           versions: dict[str, str] | None = None) -> EndpointStatus:
+    """Readiness per model, then each model's settings (at `versions`, else the newest it
+    serves): what predict would see at start."""
     status = EndpointStatus(url=url, transport=options.describe())
     ep = Endpoint(url=url, options=options, request_timeout=timeout)
     headers = options.header_dict()
@@ -120,7 +126,7 @@ def _check(url: str, options: ConnectionOptions, timeout: float) -> EndpointStat
             status.state = "not ready"
             status.problem = f"model {', '.join(missing)} not ready (or not in the repository)"
             return status
-        status.settings = ep.read_settings(timeout, None)
+        status.settings = ep.read_settings(timeout, None, versions)
         for model, s in status.settings.items():
             config = ep.client.get_model_config(model, headers=headers, as_json=True,
                                                 client_timeout=timeout)["config"]
@@ -128,8 +134,9 @@ def _check(url: str, options: ConnectionOptions, timeout: float) -> EndpointStat
                             for g in config.get("instance_group", []) or []})
             batching = config.get("dynamic_batching") or {}
             status.models[model] = ModelStatus(
-                name=model, ready=True, version=s.version, width=s.width,
-                weights_sha256=s.weights_sha256, kind="+".join(kinds) or "auto",
+                name=model, ready=True, version=s.version, versions=list(s.versions),
+                width=s.width, weights_sha256=s.weights_sha256, precision=s.precision,
+                kind="+".join(kinds) or "auto",
                 instances=s.instances, max_batch_size=s.max_batch_size,
                 priority_levels=_int(batching.get("priority_levels")),
                 default_priority_level=_int(batching.get("default_priority_level")))
@@ -176,6 +183,11 @@ def collect(servers: list[str], options: ConnectionOptions, *, metrics_urls: lis
     with ThreadPoolExecutor(max_workers=min(32, len(urls))) as pool:
         # Checks first: their calls (a width probe, for models of variable width) are not load.
         endpoints = list(pool.map(lambda url: _check(url, options, timeout), urls))
+        pinned = _pins([e for e in endpoints if e.usable])
+        # described again at the versions a new run would pin, where that is not the newest
+        endpoints = list(pool.map(
+            lambda e: _check(e.url, options, timeout, pinned) if e.usable and any(
+                e.settings[m].version != v for m, v in pinned.items()) else e, endpoints))
         firsts = list(pool.map(lambda page: _read(page, timeout), pages))
         began = min((s.at for s in firsts if isinstance(s, Scrape)), default=time.monotonic())
         time.sleep(max(0.0, began + interval - time.monotonic()))
@@ -188,7 +200,22 @@ def collect(servers: list[str], options: ConnectionOptions, *, metrics_urls: lis
             ep.gpus = gpu_load(b)
         else:
             ep.metrics_problem = b if isinstance(b, str) else str(a)
-    return _verdict(endpoints)
+    report = _verdict(endpoints)
+    report.pinned = pinned
+    if any(len(e.settings[m].versions) > 1 for e in endpoints if e.usable for m in MODELS):
+        report.summary += "; a new run would pin " + ", ".join(
+            f"{m} v{v}" for m, v in pinned.items())
+    return report
+
+
+def _pins(usable: list[EndpointStatus]) -> dict[str, str]:
+    """Per model, the newest version every usable endpoint serves (predict's default)."""
+    pins = {}
+    for m in MODELS:
+        common = set.intersection(*(set(e.settings[m].versions) for e in usable)) if usable else set()
+        if common:
+            pins[m] = max(common, key=version_key)
+    return pins
 
 
 def _verdict(endpoints: list[EndpointStatus]) -> Report:
@@ -228,7 +255,8 @@ def _model_text(m: ModelStatus, load: ModelLoad | None) -> str:
         if m.default_priority_level is not None:
             prio += f" (default {m.default_priority_level})"
         text = (f"{m.name} v{m.version} width {m.width} sha {(m.weights_sha256 or '')[:SHA_CHARS]} "
-                f"{m.kind} x{m.instances} batch {m.max_batch_size} priorities {prio}")
+                f"{m.kind} x{m.instances} batch {m.max_batch_size} priorities {prio} "
+                f"serves v{','.join(m.versions) or m.version} precision {m.precision}")
     if load is not None:
         text += (f": pending {_num(load.pending, '.0f')}, {_num(load.inferences_per_s, '.1f')} inf/s, "
                  f"queue {_num(load.queue_ms, '.1f', ' ms')}, compute {_num(load.compute_ms, '.1f', ' ms')}")

@@ -86,6 +86,8 @@ class PipelineOptions:
     dedup: bool = True  # embed each distinct string once (not part of the resume fingerprint)
     dedup_memory: int = DEFAULT_DEDUP_MEMORY  # bytes, both models' tables together
     shard: Shard | None = None  # predict --shard K/N: only this part of the records
+    model_versions: Sequence[str] = ()  # --model-version values (N or MODEL=N); none: newest
+    discovery_interval: str | None = None  # seconds; None: $VIRNUCPRO_DISCOVERY_INTERVAL, else 30
 
     @property
     def resolved_priority(self) -> str:
@@ -114,3 +116,16 @@ class PipelineOptions:
         if list(self.inputs).count("-") > 1:
             raise InputError("stdin (-) can be given only once")
         resolve_priority(self.priority)
+        if self.pinned_versions() and self.backend != DEFAULT_BACKEND:
+            raise InputError("--model-version chooses among the versions Triton serves; "
+                             f"--backend {self.backend} uses the newest version folder")
+        if self.backend == DEFAULT_BACKEND:  # the Triton client's settings
+            from orchestrator.embed.triton.discovery import discovery_interval
+
+            discovery_interval(self.discovery_interval)
+
+    def pinned_versions(self) -> dict[str, str]:
+        """The model versions asked for, per model (InputError for a malformed value)."""
+        from orchestrator.embed.triton.endpoints import parse_model_versions
+
+        return parse_model_versions(self.model_versions)

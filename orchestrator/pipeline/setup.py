@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.embed.backends import open_backend
-from orchestrator.embed.triton.endpoints import parse_servers
+from orchestrator.embed.triton.discovery import parse_servers
 from orchestrator.pipeline.dedup import DeduplicatingBackend
 from orchestrator.pipeline.options import PipelineOptions
 from orchestrator.read.scan import InputSummary, LengthStats, scan_inputs
@@ -58,7 +58,9 @@ def open_run_backend(options: PipelineOptions, servers: list[str], *,
     """
     inner = open_backend(options.backend, servers=servers, model_repository=options.model_repository,
                          batch_size=options.batch_size, max_in_flight=options.max_in_flight,
-                         connection=options.connection, priority=options.resolved_priority)
+                         connection=options.connection, priority=options.resolved_priority,
+                         model_versions=options.pinned_versions(),
+                         discovery_interval=options.discovery_interval)
     return DeduplicatingBackend(inner, options.dedup_memory if keep_vectors else 0,
                                 enabled=options.dedup)
 

@@ -13,8 +13,16 @@ outstanding requests go back to the front of the queue at once (for the other en
 health probe re-admits it when it answers again. Only when no endpoint is up and none has
 answered for `VIRNUCPRO_RETRY_DEADLINE` seconds (default 60) does the run end with
 `ServerUnavailable` (exit 3, checkpoint intact). At start every endpoint must become ready within
-`VIRNUCPRO_CONNECT_TIMEOUT` seconds (default 10) and serve the same widths and weight checksums;
-each request may take up to `VIRNUCPRO_REQUEST_TIMEOUT` seconds (default 600).
+`VIRNUCPRO_CONNECT_TIMEOUT` seconds (default 10) and serve the same models; each request may take
+up to `VIRNUCPRO_REQUEST_TIMEOUT` seconds (default 600).
+
+A run's model identity (per model: version, width, weights checksum, precision) is pinned at
+start, and every request names the pinned version. An endpoint is checked against it whenever it
+is admitted (at start, back after an outage, found mid-run); one that differs is refused for the
+rest of the run and gets no request. The servers come from fixed addresses, `dns:///` names and
+`file:///` endpoint lists (`discovery`), read again during the run: new addresses join after the
+identity check, addresses that are gone get no new requests and their outstanding ones are re-sent
+as in failover.
 
 A shared cluster: requests carry the run's priority; "queue full" answers (load shedding) mean
 busy, not down: the request waits for a jittered, growing backoff of that endpoint and is sent
@@ -44,6 +52,14 @@ import numpy as np
 
 from orchestrator.embed.contract import DNA_MODEL, INPUT_NAME, MODELS, OUTPUT_NAME, PROTEIN_MODEL
 from orchestrator.embed.priority import PRIORITIES, resolve_priority
+from orchestrator.embed.triton.discovery import (
+    FILE_POLL_S,
+    Discovery,
+    Resolver,
+    discovery_interval,
+    parse_servers,
+    system_resolver,
+)
 from orchestrator.embed.triton.endpoints import (
     FAIR_SHARE_PARAMETER,
     ConnectionOptions,
@@ -53,8 +69,7 @@ from orchestrator.embed.triton.endpoints import (
     first_line,
     is_busy,
     model_differences,
-    parse_servers,
-    resolve_servers,
+    version_key,
 )
 from orchestrator.errors import (
     InputError,
@@ -181,13 +196,19 @@ class EmbeddingClient:
         retry_deadline: float | None = None,
         options: ConnectionOptions | None = None,
         priority: str | None = None,
+        model_versions: dict[str, str] | None = None,
+        discovery_interval_s: str | float | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         import tritonclient.grpc as grpcclient  # noqa: F401  (fail early if missing)
 
         self.priority = resolve_priority(priority)
-
-        self.urls = resolve_servers(parse_servers([servers] if isinstance(servers, str)
-                                                  else servers))
+        self.discovery = Discovery(parse_servers([servers] if isinstance(servers, str)
+                                                 else servers),
+                                   discovery_interval(discovery_interval_s), resolver)
+        self.urls = self.discovery.refresh(time.monotonic(), force=True) or []
+        self._asked_versions = dict(model_versions or {})
+        self.versions: dict[str, str] = {}
         self.options = options or ConnectionOptions()
         self.connect_timeout = (connect_timeout if connect_timeout is not None
                                 else _env_seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S))
@@ -195,8 +216,9 @@ class EmbeddingClient:
                                else _env_seconds(RETRY_DEADLINE_ENV, DEFAULT_RETRY_DEADLINE_S))
         self.request_timeout = _env_seconds(REQUEST_TIMEOUT_ENV, DEFAULT_REQUEST_TIMEOUT_S)
         self._max_in_flight = max_in_flight
-        self.endpoints = [Endpoint(u, self.options, self.request_timeout,
-                                   priority=PRIORITIES[self.priority]) for u in self.urls]
+        self.endpoints: list[Endpoint] = []
+        for url in self.urls:
+            self._new_endpoint(url)
         self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -227,31 +249,29 @@ class EmbeddingClient:
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="embed-dispatcher",
                                             daemon=True)
         self._dispatcher.start()
-        for ep in up:
-            self._check_liveness(ep)
+        for ep in self.endpoints:
+            if ep.state == "up":
+                self._check_liveness(ep)
+            elif ep.state == "down":
+                self._watch(ep)
+        if self.discovery.dynamic:
+            threading.Thread(target=self._discover_loop, name="embed-discovery",
+                             daemon=True).start()
+
+    def _new_endpoint(self, url: str) -> Endpoint:
+        ep = Endpoint(url, self.options, self.request_timeout, priority=PRIORITIES[self.priority])
+        self.endpoints.append(ep)
+        return ep
 
     # -- start -----------------------------------------------------------------------------------
     def _start_endpoints(self) -> dict[str, ModelSettings]:
-        """Connect to every endpoint at once; refuse any that serves other models (exit 2),
-        report those that are down (exit 3 only when none is usable)."""
-        errors: dict[str, BaseException] = {}
-
-        def start(ep: Endpoint) -> None:
-            try:
-                ep.connect()
-                ep.wait_ready(self.connect_timeout)
-                ep.settings = ep.read_settings(self.connect_timeout, self._max_in_flight)
-                ep.state = "up"
-            except BaseException as exc:  # reported below, per endpoint
-                errors[ep.url] = exc
-                ep.last_error = first_line(exc)
-
-        threads = [threading.Thread(target=start, args=(ep,), daemon=True) for ep in self.endpoints]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        """Connect to every endpoint at once and pin the run's model identity; refuse any that
+        serves other models (exit 2), report those that are down (exit 3 only when none is
+        usable). With a discovery source, wait up to the retry deadline for a first endpoint."""
+        errors = self._try_start(self.endpoints, self.connect_timeout)
         up = [e for e in self.endpoints if e.state == "up"]
+        if not up and self.discovery.dynamic:
+            up = self._wait_for_first(errors)
         if not up:
             if len(self.endpoints) == 1:
                 exc = errors[self.urls[0]]
@@ -264,23 +284,107 @@ class EmbeddingClient:
             raise ServerUnavailable(
                 f"none of the {len(self.endpoints)} Triton endpoints is usable: "
                 + "; ".join(first_line(errors[u]) for u in self.urls))
-        reference = up[0]
-        for ep in up[1:]:
+        self.versions = self._pin_versions(up)
+        for ep in up:
+            if any(ep.settings[m].version != v for m, v in self.versions.items()):
+                ep.settings = ep.read_settings(self.connect_timeout, self._max_in_flight,
+                                               self.versions)
+        serving = [e for e in up if not any(s.missing for s in e.settings.values())]
+        if not serving:
+            raise InputError("no endpoint serves both pinned versions (" + ", ".join(
+                f"{m} {v}" for m, v in self.versions.items()) + "); choose with --model-version")
+        reference = serving[0]
+        for ep in up:
             diffs = model_differences(reference.settings, ep.settings)
-            if diffs:
+            if diffs and ep in serving:
                 ep.state = "refused"
                 raise InputError(
                     f"Triton at {ep.url} serves different models than {reference.url}: "
                     f"{'; '.join(diffs)}; every endpoint of a run must serve the same weights")
+            if diffs:
+                self._refuse(ep, diffs)
         now = time.monotonic()
+        usable = sum(e.state == "up" for e in self.endpoints)
         for ep in self.endpoints:
-            if ep.state != "up":
+            if ep.state == "down":
                 ep.down_since = now
                 log.warning("warning: Triton at %s is unavailable at start (%s); running on %d of "
                             "%d endpoints, it joins when it answers", ep.url, ep.last_error,
-                            len(up), len(self.endpoints))
-                self._watch(ep)
+                            usable, len(self.endpoints))
         return reference.settings
+
+    def _try_start(self, endpoints: list[Endpoint], timeout: float) -> dict[str, BaseException]:
+        """Connect, wait until ready and read the settings of each endpoint, all at once; the
+        errors of those that did not come up, per address."""
+        errors: dict[str, BaseException] = {}
+
+        def start(ep: Endpoint) -> None:
+            try:
+                ep.connect()
+                ep.wait_ready(timeout)
+                ep.settings = ep.read_settings(timeout, self._max_in_flight, self._asked_versions)
+                ep.state = "up"
+            except BaseException as exc:  # reported by the caller, per endpoint
+                errors[ep.url] = exc
+                ep.last_error = first_line(exc)
+
+        threads = [threading.Thread(target=start, args=(ep,), daemon=True) for ep in endpoints]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return errors
+
+    def _wait_for_first(self, errors: dict[str, BaseException]) -> list[Endpoint]:
+        """No endpoint of a discovery source answers yet (pods still starting, an empty list):
+        read the sources again and try every address until one is up or the deadline passes."""
+        deadline = time.monotonic() + self.retry_deadline
+        log.warning("warning: no endpoint of %s answers yet; waiting up to %.0f s for the first",
+                    self.discovery.describe(), self.retry_deadline)
+        while True:
+            addresses = self.discovery.refresh(time.monotonic(), force=True) or []
+            known = {e.url for e in self.endpoints}
+            for url in addresses:
+                if url not in known:
+                    self._new_endpoint(url)
+            current = [e for e in self.endpoints if e.url in addresses]
+            errors.update(self._try_start(current, min(self.connect_timeout, 2.0)))
+            up = [e for e in current if e.state == "up"]
+            if up:
+                for ep in self.endpoints:
+                    if ep not in current:
+                        ep.state = "gone"
+                return up
+            if time.monotonic() > deadline:
+                why = [*self.discovery.problems.values(),
+                       *(f"{e.url}: {first_line(errors[e.url])}" for e in current
+                         if e.url in errors)]
+                raise ServerUnavailable(
+                    f"no Triton endpoint of {self.discovery.describe()} answered within "
+                    f"{self.retry_deadline:.0f} s ({'; '.join(why) or 'no endpoint listed'})")
+            time.sleep(PROBE_INTERVAL_S)
+
+    def _pin_versions(self, up: list[Endpoint]) -> dict[str, str]:
+        """Per model: the version asked for (InputError when no endpoint serves it), else the
+        newest version every endpoint up at start serves."""
+        pinned = {}
+        for m in MODELS:
+            served = [set(e.settings[m].versions) for e in up]
+            listing = "; ".join(f"{e.url}: {', '.join(e.settings[m].versions) or 'none'}"
+                                for e in up)
+            asked = self._asked_versions.get(m)
+            if asked is not None:
+                if not any(asked in v for v in served):
+                    raise InputError(f"no endpoint serves {m} version {asked} (versions served: "
+                                     f"{listing})")
+                pinned[m] = asked
+                continue
+            common = set.intersection(*served)
+            if not common:
+                raise InputError(f"no version of {m} is served by every endpoint ({listing}); "
+                                 "choose one with --model-version")
+            pinned[m] = max(common, key=version_key)
+        return pinned
 
     def _warn_clamped(self, endpoints: list[Endpoint]) -> None:
         """One line when the servers' fair share lowered --max-in-flight (per model: the limit)."""
@@ -295,10 +399,10 @@ class EmbeddingClient:
     # -- information -----------------------------------------------------------------------------
     def models_info(self) -> list[dict[str, Any]]:
         """Names, versions, checksums and widths as the servers report them (for run.json)."""
-        up = [e for e in self.endpoints if e.settings]
+        up = [e for e in self.endpoints if e.settings and e.state != "refused"]
         return [
             {"name": s.name, "version": s.version, "weights_sha256": s.weights_sha256,
-             "width": s.width,
+             "width": s.width, "precision": s.precision,
              "max_batch_size": min(e.settings[m].max_batch_size for e in up),
              "instances": sum(e.settings[m].instances for e in up),
              "batch_size": self.batch_size[m],
@@ -375,11 +479,15 @@ class EmbeddingClient:
             self._admit(*event[1:])
         elif kind == "frozen":
             self._frozen(*event[1:])
+        elif kind == "servers":
+            self._servers_changed(event[1])
 
     def _send_pending(self) -> None:
         """Each queued request to the endpoint with the most free slots; ties rotate, so equal
         endpoints share the work evenly even when there is more capacity than work."""
         n = len(self.endpoints)
+        if not any(e.state == "up" for e in self.endpoints):
+            return
         now = time.monotonic()
         for model in MODELS:
             heap = self._pending[model]
@@ -429,7 +537,8 @@ class EmbeddingClient:
 
         try:
             self._calls[token] = ep.client.async_infer(
-                job.model, [inp], callback, headers=self.options.header_dict(),
+                job.model, [inp], callback, model_version=self.versions[job.model],
+                headers=self.options.header_dict(),
                 client_timeout=self.request_timeout, priority=ep.priority)
         except Interrupted:
             raise
@@ -540,6 +649,17 @@ class EmbeddingClient:
         ep.down_since = now
         ep.last_error = reason
         ep.stats.down += 1
+        moved = self._take_back(ep)
+        others = sum(e.state == "up" for e in self.endpoints)
+        log.warning("Triton at %s failed (%s); %d outstanding requests re-sent to %d other "
+                    "endpoint(s); retrying it for up to %.0f s", ep.url, reason, len(moved) + failed,
+                    others, self.retry_deadline)
+        ep.connect()  # closing the old channel cancels its calls; their answers are ignored
+        self._watch(ep)
+
+    def _take_back(self, ep: Endpoint) -> list[int]:
+        """`ep`'s outstanding requests back to the queue (for the other endpoints); the outage
+        clock starts (the next answer from anywhere stops it). Returns the tokens taken back."""
         moved = [t for t, (e, _, _) in self._outstanding.items() if e is ep]
         for token in moved:
             job = self._outstanding.pop(token)[1]
@@ -549,18 +669,57 @@ class EmbeddingClient:
             if not job.done and job.copies == 0 and not job.queued:
                 self._requeue(job)
         ep.in_flight = dict.fromkeys(MODELS, 0)
-        if self._outage_since is None:
-            self._outage_since = now
-        others = sum(e.state == "up" for e in self.endpoints)
-        log.warning("Triton at %s failed (%s); %d outstanding requests re-sent to %d other "
-                    "endpoint(s); retrying it for up to %.0f s", ep.url, reason, len(moved) + failed,
-                    others, self.retry_deadline)
-        ep.connect()  # closing the old channel cancels its calls; their answers are ignored
-        self._watch(ep)
+        if self._outage_since is None:  # reset by the next answer from anywhere
+            self._outage_since = time.monotonic()
+        return moved
+
+    # -- servers found and lost during the run ----------------------------------------------------
+    def _discover_loop(self) -> None:
+        """Read the discovery sources again when due (own thread: a DNS lookup may take a while)
+        and post the address list when it changed."""
+        tick = min(FILE_POLL_S, self.discovery.interval)
+        while not self._closing.wait(tick):
+            try:
+                addresses = self.discovery.refresh(time.monotonic())
+            except Exception as exc:  # a source that fails keeps its last answer; say why once
+                log.warning("warning: discovery: %s", first_line(exc))
+                continue
+            if addresses is not None:
+                self._events.put(("servers", addresses))
+
+    def _servers_changed(self, addresses: list[str]) -> None:
+        """New addresses are probed and admitted after the identity check; addresses that are
+        gone get no new request, their outstanding ones are re-sent elsewhere. A refused
+        endpoint stays refused."""
+        listed = set(addresses)
+        known = {e.url: e for e in self.endpoints}
+        now = time.monotonic()
+        for url in addresses:
+            ep = known.get(url) or self._new_endpoint(url)
+            if ep.state == "gone" or url not in known:
+                ep.state = "down"
+                ep.down_since = now
+                ep.connect()
+                log.info("Triton at %s listed by %s; admitted once it answers and serves this "
+                         "run's models", url, self.discovery.describe())
+                self._watch(ep)
+        for ep in self.endpoints:
+            if ep.url in listed or ep.state in ("gone", "refused"):
+                continue
+            was_up = ep.state == "up"
+            ep.state = "gone"
+            if ep.down_since is not None:
+                ep.stats.unavailable_seconds += now - ep.down_since
+                ep.down_since = None
+            moved = self._take_back(ep) if was_up else []
+            ep.close()
+            log.warning("Triton at %s is no longer listed by %s; %d outstanding requests re-sent "
+                        "to %d other endpoint(s)", ep.url, self.discovery.describe(), len(moved),
+                        sum(e.state == "up" for e in self.endpoints))
 
     def _watch(self, ep: Endpoint) -> None:
-        """Probe a down endpoint on its own thread; post "up" (with its settings the first time)
-        once it is live and both models are ready."""
+        """Probe a down endpoint on its own thread; once it is live and both models are ready,
+        read what it serves (the pinned versions) and post "up" for the identity check."""
         client = ep.client
 
         def run() -> None:
@@ -572,33 +731,28 @@ class EmbeddingClient:
                 if not probe.probe(timeout=2.0):
                     ep.last_error = probe.last_error or ep.last_error
                     continue
-                settings = None
-                if not ep.settings:
-                    try:
-                        settings = probe.read_settings(self.connect_timeout, self._max_in_flight)
-                    except OrchestratorError as exc:
-                        ep.last_error = str(exc)
-                        continue
+                try:  # every time: a server restarted on the same port may serve other weights
+                    settings = probe.read_settings(self.connect_timeout, self._max_in_flight,
+                                                   self.versions, self.reference)
+                except OrchestratorError as exc:
+                    ep.last_error = str(exc)
+                    continue
                 self._events.put(("up", ep, client, settings))
                 return
 
         threading.Thread(target=run, name=f"health-{ep.url}", daemon=True).start()
 
-    def _admit(self, ep: Endpoint, client: Any, settings: dict[str, ModelSettings] | None) -> None:
+    def _admit(self, ep: Endpoint, client: Any, settings: dict[str, ModelSettings]) -> None:
         if ep.client is not client or ep.state != "down":
             return
-        if settings is not None:
-            diffs = model_differences(self.reference, settings)
-            diffs += [f"{m} max_batch_size {settings[m].max_batch_size} is below this run's "
-                      f"requests of {self.batch_size[m]}" for m in MODELS
-                      if settings[m].max_batch_size < self.batch_size[m]]
-            if diffs:
-                ep.state = "refused"
-                ep.last_error = "; ".join(diffs)
-                log.error("Triton at %s refused: it serves different models than this run (%s)",
-                          ep.url, ep.last_error)
-                return
-            ep.settings = settings
+        diffs = model_differences(self.reference, settings)
+        diffs += [f"{m} max_batch_size {settings[m].max_batch_size} is below this run's "
+                  f"requests of {self.batch_size[m]}" for m in MODELS
+                  if settings[m].max_batch_size < self.batch_size[m]]
+        ep.settings = settings
+        if diffs:
+            self._refuse(ep, diffs)
+            return
         now = time.monotonic()
         if ep.down_since is not None:
             ep.stats.unavailable_seconds += now - ep.down_since
@@ -606,6 +760,18 @@ class EmbeddingClient:
         ep.state = "up"
         log.info("Triton at %s answers again; re-admitted", ep.url)
         self._check_liveness(ep)
+
+    def _refuse(self, ep: Endpoint, diffs: list[str]) -> None:
+        """`ep` serves other models than the run pinned: never used again in this run."""
+        if ep.down_since is not None:
+            ep.stats.unavailable_seconds += time.monotonic() - ep.down_since
+            ep.down_since = None
+        ep.state = "refused"
+        ep.refused = ep.last_error = "; ".join(diffs)
+        ep.close()
+        log.warning("warning: Triton at %s refused for the rest of this run: it serves other "
+                    "models than the run pinned (%s); no request of this run goes there",
+                    ep.url, ep.refused)
 
     # -- frozen servers and stuck models ---------------------------------------------------------
     def _check_liveness(self, ep: Endpoint) -> None:

@@ -24,8 +24,6 @@ from orchestrator.errors import InputError, Interrupted, ServerUnavailable, TLSP
 
 log = logging.getLogger("orchestrator")
 
-DNS_PREFIX = "dns:///"
-
 # Requests stay far below this; it only has to exceed the largest batch of embeddings
 # (e.g. 256 frames x 2560 floats x 4 B = 2.6 MB) with room to spare.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -36,61 +34,13 @@ FAIR_SHARE_PARAMETER = "max_in_flight_per_instance"
 # A server shedding load: its queue is full (max_queue_size) or a request timed out in it.
 _BUSY_TEXT = ("exceeds maximum queue size", "request timeout expired")
 BUSY_RETRY_MAX_S = 2.0
+# Model config parameters naming the weights: `weights_sha256_<version>` for one version (export
+# writes one per version, since a config is shared by all versions), else `weights_sha256`.
+WEIGHTS_PARAMETER = "weights_sha256"
+PRECISION_PARAMETER = "precision"
 
 # gRPC metadata keys: lowercase letters, digits, '-', '_', '.'; "grpc-" is reserved.
 _HEADER_KEY = re.compile(r"^[0-9a-z_.-]+$")
-_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
-
-
-def parse_servers(values: Iterable[str]) -> list[str]:
-    """HOST:PORT addresses from repeated and/or comma-separated values, in order, without repeats.
-
-    `dns:///HOST:PORT` stays as it is: `resolve_servers` turns it into every address HOST has.
-    """
-    urls: list[str] = []
-    for value in values:
-        for part in value.split(","):
-            url = part.strip()
-            if not url:
-                continue
-            dns = url.startswith(DNS_PREFIX)
-            address = url[len(DNS_PREFIX):] if dns else url.removeprefix("grpc://")
-            match = _HOST_PORT.match(address)
-            if match is None or not 0 < int(match.group(2)) < 65536:
-                raise InputError(f"server address {part.strip()!r} is not HOST:PORT "
-                                 "(e.g. node1:8001; several: a:8001,b:8001; every address of a "
-                                 "name: dns:///name:8001)")
-            url = DNS_PREFIX + address if dns else address
-            if url not in urls:
-                urls.append(url)
-    if not urls:
-        raise InputError("no server address given (--server HOST:PORT)")
-    return urls
-
-
-def resolve_servers(urls: Iterable[str]) -> list[str]:
-    """Each `dns:///HOST:PORT` replaced by one endpoint per address HOST resolves to (e.g. every
-    ready pod behind a Kubernetes headless Service), others kept; in order, without repeats."""
-    out: list[str] = []
-    for url in urls:
-        if not url.startswith(DNS_PREFIX):
-            if url not in out:
-                out.append(url)
-            continue
-        host, _, port = url[len(DNS_PREFIX):].rpartition(":")
-        try:
-            infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise ServerUnavailable(f"cannot resolve {url}: {exc.strerror}") from exc
-        found = []
-        for family, _, _, _, sockaddr in infos:
-            ip = str(sockaddr[0])
-            address = f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"
-            if address not in out and address not in found:
-                found.append(address)
-        log.info("%s: %d endpoint(s): %s", url, len(found), ", ".join(found))
-        out.extend(found)
-    return out
 
 
 def parse_headers(values: Iterable[str]) -> tuple[tuple[str, str], ...]:
@@ -143,6 +93,8 @@ class ConnectionOptions:
 class ModelSettings:
     """One model as one endpoint serves it; the in-flight limit comes from its instance count.
 
+    `version`: the version requests name (the run's pinned one, else the newest served);
+    `versions`: every version the endpoint serves; `missing`: a pinned version it does not serve.
     `clamped_from`: the --max-in-flight asked for when the config's fair share lowered it.
     """
 
@@ -153,7 +105,15 @@ class ModelSettings:
     instances: int
     max_in_flight: int
     weights_sha256: str
+    precision: str = "unknown"
+    versions: tuple[str, ...] = ()
+    missing: str | None = None
     clamped_from: int | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What a run pins of this model: same name, version, width, weights and precision."""
+        return {"version": self.version, "weights_sha256": self.weights_sha256,
+                "width": self.width, "precision": self.precision}
 
 
 @dataclass
@@ -171,7 +131,8 @@ class EndpointStats:
 @dataclass
 class Endpoint:
     """One Triton server of the run. State: "up" (takes requests), "down" (probed until it
-    answers again), "refused" (serves other models than the run; never used)."""
+    answers again), "refused" (serves other models than the run; never used again), "gone"
+    (no longer listed by its discovery source; no new requests)."""
 
     url: str
     options: ConnectionOptions
@@ -190,6 +151,7 @@ class Endpoint:
     # per model, when a request here last returned (monotonic): a stuck model makes no progress
     last_answer: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODELS, 0.0))
     priority: int = 0  # Triton request priority of this run's calls (0: the model's default)
+    refused: str = ""  # why it serves other models than the run (state "refused")
 
     # -- connection ------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -268,12 +230,29 @@ class Endpoint:
             return False
 
     # -- model settings --------------------------------------------------------------------------
-    def read_settings(self, timeout: float, max_in_flight: int | None) -> dict[str, ModelSettings]:
-        """Each model's width, checksum, batch limit and instance count from the served config."""
-        return {m: self._model_settings(m, timeout, max_in_flight) for m in MODELS}
+    def read_settings(self, timeout: float, max_in_flight: int | None,
+                      versions: dict[str, str] | None = None,
+                      reference: dict[str, ModelSettings] | None = None
+                      ) -> dict[str, ModelSettings]:
+        """Each model's identity, batch limit and instance count from the served config.
 
-    def _model_settings(self, model: str, timeout: float, max_in_flight: int | None
-                        ) -> ModelSettings:
+        `versions`: the version to describe per model (else the newest served). With a
+        `reference`, a model whose width is left to the weights is asked once with a tiny input
+        only when nothing else already tells it apart: a refused server gets no request at all.
+        """
+        versions = versions or {}
+        settings = {m: self._model_settings(m, timeout, max_in_flight, versions.get(m))
+                    for m in MODELS}
+        if reference is not None and model_differences(reference, settings):
+            return settings
+        for model, s in settings.items():
+            if s.width <= 0 and s.missing is None:  # variable output dims: ask the model once
+                probe = "ACGTACGTAC" if model == DNA_MODEL else "MKV"
+                s.width = int(self.infer_sync(model, [probe], s.version).shape[1])
+        return settings
+
+    def _model_settings(self, model: str, timeout: float, max_in_flight: int | None,
+                        version: str | None) -> ModelSettings:
         headers = self.options.header_dict()
         try:
             config = self.client.get_model_config(model, headers=headers, as_json=True,
@@ -296,24 +275,29 @@ class Endpoint:
             instances += count * max(1, len(gpus))
         instances = max(1, instances)
         params = config.get("parameters", {}) or {}
-        sha = (params.get("weights_sha256", {}) or {}).get("string_value") or "unknown"
+
+        def param(key: str) -> str | None:
+            return (params.get(key, {}) or {}).get("string_value") or None
+
         limit, clamped_from = _in_flight_limit(
-            (params.get(FAIR_SHARE_PARAMETER, {}) or {}).get("string_value"), instances,
-            max_in_flight, f"model {model} at {self.url}")
-        versions = meta.get("versions") or ["unknown"]
-        version = str(max(versions, key=lambda v: int(v) if str(v).isdigit() else -1))
+            param(FAIR_SHARE_PARAMETER), instances, max_in_flight, f"model {model} at {self.url}")
+        served = tuple(sorted((str(v) for v in meta.get("versions") or []), key=version_key))
+        missing = None
+        if version is None:
+            version = served[-1] if served else "unknown"
+        elif version not in served:
+            missing = version
+        sha = param(f"{WEIGHTS_PARAMETER}_{version}") or param(WEIGHTS_PARAMETER) or "unknown"
         width = -1
         for out in meta.get("outputs", []):
             if out.get("name") == OUTPUT_NAME:
                 width = int(out.get("shape", [-1])[-1])
-        if width <= 0:  # variable output dims: ask the model once with a tiny input
-            probe = "ACGTACGTAC" if model == DNA_MODEL else "MKV"
-            width = int(self.infer_sync(model, [probe]).shape[1])
         return ModelSettings(name=model, version=version, width=width, max_batch_size=max_bs,
                              instances=instances, max_in_flight=limit, weights_sha256=sha,
-                             clamped_from=clamped_from)
+                             precision=param(PRECISION_PARAMETER) or "unknown", versions=served,
+                             missing=missing, clamped_from=clamped_from)
 
-    def infer_sync(self, model: str, strings: list[str]) -> Any:
+    def infer_sync(self, model: str, strings: list[str], version: str = "") -> Any:
         import tritonclient.grpc as grpcclient
 
         inp = grpcclient.InferInput(INPUT_NAME, [len(strings), 1], "BYTES")
@@ -322,7 +306,8 @@ class Endpoint:
         pause = 0.05
         while True:
             try:
-                res = self.client.infer(model, [inp], headers=self.options.header_dict(),
+                res = self.client.infer(model, [inp], model_version=version,
+                                        headers=self.options.header_dict(),
                                         client_timeout=self.request_timeout,
                                         priority=self.priority)
                 return res.as_numpy(OUTPUT_NAME)
@@ -357,7 +342,10 @@ class Endpoint:
             "down": self.stats.down,
             "max_in_flight": {m: s.max_in_flight for m, s in self.settings.items()},
             "instances": {m: s.instances for m, s in self.settings.items()},
+            # what it serves (for a refused endpoint: what it was refused for)
+            "models": {m: s.identity() for m, s in self.settings.items()},
             **({"last_error": self.last_error} if self.last_error else {}),
+            **({"refused": self.refused} if self.refused else {}),
         }
 
 
@@ -395,17 +383,44 @@ def is_busy(exc: BaseException) -> bool:
     return any(t in lowered for t in _BUSY_TEXT)
 
 
+def parse_model_versions(values: Iterable[str]) -> dict[str, str]:
+    """`--model-version` values: `N` (both models) or `MODEL=N`, later ones win (InputError)."""
+    pinned: dict[str, str] = {}
+    for value in values:
+        model, sep, version = value.strip().rpartition("=")
+        if not version.isdigit() or int(version) <= 0 or (sep and model not in MODELS):
+            raise InputError(f"--model-version {value!r} is not N or MODEL=N (a version number "
+                             f"above 0; models: {', '.join(MODELS)})")
+        for m in ([model] if sep else MODELS):
+            pinned[m] = str(int(version))
+    return pinned
+
+
+def version_key(version: str) -> tuple[int, str]:
+    """Numeric order of Triton version names (directories 1, 2, ... 10)."""
+    return (int(version), "") if version.isdigit() else (-1, version)
+
+
 def model_differences(reference: dict[str, ModelSettings], other: dict[str, ModelSettings]
                       ) -> list[str]:
-    """What makes two endpoints serve different models: widths or weight checksums."""
+    """What makes `other` serve another model than `reference`: a version it lacks, another
+    width (when known), weights checksum or precision."""
     diffs = []
     for model in MODELS:
         a, b = reference[model], other[model]
-        if a.width != b.width:
+        if b.missing is not None:
+            diffs.append(f"{model} version {b.missing} not served (serves "
+                         f"{', '.join(b.versions) or 'none'})")
+            continue
+        if a.version != b.version:
+            diffs.append(f"{model} version {b.version} (expected {a.version})")
+        if a.width != b.width and a.width > 0 and b.width > 0:
             diffs.append(f"{model} width {b.width} (expected {a.width})")
         if a.weights_sha256 != b.weights_sha256:
             diffs.append(f"{model} weights_sha256 {b.weights_sha256[:16]} "
                          f"(expected {a.weights_sha256[:16]})")
+        if a.precision != b.precision:
+            diffs.append(f"{model} precision {b.precision} (expected {a.precision})")
     return diffs
 
 
