@@ -55,3 +55,15 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServ
     root = tmp_path_factory.mktemp("slow_toy")
     with TritonServer(write_toy_repository(root / "repo", delay=0.15)) as server:
         yield server
+
+
+@pytest.fixture(params=["server-list", "file-discovery"])
+def server_source(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a fault test twice: servers given as --server values, and as a file:/// endpoint list
+    that the run re-reads (discovery on), so every fault is also handled with discovery running."""
+    from predict_fixtures import TEST_DISCOVERY_ENV
+
+    if request.param == "file-discovery":
+        monkeypatch.setenv(TEST_DISCOVERY_ENV, "file")
+    return str(request.param)
+

@@ -214,7 +214,7 @@ def _dna_rows_seen(server: TritonServer) -> int:
         client.close()
 
 
-def test_endpoint_down_at_start_is_reported_and_the_run_goes_on(data, trio, reference, tmp_path):
+def test_endpoint_down_at_start_is_reported_and_the_run_goes_on(data, trio, reference, tmp_path, server_source):
     _, fasta, clf = data
     dead = f"127.0.0.1:{free_port()}"
     out = tmp_path / "o"
@@ -240,7 +240,7 @@ def test_no_endpoint_usable_exit_3_names_each(data, tmp_path):
 # -- failover -------------------------------------------------------------------------------------
 
 
-def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_path):
+def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_path, server_source):
     root, fasta, clf = data
     out = tmp_path / "o"
     with ExitStack() as stack:
@@ -259,7 +259,7 @@ def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_
     assert all(e["failures"] == 0 and e["rows"] > 0 for e in survivors)
 
 
-def test_endpoint_that_comes_up_mid_run_is_admitted(data, reference, tmp_path):
+def test_endpoint_that_comes_up_mid_run_is_admitted(data, reference, tmp_path, server_source):
     """Down at start, started once the run is going: the health probe admits it and it takes
     requests; the run records how long it was unavailable."""
     root, fasta, clf = data
@@ -281,7 +281,7 @@ def test_endpoint_that_comes_up_mid_run_is_admitted(data, reference, tmp_path):
     assert late["state"] == "up" and late["rows"] > 0 and late["unavailable_seconds"] > 0
 
 
-def test_all_servers_stopped_exit_3_then_resume_on_other_servers(data, reference, tmp_path):
+def test_all_servers_stopped_exit_3_then_resume_on_other_servers(data, reference, tmp_path, server_source):
     root, fasta, clf = data
     out = tmp_path / "o"
     env = {"VIRNUCPRO_RETRY_DEADLINE": "2"}

@@ -149,7 +149,7 @@ def test_a_bad_priority_is_one_line_exit_2(data, tmp_path):
 
 
 # -- frozen servers and stuck models -----------------------------------------------------------------
-def test_frozen_server_is_noticed_within_seconds(data, reference):
+def test_frozen_server_is_noticed_within_seconds(data, reference, server_source):
     """SIGSTOP on one of two servers mid-run: the run notices (liveness checks), re-sends its
     requests to the other and completes byte-identical in less than 2x the one-server time."""
     root = data["root"]
@@ -178,7 +178,7 @@ def test_frozen_server_is_noticed_within_seconds(data, reference):
     assert len(lines) == 1 and frozen.grpc_url in lines[0]
 
 
-def test_stuck_model_requests_are_hedged_to_the_other_server(data, reference):
+def test_stuck_model_requests_are_hedged_to_the_other_server(data, reference, server_source):
     """A live server whose models hang from their third batch on: its requests are re-sent to
     the other server once overdue; the run completes there, byte-identical, within a minute."""
     root = data["root"]
@@ -232,7 +232,7 @@ def test_slow_healthy_cluster_resends_nothing(data):
 
 
 # -- load shedding and fairness ----------------------------------------------------------------------
-def test_queue_full_is_busy_not_down(data, reference):
+def test_queue_full_is_busy_not_down(data, reference, server_source):
     """A server whose queue holds one request, four runs at once: every run completes with the
     bytes of a run alone; the rejections are counted, the endpoint never marked down."""
     root = data["root"]
