@@ -33,7 +33,7 @@ DEFAULT_DEDUP_MEMORY = 1 << 30
 # The answer cache: a slot is a 16-byte digest plus two float32 scores; tables are filled to 3/4
 # at most (linear probing stays short); two generations (the current and the one before it) share
 # the bound. So an entry costs 32 bytes in its generation, and the bound holds at least the last
-# memory / 64 distinct frames (1 GiB: 16.7 million; a 1M-read sample of 150 bp reads has at most
+# memory / 64 distinct frames (1 GiB: 16.8 million; a 1M-read sample of 150 bp reads has at most
 # 6 million frames) and up to twice that.
 ANSWER_SLOT_BYTES = 24
 ANSWER_MAX_LOAD = 0.75
