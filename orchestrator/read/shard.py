@@ -30,17 +30,17 @@ class Shard:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
-    def owns(self, before: int, length: int, total: int) -> bool:
-        """Whether the record with `before` bases ahead of it and `length` bases is this shard's."""
-        return shard_of(before, length, total, self.count) == self.index
-
     def select(self, records: Iterator[Record], total: int) -> Iterator[Record]:
-        """This shard's records of the whole sample's stream, in input order."""
+        """This shard's records of the whole sample's stream, in input order. Shards are
+        contiguous, so reading stops at the first record of a later shard."""
         before = 0
         for record in records:
             length = len(record.seq)
-            if self.owns(before, length, total):
+            shard = shard_of(before, length, total, self.count)
+            if shard == self.index:
                 yield record
+            elif shard > self.index:
+                return
             before += length
 
 
