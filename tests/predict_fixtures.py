@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import margin
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_WIDTH = 8
@@ -254,7 +255,7 @@ def windows_done(outdir: Path, state: Path | None = None) -> int:
 def wait_for_window(proc: subprocess.Popen, outdir: Path, windows: int = 1,
                     state: Path | None = None) -> None:
     """Block until the running predict or embed `proc` has committed `windows` windows."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + margin(120)
     while windows_done(outdir, state) < windows:
         assert proc.poll() is None, proc.communicate()[1]
         assert time.monotonic() < deadline

@@ -151,6 +151,7 @@ def _rows(path: Path) -> list[list[str]]:
     return [line.split("\t") for line in lines[1:]]
 
 
+@pytest.mark.server
 def test_prophage_scan_end_to_end(tmp_path: Path) -> None:
     length, size = 9_100, 500
     bounds = chunk_bounds(length, size)

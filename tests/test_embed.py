@@ -32,6 +32,8 @@ from orchestrator.learning.embed_run import EmbedPaths
 from orchestrator.write.embeddings import read_embeddings, read_header
 from orchestrator.write.formats import format_scores
 
+pytestmark = pytest.mark.server
+
 
 def _prediction_rows(outdir: Path) -> list[list[str]]:
     lines = (outdir / "prediction_results.txt").read_text().splitlines()[1:]

@@ -24,6 +24,8 @@ from predict_fixtures import (
 from orchestrator.classify.classifier import load_classifier, save_classifier_safetensors
 from orchestrator.embed.triton.server import TritonServer
 
+pytestmark = pytest.mark.server
+
 NO_SERVER = "127.0.0.1:9"  # discard port: nothing answers gRPC there
 ALL_OUTPUTS = ("report.html", "run.json", "embeddings.h5")
 
