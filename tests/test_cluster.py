@@ -414,7 +414,7 @@ def test_tls_server_from_serve(data, pki, tmp_path, mutual):
             assert done.returncode == 3, (case, done.stderr)
             last = done.stderr.strip().splitlines()[-1]
             assert TLS_MESSAGE.search(last), (case, last)
-            assert seconds < 5 + 10, (case, seconds)  # within the connect timeout (+ start-up)
+            assert seconds < 5 + margin(10), (case, seconds)  # within the connect timeout (+ start-up)
         assert "plaintext" in failures["plaintext"][0].stderr
         assert "certificate" in failures["wrong CA"][0].stderr.lower()
         if mutual:
