@@ -103,6 +103,18 @@ def triton_server(model_repository: Path) -> Iterator[TritonServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def toy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """The default toy repository (no delay), one server for the session: for tests that only send
+    it work and read its answers. Tests that kill, freeze, restart or reconfigure a server, or count
+    the rows it executed, start their own."""
+    from predict_fixtures import write_toy_repository
+
+    root = tmp_path_factory.mktemp("shared_toy")
+    with TritonServer(write_toy_repository(root / "repo")) as server:
+        yield server
+
+
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """Toy models that sleep 0.15 s per request: a run lasts long enough to be killed mid-way."""

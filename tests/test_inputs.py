@@ -23,10 +23,8 @@ from predict_fixtures import (
     run_cli,
     write_coding_fasta,
     write_toy_classifier,
-    write_toy_repository,
 )
 
-from orchestrator.embed.triton.server import TritonServer
 from orchestrator.errors import InputError
 from orchestrator.read.formats import detect_format, read_records
 from orchestrator.read.record import Record
@@ -218,13 +216,6 @@ def test_stdin_takes_fastq_but_not_bam(tmp_path, reads) -> None:
     bam = write_alignments(tmp_path / "s.bam", records).read_bytes()
     proc = subprocess.run([sys.executable, "-c", code], input=bam, capture_output=True, cwd=ROOT)
     assert proc.returncode != 0 and b"stdin holds BAM" in proc.stderr
-
-
-@pytest.fixture(scope="module")
-def toy_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inputs_toy")
-    with TritonServer(write_toy_repository(root / "repo")) as server:
-        yield server
 
 
 @pytest.mark.server
