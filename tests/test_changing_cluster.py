@@ -392,6 +392,7 @@ def test_model_version_values():
 
 
 # -- export --version ---------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.server
 def test_export_adds_a_version_next_to_the_old_one(demo_artifacts, tmp_path):
     """`export demo --version 2` into a copy of the demo artifacts: version 2's weights next to

@@ -22,6 +22,7 @@ MODEL_FIELDS = {"tokens", "tokens_per_s", "tokens_per_s_busy", "busy_fraction", 
                 "fraction_of_matmul_peak", "batch_sizes_formed"}
 
 
+@pytest.mark.slow
 def test_gpu_run_cpu_path_reports_every_field(tmp_path):
     wheels = tmp_path / "wheels"  # nothing to carry: this environment has every package
     wheels.mkdir()
@@ -68,6 +69,7 @@ VARIANT_FIELDS = {"name", "ok", "error", "tokens_per_s", "busy_fraction", "peak_
                   "seconds"}
 
 
+@pytest.mark.slow
 def test_gpu_sweep_cpu_path_runs_every_variant_and_reports_a_failing_one(tmp_path):
     """`gpu_run.sh --sweep --tiny`: each variant on its own tritonserver; fp8 cannot load on CPU
     and is reported with its reason while the others still run."""

@@ -58,6 +58,7 @@ def _card(model: Path) -> dict:
     return json.loads(model.with_name(model.name.replace(".safetensors", ".card.json")).read_text())
 
 
+@pytest.mark.slow
 def test_trained_model_separates_classes_and_loads_in_predict(embedded, triton_server):
     root = embedded["root"]
     model = root / "gc_vs_at.safetensors"

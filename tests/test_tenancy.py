@@ -181,6 +181,7 @@ def test_frozen_server_is_noticed_within_seconds(data, reference, server_source)
     assert len(lines) == 1 and frozen.grpc_url in lines[0]
 
 
+@pytest.mark.slow
 def test_stuck_model_requests_are_hedged_to_the_other_server(data, reference, server_source):
     """A live server whose models hang from their third batch on: its requests are re-sent to
     the other server once overdue; the run completes there, byte-identical, within a minute."""
@@ -235,6 +236,7 @@ def test_slow_healthy_cluster_resends_nothing(data):
 
 
 # -- load shedding and fairness ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_queue_full_is_busy_not_down(data, reference, server_source):
     """A server whose queue holds one request, four runs at once: every run completes with the
     bytes of a run alone; the rejections are counted, the endpoint never marked down."""
