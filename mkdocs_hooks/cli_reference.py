@@ -258,7 +258,8 @@ def differences(committed: str, generated: str) -> list[str]:
                 continue
             option = re.match(r"[-+]\| (`[^|]*`) \|", line)
             what = f"option {option.group(1)}" if option else f"line {line[1:]!r}"
-            verb = "differs from the parser (committed)" if line[0] == "-" else "generated as"
+            verb = ("committed, not generated as is" if line[0] == "-"
+                    else "generated, not committed as is")
             problems.append(f"`{name or 'the introduction'}`: {what} {verb}")
     return problems
 

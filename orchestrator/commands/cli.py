@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="FASTA, FASTQ, SAM, BAM or CRAM; plain, gzip, bzip2, xz or zstd (sniffed); "
+                   help="FASTA, FASTQ, SAM, BAM, CRAM or GenBank; plain, gzip, bzip2, xz or zstd (sniffed); "
                    "- for stdin (not BAM/CRAM); several inputs are one sample")
     p.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
     p.add_argument("--chunk-size", type=_chunk_size, required=True, metavar="N",
