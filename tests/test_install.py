@@ -96,7 +96,8 @@ def test_a_server_node_install_serves_the_exported_demo_repository(demo_artifact
             time.sleep(1.0)
         assert serve.poll() is None, serve.communicate()[1][-3000:]
         assert status is not None and status.returncode == 0, status.stdout + status.stderr
-        assert "dnabert_s ready" in status.stdout and "esm2 ready" in status.stdout
+        assert status.stdout.startswith("ready ") and "dnabert_s v1" in status.stdout
+        assert "esm2 v1" in status.stdout
     finally:
         serve.send_signal(signal.SIGTERM)
         _, err = serve.communicate(timeout=120)
