@@ -108,8 +108,10 @@ def _anchor(command: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", command.lower()).strip("-")
 
 
-# Every command: 0 success, 2 bad input or usage, 3 a server or model unavailable, 130 (SIGINT) or
-# 143 (SIGTERM) interrupted, 1 anything else. The commands whose codes say more:
+COMMON_EXITS = ("0 success, 2 bad input or usage, 3 a server or model unavailable, 130/143 "
+                "interrupted, 1 anything else")
+
+
 def exit_codes() -> dict[str, dict[int, str]]:
     """Per command, the exit codes whose meaning differs from the common rule."""
     from orchestrator.commands.status import EXIT_DISAGREE, EXIT_NONE_USABLE, EXIT_OK
@@ -198,8 +200,8 @@ def _render() -> str:
     out += ["", "## Exit codes {#exit-codes}", "",
             "Every command exits 0 on success, 2 on bad input or usage, 3 when a server or model is "
             "unavailable, 130 when interrupted by Ctrl-C (SIGINT) and 143 by SIGTERM, and 1 "
-            "otherwise (see [bad input](inputs.md#bad-input-and-exit-codes)). These commands' "
-            "codes say more:", "",
+            "otherwise (see [bad input](inputs.md#bad-input-and-exit-codes)); a run interrupted or "
+            "stopped by exit 3 keeps its finished work. These commands' codes say more:", "",
             "| command | exit code | meaning |", "|---|---|---|"]
     out += [f"| `{name}` | {code} | {_cell(text)} |"
             for name, codes in special.items() for code, text in sorted(codes.items())]
@@ -223,7 +225,10 @@ def _render() -> str:
             out += [f"| {_names(a)} | {_cell(_default(a))} | {_cell(_help(a, parser))} |" for a in acts]
         if name in special:
             out += ["", "Exit codes: " + "; ".join(f"{code} {text}" for code, text
-                                                   in sorted(special[name].items())) + "."]
+                                                   in sorted(special[name].items())) + "; "
+                    "otherwise as every command ([exit codes](#exit-codes))."]
+        else:
+            out += ["", f"Exit codes: {COMMON_EXITS} ([exit codes](#exit-codes))."]
         if parser.epilog:
             out += ["", "```text", parser.epilog.strip(), "```"]
     return "\n".join(out) + "\n"
