@@ -11,7 +11,7 @@ unexport PYTHONDONTWRITEBYTECODE
 # report.html; prometheus and its promtool load and unit-test deploy/monitoring); needs root.
 APT_INSTALL := $(if $(filter 0,$(shell id -u)),,sudo -n) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$$@" >/dev/null' apt
 
-.PHONY: setup check test demo bench lint clean gpu-wheels
+.PHONY: setup check test demo bench lint clean gpu-wheels reference
 
 setup: $(STAMP)
 
@@ -62,6 +62,10 @@ gpu-wheels: setup
 		nvidia-pytriton==0.7.0 "tritonclient[grpc]" grpcio protobuf python-rapidjson ml-dtypes \
 		packaging fair-esm==2.0.0 tokenizers "numpy<2"
 	du -sh $(GPU_WHEELS)
+
+# docs/cli.md from the commands' parsers: run after changing an option or its help text.
+reference: setup
+	$(BIN)/python -m mkdocs_hooks.cli_reference --write
 
 lint: setup
 	$(BIN)/python -m ruff check .

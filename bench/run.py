@@ -22,6 +22,7 @@ import bench_prepare  # noqa: E402
 import bench_shard  # noqa: E402
 import bench_tenancy  # noqa: E402
 import bench_triton  # noqa: E402
+import bench_weights_check  # noqa: E402
 
 
 def main() -> int:
@@ -30,7 +31,7 @@ def main() -> int:
                          ("predict", bench_predict), ("cluster", bench_cluster),
                          ("embeddings", bench_embeddings), ("tenancy", bench_tenancy),
                          ("dedup", bench_dedup), ("shard", bench_shard),
-                         ("discovery", bench_discovery)):
+                         ("discovery", bench_discovery), ("weights_check", bench_weights_check)):
         print(f"\n=== bench: {name} ===", flush=True)
         figures[name] = module.main()
     print("\n=== summary (JSON) ===")

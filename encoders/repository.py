@@ -16,6 +16,8 @@ from typing import Any
 from encoders.errors import WeightsError
 
 DEFAULT_PARAMS = {"weights": "weights", "precision": "fp32"}
+# The checksum parameter: `weights_sha256_<version>` for one version, else `weights_sha256`.
+CHECKSUM_PARAMETER = "weights_sha256"
 
 
 def read_config(config_path: str | Path) -> Any:
@@ -111,3 +113,29 @@ def weights_for(
         raise WeightsError(f"{weights}: weights not found (parameter weights={params['weights']!r} "
                            f"in {cfg_path}); run `python -m export demo|pretrained`")
     return weights, params
+
+
+def expected_sha256(params: Mapping[str, str | None], version: str) -> str | None:
+    """The checksum the config states for `version` (None when it states none)."""
+    return params.get(f"{CHECKSUM_PARAMETER}_{version}") or params.get(CHECKSUM_PARAMETER) or None
+
+
+def verify_weights(kind: str, model: str, version: str, weights: Path,
+                   params: Mapping[str, str | None]) -> str | None:
+    """Hash the version's weight files and compare with the config's checksum, before loading.
+
+    Raises WeightsError (one line: model, version, expected and actual) on a mismatch, so a server
+    never serves other weights under the checksum clients pin. Returns a warning when the config
+    states no checksum (the files then load unverified), else None.
+    """
+    from encoders import weights_sha256
+
+    expected = expected_sha256(params, version)
+    if expected is None:
+        return (f"{model} version {version}: no {CHECKSUM_PARAMETER}_{version} or "
+                f"{CHECKSUM_PARAMETER} parameter in its config; loading {weights} unverified")
+    actual = weights_sha256(kind, weights)
+    if actual != expected:
+        raise WeightsError(f"{model} version {version}: weights checksum mismatch: config expects "
+                           f"{expected}, the files in {weights} have {actual}; refusing to load")
+    return None

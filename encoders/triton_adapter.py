@@ -1,6 +1,7 @@
 """The Triton Python-backend adapter both models' model.py files subclass (written once).
 
-`initialize` reads the model's config.pbtxt parameters and the instance's device and loads the
+`initialize` reads the model's config.pbtxt parameters and the instance's device, checks the
+weight files against the config's checksum (`encoders.repository.verify_weights`) and loads the
 encoder once; `execute` merges every request the dynamic batcher handed over, embeds all valid
 rows with ONE `Embedder.embed` call, and gives each request its own rows back. A request with a
 bad row (undecodable bytes, empty, too long, a disallowed character: see `encoders.validation`)
@@ -115,13 +116,16 @@ class EmbeddingModel:
     def initialize(self, args: dict[str, str]) -> None:
         """Load the encoder once per instance, on the instance's device, as config.pbtxt says."""
         from encoders import load_embedder
-        from encoders.repository import compile_flag, parameters, token_budget
+        from encoders.repository import compile_flag, parameters, token_budget, verify_weights
 
         self.pb = importlib.import_module("triton_python_backend_utils")
         _utf8_locale()
         config = json.loads(args["model_config"])
         params = parameters(config)  # same defaults as encoders.repository.weights_for
         weights = Path(args["model_repository"]) / args["model_version"] / params["weights"]
+        unverified = verify_weights(self.kind, args["model_name"], args["model_version"], weights, params)
+        if unverified:
+            self.pb.Logger.log_warn(unverified)
         if args.get("model_instance_kind") == "GPU":
             device = f"cuda:{args['model_instance_device_id']}"
         else:

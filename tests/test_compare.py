@@ -12,6 +12,7 @@ import pytest
 from predict_fixtures import run_cli, write_coding_fasta
 
 from export.demo import write_classifiers
+from orchestrator.write.paths import CHUNK_TABLE_NAME, STATE_DIR_NAME
 
 pytestmark = pytest.mark.server
 
@@ -122,3 +123,72 @@ def test_runs_that_cannot_be_compared_exit_2_with_the_reason(runs: dict[str, Pat
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and reason in lines[0], proc.stderr
     assert proc.stdout == ""
+
+
+def _copy(runs: dict[str, Path], name: str, source: str = "fp32_again") -> Path:
+    target = runs["root"] / name
+    if not target.exists():
+        shutil.copytree(runs[source], target)
+    return target
+
+
+def _one_line_exit_2(a: Path, b: Path, *extra: str) -> str:
+    proc = run_cli("compare", str(a), str(b), *extra)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and proc.stdout == "", proc.stderr
+    return lines[0]
+
+
+def test_a_run_without_its_sequence_calls_cannot_be_compared(runs: dict[str, Path]) -> None:
+    run = _copy(runs, "no_calls")
+    (run / "sequence_calls.tsv").unlink(missing_ok=True)
+    line = _one_line_exit_2(runs["fp32"], run)
+    assert "sequence_calls.tsv is missing" in line and "orchestrator call" in line
+
+
+@pytest.mark.parametrize(("name", "file", "damage", "reason"), [
+    ("short_call_row", "sequence_calls.tsv", lambda row: row.split("\t")[0], "1 fields, expected 5"),
+    ("bad_score", f"{STATE_DIR_NAME}/{CHUNK_TABLE_NAME}", lambda row: "\t".join([*row.split("\t")[:2], "high",
+                                                                  *row.split("\t")[3:]]),
+     "'high' is not a number"),
+])
+def test_a_malformed_row_makes_runs_not_comparable(runs: dict[str, Path], name: str, file: str,
+                                                    damage, reason: str) -> None:
+    run = _copy(runs, name)
+    path = run / file
+    lines = path.read_text().splitlines()
+    row = 1 if file == "sequence_calls.tsv" else 0  # past the header
+    lines[row] = damage(lines[row])
+    path.write_text("\n".join(lines) + "\n")
+    line = _one_line_exit_2(runs["fp32"], run)
+    assert f"{path} line {row + 1} is malformed" in line and reason in line
+
+
+def test_other_call_thresholds_are_reported_as_such(runs: dict[str, Path]) -> None:
+    run = _copy(runs, "other_thresholds")
+    proc = run_cli("call", str(run), "--min-weighted-delta", "0.45")
+    assert proc.returncode == 0, proc.stderr
+    line = _one_line_exit_2(runs["fp32"], run)
+    assert "call thresholds differ" in line and '"min_weighted_delta": 0.45' in line
+
+
+def _set_first_chunk(run: Path, scores: tuple[str, str]) -> None:
+    path = run / STATE_DIR_NAME / CHUNK_TABLE_NAME
+    lines = path.read_text().splitlines()
+    fields = lines[0].split("\t")
+    lines[0] = "\t".join([*fields[:2], *scores, *fields[4:]])
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(("b_score", "expected"), [("0.6", 0), ("0.6000001", 1)])
+def test_a_delta_exactly_at_the_tolerance_is_within_it(runs: dict[str, Path], b_score: str,
+                                                        expected: int) -> None:
+    # 0.6 - 0.5 is exactly 0.1 as written; in float32 it reads 0.10000000149 (over 0.1), in
+    # float64 0.09999999999999998: binary rounding could put it on either side
+    a, b = _copy(runs, "at_tol_a", "fp32"), _copy(runs, f"at_tol_b_{b_score}")
+    _set_first_chunk(a, ("0.5", "0.5"))
+    _set_first_chunk(b, (b_score, "0.5"))
+    rc, data, err = _compare(a, b, "--max-score-diff", "0.1")
+    assert rc == expected, err
+    assert data["chunks_over_tolerance"] == expected

@@ -1,8 +1,10 @@
-"""The documentation: the site builds strictly, every command-line option says what it does, and
+"""The documentation: the site builds strictly, every command-line option says what it does, the
+committed command-line reference says what the parsers say, the pages follow the style rules, and
 the landing README stays a landing page.
 
 A broken link or anchor fails with the page and line that hold it; an option without help text
-fails with the file and line of its `add_argument`.
+fails with the file and line of its `add_argument`; a stale reference with the command and option;
+a style problem with the page, line and phrase.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ DOCS = ROOT / "docs"
 README_MAX_LINES = 200  # issue 26: a landing page, the rest lives in the site
 
 sys.path.insert(0, str(ROOT / "mkdocs_hooks"))
-import cli_reference  # noqa: E402  (the generator the site's build runs)
+import cli_reference  # noqa: E402  (the generator of docs/cli.md)
 
 # mkdocs' link and anchor warnings name the page and the link, not the line
 _LINK_WARNING = re.compile(r"Doc file '(?P<page>[^']+)' contains (?:a|an unrecognized relative) link "
@@ -50,6 +52,7 @@ def test_the_site_builds_strictly_with_every_link_and_anchor_resolved(tmp_path):
     assert proc.returncode == 0 and not problems, "\n".join(problems) + "\n\n" + proc.stderr[-3000:]
     reference = (tmp_path / "site" / "cli" / "index.html").read_text()
     assert "orchestrator predict" in reference and "--dedup-memory" in reference
+    assert "VIRNUCPRO_CONNECT_TIMEOUT" in reference
 
 
 def test_link_warnings_are_located_at_their_line():
@@ -135,3 +138,36 @@ def test_the_readme_is_a_landing_page():
     for target in re.findall(r"\]\((?!https?://|#)([^)#]+)", readme):
         assert (ROOT / target).exists(), f"README.md links to {target}, which does not exist"
     assert "docs/" in readme and re.search(r"^## .*cite", readme, re.I | re.M)
+
+
+def test_the_committed_reference_is_what_the_parsers_generate():
+    committed = (DOCS / "cli.md").read_text()
+    problems = cli_reference.differences(committed, cli_reference.render())
+    assert not problems, "docs/cli.md is stale; run `make reference`:\n" + "\n".join(problems)
+
+
+def test_a_stale_reference_is_named_by_command_and_option():
+    page = cli_reference.render()
+    stale = page.replace("| `--max-score-diff X` |", "| `--max-score-delta X` |")
+    assert stale != page
+    problems = cli_reference.differences(stale, page)
+    assert any(p.startswith("`orchestrator compare`: option `--max-score-delta X`") for p in problems)
+    assert any(p.startswith("`orchestrator compare`: option `--max-score-diff X`") for p in problems)
+    gone = page.replace("\n## orchestrator status {#", "\n## orchestrator statue {#")
+    assert any("`orchestrator status` is missing" in p for p in cli_reference.differences(gone, page))
+
+
+def test_the_reference_states_exit_codes_and_environment_variables():
+    from orchestrator.commands.status import EXIT_DISAGREE
+
+    page = cli_reference.render()
+    codes = page.split("## Exit codes")[1].split("\n## ")[0]
+    assert "| `orchestrator compare` | 1 | the runs differ" in codes
+    assert f"| `orchestrator status` | {EXIT_DISAGREE} | usable endpoints disagree" in codes
+    env = page.split("## Environment variables")[1].split("\n## ")[0]
+    names = set(re.findall(r"^\| `(VIRNUCPRO_[A-Z_]+)` \|", env, re.M))
+    # every variable the code reads (a name assigned to a constant) is in the table
+    read = set()
+    for path in (ROOT / "orchestrator").rglob("*.py"):
+        read |= set(re.findall(r'^[A-Z_]+_ENV = "(VIRNUCPRO_[A-Z_]+)"', path.read_text(), re.M))
+    assert read and read <= names, sorted(read - names)

@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="FASTA, FASTQ, SAM, BAM or CRAM; plain, gzip, bzip2, xz or zstd (sniffed); "
+                   help="FASTA, FASTQ, SAM, BAM, CRAM or GenBank; plain, gzip, bzip2, xz or zstd (sniffed); "
                    "- for stdin (not BAM/CRAM); several inputs are one sample")
     p.add_argument("-o", "--outdir", required=True, help="output directory (created if missing)")
     p.add_argument("--chunk-size", type=_chunk_size, required=True, metavar="N",
@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
         "version): per-sequence call agreement and the confusion of calls, per-chunk max "
         "|delta score| with its quantiles, frames compared, and the records that differ most. "
         "Exit 0: every call agrees and every chunk is within --max-score-diff; 1: not; 2: the "
-        "runs cannot be compared (other inputs or chunk size, an unfinished run), with the reason.",
+        "runs cannot be compared (other inputs, chunk size, classifier type or call thresholds, "
+        "an unfinished run, a missing file or malformed row), with the reason.",
         epilog="examples:\n  orchestrator compare out_fp32/ out_fp16/\n"
         "  orchestrator compare out_fp32/ out_fp8/ --max-score-diff 0.05 --json > cmp.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -469,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
         "weights checksum, instance kind and count, max batch and priority levels, and live load "
         "from its metrics page (pending requests, inferences/s, mean queue and compute time per "
         "request over --interval, GPU utilisation and memory). A last line says how many "
-        "endpoints a predict would use now and whether they agree on the weights. Exit 0: at "
+        "endpoints a predict started at that moment would use and whether they agree on the "
+        "weights. Exit 0: at "
         "least one usable and all usable agree; 2: they disagree; 3: none usable.",
         epilog="examples:\n  orchestrator status --server gpu01:8001,gpu02:8001\n"
         "  orchestrator status --server dns:///virnucpro-triton:8001 --json\n"

@@ -2,11 +2,16 @@
 version did to the answers, from two finished runs of the same inputs.
 
 Both runs must have finished (`predict` completed) on the same input files (checksums), with the
-same chunk size and a classifier of the same type (the same input width, i.e. the same embedding
-models); otherwise the runs cannot be compared (exit 2, with the reason). The comparison reads the
-files the runs kept, in lockstep, one line of each at a time: the chunk table (each chunk's two
-max scores), sequence_calls.tsv (each sequence's call) and prediction_results.txt (each frame's
-scores). Memory: 4 bytes per chunk (the deltas, for the quantiles) plus the top lists.
+same chunk size, a classifier of the same type (the same input width, i.e. the same embedding
+models) and the same call thresholds (run.json `parameters.calls`); otherwise the runs cannot be
+compared (exit 2, with the reason), and so with a missing file or a malformed row. The comparison
+reads the files the runs kept, in lockstep, one line of each at a time: the chunk table (each
+chunk's two max scores), sequence_calls.tsv (each sequence's call) and prediction_results.txt (each
+frame's scores). Memory: 4 bytes per chunk (the deltas, for the quantiles) plus the top lists.
+
+A chunk is over the tolerance when its |delta score|, computed in decimal from the scores as
+written, exceeds --max-score-diff: a delta exactly at the tolerance is within it, whatever binary
+floating point would round it to.
 
 Exit 0 when every call agrees and every chunk's max |delta score| is within the tolerance, 1 when
 not; the caller prints the result either way.
@@ -20,6 +25,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any, TextIO
@@ -93,27 +99,63 @@ def _comparable(a: str | Path, b: str | Path) -> tuple[OutputPaths, OutputPaths,
     if clf_a.get("input_width") != clf_b.get("input_width"):
         raise InputError(f"{a} and {b} cannot be compared: the classifiers are of other types "
                          f"(input width {clf_a.get('input_width')} vs {clf_b.get('input_width')})")
+    calls_a, calls_b = run_a["parameters"].get("calls"), run_b["parameters"].get("calls")
+    if calls_a != calls_b:
+        raise InputError(f"{a} and {b} cannot be compared: the call thresholds differ "
+                         f"({json.dumps(calls_a, sort_keys=True)} vs "
+                         f"{json.dumps(calls_b, sort_keys=True)}); re-derive one run's calls with "
+                         "`orchestrator call` and the other's thresholds")
     return paths_a, paths_b, clf_a.get("sha256") == clf_b.get("sha256")
 
 
-def _lockstep(path_a: Path, path_b: Path, key_columns: int, header: bool = True
+def _open(path: Path) -> TextIO:
+    try:
+        return open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing, so its run cannot be compared; `orchestrator call "
+                         f"{path.parent}` re-derives sequence_calls.tsv, rerun predict for the "
+                         "rest") from None
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read, so its run cannot be compared: "
+                         f"{exc.strerror or exc}") from None
+
+
+def _lockstep(path_a: Path, path_b: Path, key_columns: int, columns: int, header: bool = True
               ) -> Iterator[tuple[list[str], list[str]]]:
     """Rows of two tab-separated files side by side (a header line checked, then skipped);
-    InputError when the files list other rows (keys: the first `key_columns` fields) or other
-    numbers of rows."""
+    InputError when a file is missing, a row has fewer than `columns` fields, or the files list
+    other rows (keys: the first `key_columns` fields) or other numbers of rows."""
     with ExitStack() as stack:
-        fa = stack.enter_context(open(path_a, encoding="utf-8"))
-        fb = stack.enter_context(open(path_b, encoding="utf-8"))
+        fa = stack.enter_context(_open(path_a))
+        fb = stack.enter_context(_open(path_b))
         if header and next(fa, "") != next(fb, ""):
             raise InputError(f"{path_a} and {path_b} cannot be compared: other column headers")
-        for n, (la, lb) in enumerate(zip_longest(fa, fb), start=2):
+        for n, (la, lb) in enumerate(zip_longest(fa, fb), start=2 if header else 1):
             if la is None or lb is None:
                 raise InputError(f"{path_a} and {path_b} cannot be compared: other numbers of rows")
             ra, rb = la.rstrip("\n").split("\t"), lb.rstrip("\n").split("\t")
+            for path, row in ((path_a, ra), (path_b, rb)):
+                if len(row) < columns:
+                    raise _malformed(path, n, f"{len(row)} fields, expected {columns}")
             if ra[:key_columns] != rb[:key_columns]:
                 raise InputError(f"{path_a} and {path_b} cannot be compared: line {n} holds "
                                  f"{' '.join(ra[:key_columns])!r} vs {' '.join(rb[:key_columns])!r}")
             yield ra, rb
+
+
+def _malformed(path: Path, line: int, what: str) -> InputError:
+    return InputError(f"{path} line {line} is malformed ({what}), so its run cannot be compared")
+
+
+def _score(text: str, path: Path, line: int) -> Decimal:
+    """A score as written (decimal, exact); InputError when it is not a finite number."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise _malformed(path, line, f"{text!r} is not a number") from None
+    if not value.is_finite():
+        raise _malformed(path, line, f"{text!r} is not a finite number")
+    return value
 
 
 def _push(heap: list[tuple[float, int, dict[str, Any]]], top: int, score: float, n: int,
@@ -142,18 +184,24 @@ def compare_runs(a: str | Path, b: str | Path, max_score_diff: float = DEFAULT_M
     paths_a, paths_b, same_clf = _comparable(a, b)
     cmp = Comparison(str(a), str(b), max_score_diff, same_clf)
 
+    limit = Decimal(repr(float(max_score_diff)))  # the tolerance as the user typed it
     deltas: list[float] = []
     heap: list[tuple[float, int, dict[str, Any]]] = []
-    for n, (ra, rb) in enumerate(_lockstep(paths_a.chunk_table, paths_b.chunk_table, 2,
-                                                header=False)):
-        sa, sb = (float(ra[2]), float(ra[3])), (float(rb[2]), float(rb[3]))
-        delta = max(abs(sa[0] - sb[0]), abs(sa[1] - sb[1]))
+    table_a, table_b = paths_a.chunk_table, paths_b.chunk_table
+    for n, (ra, rb) in enumerate(_lockstep(table_a, table_b, 2, 4, header=False)):
+        sa = (_score(ra[2], table_a, n + 1), _score(ra[3], table_a, n + 1))
+        sb = (_score(rb[2], table_b, n + 1), _score(rb[3], table_b, n + 1))
+        if not ra[1].isdigit():
+            raise _malformed(table_a, n + 1, f"chunk index {ra[1]!r}")
+        exact = max(abs(sa[0] - sb[0]), abs(sa[1] - sb[1]))
+        cmp.chunks_over += exact > limit
+        delta = float(exact)
         deltas.append(delta)
         _push(heap, top, delta, n, {"seq_id": ra[0], "chunk": int(ra[1]), "abs_delta": delta,
-                                    "scores_a": list(sa), "scores_b": list(sb)})
+                                    "scores_a": [float(x) for x in sa],
+                                    "scores_b": [float(x) for x in sb]})
     values = np.asarray(deltas, dtype=np.float32)
     cmp.chunks = int(values.size)
-    cmp.chunks_over = int((values > max_score_diff).sum())
     if values.size:
         cmp.quantiles = {f"p{q * 100:g}" if q < 1 else "max": float(np.quantile(values, q))
                          for q in QUANTILES}
@@ -162,7 +210,7 @@ def compare_runs(a: str | Path, b: str | Path, max_score_diff: float = DEFAULT_M
 
     cmp.confusion = {ca: dict.fromkeys(CALLS, 0) for ca in CALLS}
     heap = []
-    for n, (ra, rb) in enumerate(_lockstep(paths_a.calls, paths_b.calls, 1)):
+    for n, (ra, rb) in enumerate(_lockstep(paths_a.calls, paths_b.calls, 1, 5)):
         call_a, call_b = ra[2], rb[2]
         cmp.sequences += 1
         cmp.confusion.setdefault(call_a, {}).setdefault(call_b, 0)
@@ -171,17 +219,19 @@ def compare_runs(a: str | Path, b: str | Path, max_score_diff: float = DEFAULT_M
             cmp.calls_agree += 1
             continue
         wa, wb = ra[4], rb[4]
-        shift = abs(float(wa) - float(wb)) if "NA" not in (wa, wb) else float("inf")
+        shift = (float(abs(_score(wa, paths_a.calls, n + 2) - _score(wb, paths_b.calls, n + 2)))
+                 if "NA" not in (wa, wb) else float("inf"))
         _push(heap, top, shift, n, {"seq_id": ra[0], "call_a": call_a, "call_b": call_b,
                                     "weighted_delta_a": wa, "weighted_delta_b": wb,
                                     "confidence_a": ra[3], "confidence_b": rb[3]})
     cmp.differing_calls = _ranked(heap)
 
-    for ra, rb in _lockstep(paths_a.predictions, paths_b.predictions, 1):
+    pred_a, pred_b = paths_a.predictions, paths_b.predictions
+    for n, (ra, rb) in enumerate(_lockstep(pred_a, pred_b, 1, 4), start=2):
         cmp.frames += 1
         cmp.frame_label_flips += ra[1] != rb[1]
-        d = max(abs(float(ra[2]) - float(rb[2])), abs(float(ra[3]) - float(rb[3])))
-        cmp.frame_max_delta = max(cmp.frame_max_delta, d)
+        d = max(abs(_score(ra[i], pred_a, n) - _score(rb[i], pred_b, n)) for i in (2, 3))
+        cmp.frame_max_delta = max(cmp.frame_max_delta, float(d))
     return cmp
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from orchestrator.embed.triton.endpoints import (
     tls_problem,
     version_key,
 )
+from orchestrator.embed.triton.lockdown import ADMIN_GRPC_HEADER, ADMIN_KEY_ENV
 from orchestrator.embed.triton.metrics import (
     DEFAULT_METRICS_PORT,
     GpuLoad,
@@ -125,6 +127,9 @@ def _check(url: str, options: ConnectionOptions, timeout: float,
         if missing:
             status.state = "not ready"
             status.problem = f"model {', '.join(missing)} not ready (or not in the repository)"
+            reasons = _load_failures(ep, missing, timeout)
+            if reasons:
+                status.problem += ": " + "; ".join(reasons)
             return status
         status.settings = ep.read_settings(timeout, None, versions)
         for model, s in status.settings.items():
@@ -152,6 +157,22 @@ def _check(url: str, options: ConnectionOptions, timeout: float,
     finally:
         ep.close()
     return status
+
+
+def _load_failures(ep: Endpoint, models: list[str], timeout: float) -> list[str]:
+    """Why each of `models` failed to load (e.g. a weights checksum mismatch), from the server's
+    repository index: an administrative call, so only with $VIRNUCPRO_ADMIN_KEY set (else [])."""
+    key = os.environ.get(ADMIN_KEY_ENV)
+    if not key:
+        return []
+    try:
+        index = ep.client.get_model_repository_index(headers={ADMIN_GRPC_HEADER: key}, as_json=True,
+                                                     client_timeout=timeout)
+    except Exception as exc:  # a wrong key, an old server: the reason stays unknown
+        log.debug("%s: repository index unreadable: %s", ep.url, first_line(exc))
+        return []
+    return [" ".join(str(m.get("reason", "")).split()) for m in index.get("models", [])
+            if m.get("name") in models and m.get("reason")]
 
 
 def _short(grpc_error: str) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from encoders.repository import expected_sha256
 from orchestrator.embed.contract import DNA_MODEL, INPUT_NAME, MODELS, OUTPUT_NAME
 from orchestrator.errors import InputError, Interrupted, ServerUnavailable, TLSProblem
 
@@ -34,9 +35,6 @@ FAIR_SHARE_PARAMETER = "max_in_flight_per_instance"
 # A server shedding load: its queue is full (max_queue_size) or a request timed out in it.
 _BUSY_TEXT = ("exceeds maximum queue size", "request timeout expired")
 BUSY_RETRY_MAX_S = 2.0
-# Model config parameters naming the weights: `weights_sha256_<version>` for one version (export
-# writes one per version, since a config is shared by all versions), else `weights_sha256`.
-WEIGHTS_PARAMETER = "weights_sha256"
 PRECISION_PARAMETER = "precision"
 
 # gRPC metadata keys: lowercase letters, digits, '-', '_', '.'; "grpc-" is reserved.
@@ -287,7 +285,7 @@ class Endpoint:
             version = served[-1] if served else "unknown"
         elif version not in served:
             missing = version
-        sha = param(f"{WEIGHTS_PARAMETER}_{version}") or param(WEIGHTS_PARAMETER) or "unknown"
+        sha = expected_sha256({k: param(k) for k in params}, version) or "unknown"
         width = -1
         for out in meta.get("outputs", []):
             if out.get("name") == OUTPUT_NAME:
