@@ -37,6 +37,7 @@ def _tampered(model_repository: Path, root: Path) -> tuple[Path, str, str]:
     return repo, expected, weights_sha256("esm2", weights)
 
 
+@pytest.mark.server  # the demo repository is built by `python -m export demo`
 def test_verify_weights_states_model_version_and_both_checksums(model_repository, tmp_path):
     repo, expected, actual = _tampered(model_repository, tmp_path)
     params = parameters(read_config(repo / "esm2" / "config.pbtxt"))
