@@ -263,7 +263,10 @@ def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_
     assert outputs_of(out) == reference
     by_url = {e["url"]: e for e in _run_json(out)["endpoints"]}
     killed = by_url[servers[1].grpc_url]
-    assert killed["failures"] >= 1 and killed["state"] == "down"
+    assert killed["state"] == "down" and killed["down"] >= 1
+    # A request to it failing or its liveness checks going unanswered: whichever comes first
+    # depends on whether it held requests at the kill, which thread timing decides.
+    assert killed["failures"] + killed["frozen"] >= 1, killed
     assert killed["unavailable_seconds"] > 0
     survivors = [by_url[s.grpc_url] for s in (servers[0], servers[2])]
     assert all(e["failures"] == 0 and e["rows"] > 0 for e in survivors)
