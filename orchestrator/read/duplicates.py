@@ -3,7 +3,7 @@
 The scan keeps one 64-bit hash per record ID. Up to `IN_MEMORY_HASHES` of them stay in one array
 that is sorted in place at the end; beyond that, every full array is sorted and split by the
 hashes' top bits into `SPILL_BUCKETS` files of a spill folder, and each bucket is then sorted
-and checked alone. So the scan holds at most `IN_MEMORY_HASHES` hashes at a time (8 MiB) and the
+and checked alone. So the scan holds at most `IN_MEMORY_HASHES` hashes at a time (2 MiB) and the
 check one bucket (1/256 of all hashes: 3 MiB per 100 million records).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-IN_MEMORY_HASHES = 1 << 20
+IN_MEMORY_HASHES = 1 << 18
 SPILL_BUCKETS = 256
 _BUCKET_SHIFT = np.uint64(64 - 8)  # 2**8 == SPILL_BUCKETS: a bucket is the hash's top byte
 
@@ -34,9 +34,9 @@ class HashCounter:
     hashes have been added (created then; removed by `close`).
     """
 
-    def __init__(self, spill_dir: Path, in_memory: int = IN_MEMORY_HASHES) -> None:
+    def __init__(self, spill_dir: Path, in_memory: int | None = None) -> None:
         self.spill_dir = spill_dir
-        self.in_memory = in_memory
+        self.in_memory = in_memory or IN_MEMORY_HASHES
         self.hashes = array("q")
         self.spilled: Path | None = None
 
