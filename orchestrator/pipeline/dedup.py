@@ -3,7 +3,8 @@
 Read sets repeat themselves (sequencing duplicates, amplicons, a read and its reverse complement,
 whose six frames are the same six proteins and nucleotide slices), and every string sent costs GPU
 time on a shared cluster. Per window and per model, each string is reduced to a 16-byte digest
-(the keys are digests, never the strings) and resolved, in this order, from
+(the table keeps digests, never the strings; with no table, as behind predict's answer cache, the
+strings the windows hold are the keys) and resolved, in this order, from
 
 1. an earlier row of the same window,
 2. the table: a bounded least-recently-used store of vectors from earlier windows,
@@ -114,7 +115,7 @@ class _Plan:
         self.from_flight: list[tuple[int, DedupTicket, int]] = []  # (unique, window, miss row)
         self.send: list[str] = []  # the strings of `misses`
         self.misses: list[int] = []  # unique indices sent to the servers, in send order
-        self.miss_keys: list[bytes] = []
+        self.miss_keys: list[bytes | str] = []
 
 
 class DedupTicket:
@@ -230,19 +231,22 @@ class DeduplicatingBackend:
     def _plan(self, model: str, strings: list[str]) -> _Plan:
         """Resolve each row (same window, table, a window in flight, else a miss to send).
 
-        The hot loop of deduplication: one digest and a few dictionary look-ups per string.
+        The hot loop of deduplication: a few dictionary look-ups per string, keyed by a digest
+        where the table keeps vectors and by the string itself where it keeps none (predict with
+        its answer cache: exact, and no digest to compute).
         """
         table = self.tables[model]
+        digests = table.capacity > 0
         slots = table.slots
         touch = slots.move_to_end
         flights = [(t, t.miss_rows[model]) for t in self.in_flight]
         plan = _Plan(table.width)
         from_table: list[tuple[int, int]] = []
         from_flight, misses, miss_keys, send = plan.from_flight, plan.misses, plan.miss_keys, plan.send
-        index: dict[bytes, int] = {}
+        index: dict[bytes | str, int] = {}
         inverse: list[int] = []
         for s in strings:
-            key = _blake2b(s.encode(), digest_size=DIGEST_BYTES).digest()
+            key = _blake2b(s.encode(), digest_size=DIGEST_BYTES).digest() if digests else s
             u = index.get(key)
             if u is None:
                 u = index[key] = len(index)
