@@ -112,8 +112,8 @@ class AnswerCache:
         self.current = _Generation(min(FIRST_SLOTS, self.max_slots))
         self.old: _Generation | None = None
         self.reused = 0  # frames answered from the cache or an earlier unfinished window
-        # digest -> (window, its row among the frames it sent) of windows not yet finished
-        self.pending: dict[bytes, tuple[AnswerTicket, int]] = {}
+        # windows submitted and not yet finished, oldest first: what they sent is not sent again
+        self.pending: list[AnswerTicket] = []
         self.evictions = 0
         self.peak_bytes = self.nbytes
 
@@ -183,31 +183,28 @@ class AnswerCache:
         missing = np.flatnonzero(~found)
         unique, first, inverse = np.unique(keys[missing], axis=0, return_index=True,
                                            return_inverse=True)
+        to_send = np.ones(len(unique), dtype=bool)
         from_pending: list[tuple[int, AnswerTicket, int]] = []
-        sent: list[int] = []
-        pending = self.pending
-        for u, key in enumerate(map(bytes, unique)):
-            hit = pending.get(key)
-            if hit is None:
-                sent.append(u)
-            else:
-                from_pending.append((u, *hit))
+        for earlier in self.pending:
+            rows = earlier.rows_of(unique)
+            for u in np.flatnonzero((rows >= 0) & to_send):
+                from_pending.append((int(u), earlier, int(rows[u])))
+                to_send[u] = False
+        sent = np.flatnonzero(to_send)
         self.reused += len(missing) - len(sent)
         rows = missing[first[sent]]
         inner = (backend.submit([nucleotides[i] for i in rows], [proteins[i] for i in rows])
                  if len(rows) else None)
-        ticket = AnswerTicket(self, scores, missing, unique, inverse.reshape(-1),
-                              np.array(sent, dtype=np.int64), from_pending, inner)
-        for i, u in enumerate(sent):
-            pending[bytes(unique[u])] = (ticket, i)
+        ticket = AnswerTicket(self, scores, missing, unique, inverse.reshape(-1), sent,
+                              from_pending, inner)
+        if len(sent):  # a window that sent nothing has nothing to answer later ones with
+            self.pending.append(ticket)
         return ticket
 
     def finished(self, ticket: AnswerTicket, keys: np.ndarray, scores: np.ndarray) -> None:
         """A window's fresh answers enter the cache and leave the pending ones."""
         self.add(keys, scores)
-        for key in map(bytes, keys):
-            if self.pending.get(key, (None,))[0] is ticket:
-                del self.pending[key]
+        self.pending.remove(ticket)
 
     def info(self) -> dict[str, Any]:
         """For run.json's dedup object."""
@@ -232,6 +229,20 @@ class AnswerTicket:
         self.from_pending = from_pending  # (distinct key, earlier window, its sent row)
         self.inner = inner
         self.fresh: np.ndarray | None = None  # [len(sent), 2] once answered
+        # the sent keys by their first word, to find them from later windows without a dict
+        sent_keys = unique[sent]
+        self.by_first_word = np.argsort(sent_keys[:, 0], kind="stable")
+        self.first_words = sent_keys[self.by_first_word, 0]
+        self.second_words = sent_keys[self.by_first_word, 1]
+
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's row among the keys this window sent, -1 where it sent no such key."""
+        if not len(self.first_words):
+            return np.full(len(keys), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.first_words, keys[:, 0]), len(self.first_words) - 1)
+        # equal first words of two sent keys are ~2^-64 rare; then the later one is sent again
+        match = (self.first_words[pos] == keys[:, 0]) & (self.second_words[pos] == keys[:, 1])
+        return np.where(match, self.by_first_word[pos], -1)
 
     @property
     def frames_sent(self) -> int:
