@@ -38,6 +38,8 @@ from orchestrator.pipeline.options import (
 
 # Slots of a fresh generation (393 KB); it doubles as it fills, up to the bound.
 FIRST_SLOTS = 1 << 14
+# Slots moved at a time when a generation doubles (temporaries stay small beside the tables).
+REHASH_BLOCK_SLOTS = 1 << 16
 
 Classify = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -161,14 +163,19 @@ class AnswerCache:
         """Grow the current generation, or at its bound turn it over (the oldest is dropped)."""
         if self.current.slots < self.max_slots:
             grown = _Generation(min(2 * self.current.slots, self.max_slots))
-            used = np.flatnonzero((self.current.keys != 0).any(axis=1))
-            grown.insert(self.current.keys[used], self.current.values[used])
+            # both tables are held while the entries move: the cache's true peak
+            self.peak_bytes = max(self.peak_bytes, self.nbytes + grown.nbytes)
+            for start in range(0, self.current.slots, REHASH_BLOCK_SLOTS):  # no full-size copies
+                keys = self.current.keys[start:start + REHASH_BLOCK_SLOTS]
+                used = (keys != 0).any(axis=1)
+                grown.insert(keys[used], self.current.values[start:start + REHASH_BLOCK_SLOTS][used])
             self.current = grown
             return
         if self.old is not None:
             self.evictions += self.old.count
         self.old = None  # freed before the new generation is allocated
-        self.old, self.current = self.current, _Generation(min(FIRST_SLOTS, self.max_slots))
+        # at full size at once: growing beside a full old generation would pass the bound
+        self.old, self.current = self.current, _Generation(self.max_slots)
 
     def submit(self, backend: EmbeddingBackend, nucleotides: list[str],
                proteins: list[str]) -> AnswerTicket:
