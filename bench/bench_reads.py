@@ -12,7 +12,10 @@ each set with the default dedup (the answer cache) and with `--no-dedup`. Printe
 - client CPU per read (run.json's client_cpu_seconds: the run, process start-up excluded) and
   dedup's extra CPU against --no-dedup (goal <= +5% on these sets without repeats);
 - frames per second end to end (client and server share the machine's cores);
-- whether both modes wrote the same bytes (sha256 of each result file).
+- whether both modes wrote the same bytes (sha256 of each result file);
+- the deduplication layer's own CPU per frame, timed in-process on the same windows with a backend
+  that answers at once (what dedup adds, without the noise of whole runs on a shared machine),
+  against the client CPU per frame of the --no-dedup run.
 Run alone: `.venv/bin/python bench/bench_reads.py [--reads 100000,300000,1000000]`.
 """
 
@@ -24,6 +27,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
@@ -105,6 +109,68 @@ def run(url: str, fasta: Path, clf: Path, outdir: Path, dedup: bool) -> dict:
     }
 
 
+class _InstantTicket:
+    zeros = np.zeros((0, HALF_WIDTH), dtype=np.float32)
+
+    def __init__(self, n_dna: int, n_protein: int) -> None:
+        if len(self.zeros) < max(n_dna, n_protein):
+            _InstantTicket.zeros = np.zeros((max(n_dna, n_protein), HALF_WIDTH), dtype=np.float32)
+        self.vectors = (self.zeros[:n_dna], self.zeros[:n_protein])
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.vectors
+
+
+class _InstantBackend:
+    """Answers every request at once with zero vectors: the layer above it is all that is timed."""
+
+    widths = (HALF_WIDTH, HALF_WIDTH)
+
+    def submit(self, nucleotides: list[str], proteins: list[str]) -> _InstantTicket:
+        return _InstantTicket(len(nucleotides), len(proteins))
+
+
+def dedup_layer_cost(fasta: Path, lookahead: int = 2) -> dict:
+    """CPU seconds of predict's dedup layer (answer cache + per-model string dedup) over all the
+    windows of `fasta`, and of the same windows through the layer switched off (--no-dedup)."""
+    from collections import deque
+
+    from orchestrator.chunk.windows import Counters, iter_windows
+    from orchestrator.pipeline.answers import AnswerCache
+    from orchestrator.pipeline.dedup import DeduplicatingBackend
+    from orchestrator.pipeline.options import DEFAULT_DEDUP_MEMORY, DEFAULT_WINDOW
+    from orchestrator.read.formats import read_records
+
+    def classify(dna: np.ndarray, _prot: np.ndarray) -> np.ndarray:
+        return np.zeros((len(dna), 2), dtype=np.float32)
+
+    windows = list(iter_windows(read_records([str(fasta)]), CHUNK_SIZE, DEFAULT_WINDOW, Counters()))
+    seconds = {}
+    for label in ("no_dedup", "dedup"):
+        backend = DeduplicatingBackend(_InstantBackend(), 0, enabled=label == "dedup")
+        cache = AnswerCache(DEFAULT_DEDUP_MEMORY) if label == "dedup" else None
+        in_flight: deque = deque()
+        t0 = time.process_time()
+        for w in windows:
+            if cache is not None:
+                in_flight.append(cache.submit(backend, w.nucleotides, w.proteins))
+            else:
+                in_flight.append(backend.submit(w.nucleotides, w.proteins))
+            while len(in_flight) > lookahead or (w is windows[-1] and in_flight):
+                ticket = in_flight.popleft()
+                if cache is not None:
+                    ticket.result().answers(classify)
+                else:
+                    classify(*ticket.result())
+        seconds[label] = time.process_time() - t0
+    frames = sum(len(w.frame_ids) for w in windows)
+    return {"frames": frames, "cpu_s": {k: round(v, 3) for k, v in seconds.items()},
+            "us_per_frame": round(1e6 * (seconds["dedup"] - seconds["no_dedup"]) / frames, 2)}
+
+
 def measure(sizes: tuple[int, ...]) -> dict:
     DATA.mkdir(parents=True, exist_ok=True)
     clf = write_toy_classifier(DATA / "toy_classifier_3328.safetensors", width=2 * HALF_WIDTH)
@@ -125,8 +191,11 @@ def measure(sizes: tuple[int, ...]) -> dict:
                     r = runs[label]
                     print(f"  {n} reads, {label}: peak RSS {r['peak_rss_mb']} MB, client CPU "
                           f"{r['client_cpu_s']} s, {r['frames_per_s']} frames/s", flush=True)
-                fasta.unlink()
                 runs["identical_outputs"] = runs["dedup"]["outputs"] == runs["no_dedup"]["outputs"]
+                runs["dedup_layer"] = layer = dedup_layer_cost(fasta)
+                fasta.unlink()
+                layer["share_of_client_cpu"] = round(
+                    layer["us_per_frame"] * 1e-6 * layer["frames"] / runs["no_dedup"]["client_cpu_s"], 4)
                 figures["sizes"][n] = runs
     figures["slopes"] = slopes(figures["sizes"])
     return figures
@@ -167,6 +236,11 @@ def summary_lines(f: dict) -> list[str]:
             f"{cpu_off:>9.1f} {cpu_on:>9.1f} | {100 * (cpu_on / cpu_off - 1):>+8.1f}% | "
             f"{off['frames_per_s']:>7.0f} {on['frames_per_s']:>7.0f} | "
             f"{on['cache_peak_bytes'] / 2**20:>8.1f} | {runs['identical_outputs']}")
+    for n, runs in sorted(f["sizes"].items()):
+        layer = runs["dedup_layer"]
+        lines.append(f"{n} reads: the dedup layer alone costs {layer['us_per_frame']} us per frame "
+                     f"(in-process, instant backend), {100 * layer['share_of_client_cpu']:.1f}% of the "
+                     f"--no-dedup run's client CPU (goal <= 5%)")
     for pair, s in f["slopes"].items():
         lines.append(f"peak RSS growth {pair}: --no-dedup {s['no_dedup']} B/read (goal <= "
                      f"{GOAL_BYTES_PER_READ}); dedup {s['dedup']} B/read, {s['dedup_growth_mb']} MB "
