@@ -171,7 +171,10 @@ def dedup_layer_cost(fasta: Path, lookahead: int = 2) -> dict:
             "us_per_frame": round(1e6 * (seconds["dedup"] - seconds["no_dedup"]) / frames, 2)}
 
 
-def measure(sizes: tuple[int, ...]) -> dict:
+MODES = {"no_dedup": False, "dedup": True}
+
+
+def measure(sizes: tuple[int, ...], modes: tuple[str, ...] = tuple(MODES)) -> dict:
     DATA.mkdir(parents=True, exist_ok=True)
     clf = write_toy_classifier(DATA / "toy_classifier_3328.safetensors", width=2 * HALF_WIDTH)
     figures: dict = {"date": date.today().isoformat(), "machine": machine(),
@@ -186,18 +189,22 @@ def measure(sizes: tuple[int, ...]) -> dict:
             for n in sizes:
                 fasta = write_read_set(Path(tmp) / f"reads_{n}.fa", n)
                 runs = {}
-                for label, dedup in (("no_dedup", False), ("dedup", True)):
-                    runs[label] = run(server.grpc_url, fasta, clf, Path(tmp) / f"out_{label}", dedup)
+                for label in modes:
+                    runs[label] = run(server.grpc_url, fasta, clf, Path(tmp) / f"out_{label}",
+                                      MODES[label])
                     r = runs[label]
                     print(f"  {n} reads, {label}: peak RSS {r['peak_rss_mb']} MB, client CPU "
                           f"{r['client_cpu_s']} s, {r['frames_per_s']} frames/s", flush=True)
-                runs["identical_outputs"] = runs["dedup"]["outputs"] == runs["no_dedup"]["outputs"]
-                runs["dedup_layer"] = layer = dedup_layer_cost(fasta)
+                runs["dedup_layer"] = dedup_layer_cost(fasta)
                 fasta.unlink()
-                layer["share_of_client_cpu"] = round(
-                    layer["us_per_frame"] * 1e-6 * layer["frames"] / runs["no_dedup"]["client_cpu_s"], 4)
+                if len(modes) == len(MODES):
+                    layer = runs["dedup_layer"]
+                    runs["identical_outputs"] = runs["dedup"]["outputs"] == runs["no_dedup"]["outputs"]
+                    layer["share_of_client_cpu"] = round(
+                        layer["us_per_frame"] * 1e-6 * layer["frames"] / runs["no_dedup"]["client_cpu_s"], 4)
                 figures["sizes"][n] = runs
-    figures["slopes"] = slopes(figures["sizes"])
+    if len(modes) == len(MODES):
+        figures["slopes"] = slopes(figures["sizes"])
     return figures
 
 
@@ -248,12 +255,14 @@ def summary_lines(f: dict) -> list[str]:
     return lines
 
 
-def main(sizes: tuple[int, ...] = DEFAULT_SIZES) -> dict:
-    figures = measure(sizes)
+def main(sizes: tuple[int, ...] = DEFAULT_SIZES, modes: tuple[str, ...] = tuple(MODES)) -> dict:
+    figures = measure(sizes, modes)
     for runs in figures["sizes"].values():
-        for label in ("no_dedup", "dedup"):
+        for label in modes:
             runs[label].pop("outputs")
     print(json.dumps(figures, indent=2))
+    if len(modes) < len(MODES):
+        return figures
     print("\nsummary:")
     print("\n".join(summary_lines(figures)))
     return figures
@@ -263,5 +272,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reads", default=",".join(map(str, DEFAULT_SIZES)),
                         help="comma-separated read counts (default 100000,300000,1000000)")
+    parser.add_argument("--modes", default="no_dedup,dedup",
+                        help="which runs per size (default no_dedup,dedup; the side-by-side summary "
+                             "needs both)")
     args = parser.parse_args()
-    main(tuple(int(x) for x in args.reads.split(",")))
+    main(tuple(int(x) for x in args.reads.split(",")), tuple(args.modes.split(",")))
