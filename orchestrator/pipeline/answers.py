@@ -56,6 +56,17 @@ def frame_keys(nucleotides: list[str], proteins: list[str]) -> np.ndarray:
     return keys
 
 
+_KEY = np.dtype((np.void, 16))
+
+
+def unique_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique(keys, axis=0, return_index=True, return_inverse=True) for [n, 2] uint64 keys,
+    sorting them as 16-byte values (a quarter of the cost of the axis=0 form)."""
+    flat = np.ascontiguousarray(keys).view(_KEY).reshape(-1)
+    unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    return unique.view(np.uint64).reshape(-1, 2), first, inverse.reshape(-1)
+
+
 class _Generation:
     """One open-addressing table (linear probing): keys [slots, 2] uint64, scores [slots, 2]."""
 
@@ -188,8 +199,7 @@ class AnswerCache:
         found, scores = self.lookup(keys)
         self.reused += int(found.sum())
         missing = np.flatnonzero(~found)
-        unique, first, inverse = np.unique(keys[missing], axis=0, return_index=True,
-                                           return_inverse=True)
+        unique, first, inverse = unique_keys(keys[missing])
         to_send = np.ones(len(unique), dtype=bool)
         from_pending: list[tuple[int, AnswerTicket, int]] = []
         for earlier in self.pending:
