@@ -114,8 +114,9 @@ def run(url: str, fasta: Path, clf: Path, outdir: Path, dedup: bool) -> dict:
 
 def projected_cache(distinct_frames: int, memory: int = DEFAULT_DEDUP_MEMORY) -> dict:
     """The answer cache's bytes and evictions once `distinct_frames` have entered it: the sizing
-    rule of `AnswerCache` (a generation starts at FIRST_SLOTS and doubles at 3/4 load up to its
-    bound; a full one becomes the old generation, the one before it is dropped)."""
+    rule of `AnswerCache` (the first generation starts at FIRST_SLOTS and doubles at 3/4 load up
+    to its bound, later ones start at the bound; a full one becomes the old generation, the one
+    before it is dropped)."""
     max_slots = memory // (ANSWER_GENERATIONS * ANSWER_SLOT_BYTES)
     current, count, old, old_count, evicted = min(FIRST_SLOTS, max_slots), 0, 0, 0, 0
     left = distinct_frames
@@ -127,7 +128,7 @@ def projected_cache(distinct_frames: int, memory: int = DEFAULT_DEDUP_MEMORY) ->
             else:
                 evicted += old_count
                 old, old_count = current, count
-                current, count = min(FIRST_SLOTS, max_slots), 0
+                current, count = max_slots, 0
             continue
         step = min(room, left)
         count, left = count + step, left - step

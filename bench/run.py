@@ -19,6 +19,7 @@ import bench_embeddings  # noqa: E402
 import bench_inputs  # noqa: E402
 import bench_predict  # noqa: E402
 import bench_prepare  # noqa: E402
+import bench_reads  # noqa: E402
 import bench_shard  # noqa: E402
 import bench_tenancy  # noqa: E402
 import bench_triton  # noqa: E402
@@ -30,7 +31,7 @@ def main() -> int:
     for name, module in (("prepare", bench_prepare), ("inputs", bench_inputs), ("triton", bench_triton),
                          ("predict", bench_predict), ("cluster", bench_cluster),
                          ("embeddings", bench_embeddings), ("tenancy", bench_tenancy),
-                         ("dedup", bench_dedup), ("shard", bench_shard),
+                         ("dedup", bench_dedup), ("reads", bench_reads), ("shard", bench_shard),
                          ("discovery", bench_discovery), ("weights_check", bench_weights_check)):
         print(f"\n=== bench: {name} ===", flush=True)
         figures[name] = module.main()

@@ -38,6 +38,8 @@ from orchestrator.pipeline.options import (
 
 # Slots of a fresh generation (393 KB); it doubles as it fills, up to the bound.
 FIRST_SLOTS = 1 << 14
+# Slots moved at a time when a generation doubles (temporaries stay small beside the tables).
+REHASH_BLOCK_SLOTS = 1 << 16
 
 Classify = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -52,6 +54,17 @@ def frame_keys(nucleotides: list[str], proteins: list[str]) -> np.ndarray:
     keys = np.frombuffer(blob, dtype=np.uint64).reshape(-1, 2).copy()
     keys[:, 0] |= np.uint64(1)
     return keys
+
+
+_KEY = np.dtype((np.void, 16))
+
+
+def unique_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique(keys, axis=0, return_index=True, return_inverse=True) for [n, 2] uint64 keys,
+    sorting them as 16-byte values (a quarter of the cost of the axis=0 form)."""
+    flat = np.ascontiguousarray(keys).view(_KEY).reshape(-1)
+    unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    return unique.view(np.uint64).reshape(-1, 2), first, inverse.reshape(-1)
 
 
 class _Generation:
@@ -112,8 +125,8 @@ class AnswerCache:
         self.current = _Generation(min(FIRST_SLOTS, self.max_slots))
         self.old: _Generation | None = None
         self.reused = 0  # frames answered from the cache or an earlier unfinished window
-        # digest -> (window, its row among the frames it sent) of windows not yet finished
-        self.pending: dict[bytes, tuple[AnswerTicket, int]] = {}
+        # windows submitted and not yet finished, oldest first: what they sent is not sent again
+        self.pending: list[AnswerTicket] = []
         self.evictions = 0
         self.peak_bytes = self.nbytes
 
@@ -161,14 +174,19 @@ class AnswerCache:
         """Grow the current generation, or at its bound turn it over (the oldest is dropped)."""
         if self.current.slots < self.max_slots:
             grown = _Generation(min(2 * self.current.slots, self.max_slots))
-            used = np.flatnonzero((self.current.keys != 0).any(axis=1))
-            grown.insert(self.current.keys[used], self.current.values[used])
+            # both tables are held while the entries move: the cache's true peak
+            self.peak_bytes = max(self.peak_bytes, self.nbytes + grown.nbytes)
+            for start in range(0, self.current.slots, REHASH_BLOCK_SLOTS):  # no full-size copies
+                keys = self.current.keys[start:start + REHASH_BLOCK_SLOTS]
+                used = (keys != 0).any(axis=1)
+                grown.insert(keys[used], self.current.values[start:start + REHASH_BLOCK_SLOTS][used])
             self.current = grown
             return
         if self.old is not None:
             self.evictions += self.old.count
         self.old = None  # freed before the new generation is allocated
-        self.old, self.current = self.current, _Generation(min(FIRST_SLOTS, self.max_slots))
+        # at full size at once: growing beside a full old generation would pass the bound
+        self.old, self.current = self.current, _Generation(self.max_slots)
 
     def submit(self, backend: EmbeddingBackend, nucleotides: list[str],
                proteins: list[str]) -> AnswerTicket:
@@ -181,33 +199,29 @@ class AnswerCache:
         found, scores = self.lookup(keys)
         self.reused += int(found.sum())
         missing = np.flatnonzero(~found)
-        unique, first, inverse = np.unique(keys[missing], axis=0, return_index=True,
-                                           return_inverse=True)
+        unique, first, inverse = unique_keys(keys[missing])
+        to_send = np.ones(len(unique), dtype=bool)
         from_pending: list[tuple[int, AnswerTicket, int]] = []
-        sent: list[int] = []
-        pending = self.pending
-        for u, key in enumerate(map(bytes, unique)):
-            hit = pending.get(key)
-            if hit is None:
-                sent.append(u)
-            else:
-                from_pending.append((u, *hit))
+        for earlier in self.pending:
+            rows = earlier.rows_of(unique)
+            for u in np.flatnonzero((rows >= 0) & to_send):
+                from_pending.append((int(u), earlier, int(rows[u])))
+                to_send[u] = False
+        sent = np.flatnonzero(to_send)
         self.reused += len(missing) - len(sent)
         rows = missing[first[sent]]
         inner = (backend.submit([nucleotides[i] for i in rows], [proteins[i] for i in rows])
                  if len(rows) else None)
-        ticket = AnswerTicket(self, scores, missing, unique, inverse.reshape(-1),
-                              np.array(sent, dtype=np.int64), from_pending, inner)
-        for i, u in enumerate(sent):
-            pending[bytes(unique[u])] = (ticket, i)
+        ticket = AnswerTicket(self, scores, missing, unique, inverse.reshape(-1), sent,
+                              from_pending, inner)
+        if len(sent):  # a window that sent nothing has nothing to answer later ones with
+            self.pending.append(ticket)
         return ticket
 
     def finished(self, ticket: AnswerTicket, keys: np.ndarray, scores: np.ndarray) -> None:
         """A window's fresh answers enter the cache and leave the pending ones."""
         self.add(keys, scores)
-        for key in map(bytes, keys):
-            if self.pending.get(key, (None,))[0] is ticket:
-                del self.pending[key]
+        self.pending.remove(ticket)
 
     def info(self) -> dict[str, Any]:
         """For run.json's dedup object."""
@@ -232,6 +246,20 @@ class AnswerTicket:
         self.from_pending = from_pending  # (distinct key, earlier window, its sent row)
         self.inner = inner
         self.fresh: np.ndarray | None = None  # [len(sent), 2] once answered
+        # the sent keys by their first word, to find them from later windows without a dict
+        sent_keys = unique[sent]
+        self.by_first_word = np.argsort(sent_keys[:, 0], kind="stable")
+        self.first_words = sent_keys[self.by_first_word, 0]
+        self.second_words = sent_keys[self.by_first_word, 1]
+
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's row among the keys this window sent, -1 where it sent no such key."""
+        if not len(self.first_words):
+            return np.full(len(keys), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.first_words, keys[:, 0]), len(self.first_words) - 1)
+        # equal first words of two sent keys are ~2^-64 rare; then the later one is sent again
+        match = (self.first_words[pos] == keys[:, 0]) & (self.second_words[pos] == keys[:, 1])
+        return np.where(match, self.by_first_word[pos], -1)
 
     @property
     def frames_sent(self) -> int:

@@ -3,7 +3,8 @@
 Read sets repeat themselves (sequencing duplicates, amplicons, a read and its reverse complement,
 whose six frames are the same six proteins and nucleotide slices), and every string sent costs GPU
 time on a shared cluster. Per window and per model, each string is reduced to a 16-byte digest
-(the keys are digests, never the strings) and resolved, in this order, from
+(the table keeps digests, never the strings; with no table, as behind predict's answer cache, the
+strings the windows hold are the keys) and resolved, in this order, from
 
 1. an earlier row of the same window,
 2. the table: a bounded least-recently-used store of vectors from earlier windows,
@@ -114,7 +115,7 @@ class _Plan:
         self.from_flight: list[tuple[int, DedupTicket, int]] = []  # (unique, window, miss row)
         self.send: list[str] = []  # the strings of `misses`
         self.misses: list[int] = []  # unique indices sent to the servers, in send order
-        self.miss_keys: list[bytes] = []
+        self.miss_keys: list[bytes] | list[str] = []
 
 
 class DedupTicket:
@@ -230,9 +231,13 @@ class DeduplicatingBackend:
     def _plan(self, model: str, strings: list[str]) -> _Plan:
         """Resolve each row (same window, table, a window in flight, else a miss to send).
 
-        The hot loop of deduplication: one digest and a few dictionary look-ups per string.
+        The hot loop of deduplication: a digest and a few dictionary look-ups per string. Where
+        the table keeps nothing (predict behind its answer cache) `_plan_strings` does the same
+        with the strings as keys.
         """
         table = self.tables[model]
+        if not table.capacity:
+            return self._plan_strings(model, strings, table.width)
         slots = table.slots
         touch = slots.move_to_end
         flights = [(t, t.miss_rows[model]) for t in self.in_flight]
@@ -267,6 +272,30 @@ class DeduplicatingBackend:
             if from_table:
                 us, rows_in_table = zip(*from_table, strict=True)
                 plan.unique[list(us)] = table.vectors[list(rows_in_table)]
+        return plan
+
+    def _plan_strings(self, model: str, strings: list[str], width: int) -> _Plan:
+        """`_plan` without a table: same window, else a window in flight, else a miss; keyed by
+        the strings themselves (exact, no digest), resolved with C-level dict and set operations."""
+        plan = _Plan(width)
+        index: dict[str, int] = {}
+        inverse = [index.setdefault(s, len(index)) for s in strings]
+        taken: dict[str, tuple[DedupTicket, int]] = {}
+        for ticket in self.in_flight:  # oldest first, as `_plan` looks them up
+            rows = ticket.miss_rows[model]
+            for s in index.keys() & rows.keys():
+                taken.setdefault(s, (ticket, rows[s]))
+        if taken:
+            plan.from_flight = [(index[s], ticket, row) for s, (ticket, row) in taken.items()]
+            plan.send = [s for s in index if s not in taken]
+            plan.misses = [index[s] for s in plan.send]
+        else:
+            plan.send = list(index)
+            plan.misses = list(range(len(index)))
+        plan.miss_keys = plan.send  # submit() rebinds plan.send, the list stays
+        if len(plan.misses) < len(strings):
+            plan.inverse = np.array(inverse, dtype=np.int64)
+            plan.unique = np.empty((len(index), width), dtype=np.float32)
         return plan
 
     def _collected(self, ticket: DedupTicket) -> None:

@@ -43,7 +43,7 @@ def scan_run_inputs(options: PipelineOptions, ckpt: Checkpoint, state: Path) -> 
     ckpt.refuse_foreign(options.restart)
     read_paths = spooled_inputs(list(options.inputs), state)
     t0 = time.perf_counter()
-    scan = scan_inputs(read_paths, short_length=options.chunk_size // 2)
+    scan = scan_inputs(read_paths, short_length=options.chunk_size // 2, spill_dir=state)
     seconds = time.perf_counter() - t0
     warn_short_records(scan.lengths, options.chunk_size)
     return ScannedInputs(read_paths, scan, [scan.sha256[p] for p in read_paths], seconds)

@@ -7,15 +7,20 @@ naming the place), before a server is asked for anything.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from encoders.validation import ALLOWED_TEXT, first_disallowed
 from orchestrator.digest import stream_sha256
 from orchestrator.errors import InputError
+from orchestrator.read.duplicates import HashCounter
 from orchestrator.read.formats import InputFormat, detect_format, entries
 from orchestrator.read.sources import open_raw
 
@@ -78,53 +83,88 @@ class InputSummary:
 
 
 
-def scan_inputs(paths: Sequence[str], *, short_length: int = 0) -> InputSummary:
+def scan_inputs(paths: Sequence[str], *, short_length: int = 0,
+                spill_dir: Path | None = None) -> InputSummary:
     """Sniff formats, count records and bases, checksum each input, refuse bad IDs and letters.
 
     Sequences may hold what the DNA encoder accepts (`encoders.validation.ALLOWED_DNA`: letters,
     `-`, `.`, `*`); anything else is refused here, naming the place, before any model call.
 
-    One pass per input. Memory stays small: only an 8-byte hash per ID is kept; the places of
-    duplicates are found by a second pass that runs only when a hash repeats.
+    One pass per input, in memory that does not grow with the records: an 8-byte hash per ID goes
+    to a `HashCounter` (beyond a bound, sorted buckets spilled into a temporary folder under
+    `spill_dir`, default the system's temporary folder); the places of duplicates are found by a
+    second pass that runs only when a hash repeats.
     """
     n_records = n_bases = 0
     digests: dict[str, str] = {}
     formats: dict[str, InputFormat] = {}
     lengths = LengthStats(short_length=short_length)
-    hashes = array("q")
-    for path in paths:
-        fmt = formats[path] = detect_format(path)
-        digest = hashlib.sha256()
-        for rid, seq, where in entries(path, fmt, digest.update if fmt.kind == "fasta" else None):
-            bad = first_disallowed("dnabert_s", seq)
-            if bad is not None:
-                raise InputError(f"{where}: record {rid!r}: character {bad[1]!r} at position "
-                                 f"{bad[0] + 1} of its sequence is not allowed; sequences may "
-                                 f"hold {ALLOWED_TEXT['dnabert_s']}")
-            n_records += 1
-            n_bases += len(seq)
-            lengths.add(len(seq))
-            hashes.append(hash(rid))
-        digests[path] = digest.hexdigest() if fmt.kind == "fasta" else _raw_sha256(path)
-    if len(set(hashes)) < len(hashes):
-        _raise_duplicates(paths, formats, hashes)
+    hashes = HashCounter(Path(spill_dir if spill_dir is not None else tempfile.gettempdir()))
+    try:
+        for path in paths:
+            fmt = formats[path] = detect_format(path)
+            digest = hashlib.sha256()
+            for rid, seq, where in entries(path, fmt, digest.update if fmt.kind == "fasta" else None):
+                bad = first_disallowed("dnabert_s", seq)
+                if bad is not None:
+                    raise InputError(f"{where}: record {rid!r}: character {bad[1]!r} at position "
+                                     f"{bad[0] + 1} of its sequence is not allowed; sequences may "
+                                     f"hold {ALLOWED_TEXT['dnabert_s']}")
+                n_records += 1
+                n_bases += len(seq)
+                lengths.add(len(seq))
+                hashes.add(hash(rid))
+            digests[path] = digest.hexdigest() if fmt.kind == "fasta" else _raw_sha256(path)
+        repeated = hashes.repeated()
+    finally:
+        hashes.close()
+    if len(repeated):
+        _raise_duplicates(paths, formats, repeated)
     return InputSummary(n_records, n_bases, digests, formats, lengths)
 
 
+# Records whose hashes are looked up together in the second pass (bounded memory).
+DUPLICATE_PASS_BLOCK = 1 << 16
+# IDs whose places the second pass keeps, the first ones met whose hash repeats: enough to name
+# MAX_DUPLICATES_NAMED even where a few of them only share a hash with another ID.
+DUPLICATES_TRACKED = 1000
+
+
 def _raise_duplicates(paths: Sequence[str], formats: dict[str, InputFormat],
-                      hashes: array) -> None:
-    seen: set[int] = set()
-    repeated = {h for h in hashes if h in seen or seen.add(h)}  # type: ignore[func-returns-value]
+                      repeated: np.ndarray) -> None:
+    """InputError naming the first duplicate IDs in input order with their places (a second pass;
+    none when the repeated hashes were only collisions of different IDs)."""
     where: dict[str, list[str]] = {}
+    block: list[tuple[str, str]] = []
+    block_hashes = array("q")
+
+    def look_up() -> None:
+        found = np.frombuffer(block_hashes, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(repeated, found), len(repeated) - 1)
+        for i in np.flatnonzero(repeated[pos] == found):
+            rid, place = block[i]
+            if rid in where:
+                where[rid].append(place)
+            elif len(where) < DUPLICATES_TRACKED:
+                where[rid] = [place]
+        del found
+        block.clear()
+        del block_hashes[:]
+
     for path in paths:
         for rid, _seq, place in entries(path, formats[path]):
-            if hash(rid) in repeated:
-                where.setdefault(rid, []).append(place)
+            block.append((rid, place))
+            block_hashes.append(hash(rid))
+            if len(block) >= DUPLICATE_PASS_BLOCK:
+                look_up()
+    look_up()
     dups = [(rid, places) for rid, places in where.items() if len(places) > 1]
     if not dups:
-        return  # only a hash collision
+        return  # only hash collisions
+    # every repeated hash is one duplicated ID, but those tracked with one place (collisions)
+    n_dups = len(repeated) - (len(where) - len(dups))
     named = ", ".join(f"{rid} ({', '.join(places)})" for rid, places in dups[:MAX_DUPLICATES_NAMED])
-    more = len(dups) - MAX_DUPLICATES_NAMED
+    more = n_dups - min(len(dups), MAX_DUPLICATES_NAMED)
     suffix = f" and {more} more" if more > 0 else ""
     raise InputError(f"duplicate record IDs: {named}{suffix}; record IDs must be unique "
                      "across all inputs")

@@ -28,6 +28,7 @@ from orchestrator.classify.calls import (
     scored_chunks,
     track_intervals,
 )
+from orchestrator.write.external import ExternalSort
 from orchestrator.write.formats import (
     BEDGRAPH_HEADER,
     BROAD_CALLS_HEADER,
@@ -104,21 +105,37 @@ def record_chunks(paths: OutputPaths, chunk_size: int) -> Iterator[RecordChunks]
         raise RuntimeError(f"chunk table row for {pending[0]!r} matches no record in order")
 
 
+def _split_broad(line: str) -> tuple[str, str]:
+    """(ID, row) of a Broad row as sorted: `LENGTH ID` before the row (IDs hold no line break)."""
+    length, rest = line.split(" ", 1)
+    return rest[:int(length)], rest[int(length):]
+
+
+def _broad_key(line: str) -> list[int | str]:
+    return natural_sort_key(_split_broad(line)[0])
+
+
+def _broad_row(line: str) -> str:
+    return _split_broad(line)[1]
+
+
 def write_answers(paths: OutputPaths, chunk_size: int, settings: CallSettings, sample: str
                   ) -> RunTally:
     """sequence_calls.tsv, viral_regions.tsv/.bed, chunk_scores.bedgraph, Broad's contig table
     and the MultiQC files, in one pass.
 
     Each is written beside its target and renamed only when all are complete, so a failure
-    half-way leaves the previous files as they were. Broad's table is sorted at the end (one short
-    row per called sequence in memory; natural order needs them all).
+    half-way leaves the previous files as they were. Broad's table is sorted at the end (natural
+    order needs them all), in bounded memory: runs beyond `external.SORT_RUN_LINES` rows are
+    spilled into the state folder.
     """
     headers = {paths.calls: CALLS_HEADER, paths.regions: REGIONS_HEADER,
                paths.regions_bed: REGIONS_BED_HEADER, paths.bedgraph: BEDGRAPH_HEADER}
     tally = RunTally()
     counts = tally.counts
-    broad: list[tuple[list[int | str], str]] = []
     with ExitStack() as stack:
+        broad = ExternalSort(_broad_key, paths.state)
+        stack.callback(broad.close)
         handles = {target: stack.enter_context(atomic_open(target))
                    for target in (*headers, paths.broad_calls, paths.multiqc, paths.multiqc_calls)}
         for target, header in headers.items():
@@ -134,7 +151,7 @@ def write_answers(paths: OutputPaths, chunk_size: int, settings: CallSettings, s
                 counts[call.confidence] += 1
             broad_row = format_broad_call_row(r.seq_id, call)
             if broad_row is not None:
-                broad.append((natural_sort_key(r.seq_id), broad_row))
+                broad.add(f"{len(r.seq_id)} {r.seq_id}{broad_row}")
             if r.chunks:
                 found = find_regions(r.chunks, settings)
                 counts.update(viral_regions=len(found),
@@ -144,8 +161,9 @@ def write_answers(paths: OutputPaths, chunk_size: int, settings: CallSettings, s
                 bed.write(bed_rows)
                 track.write(format_bedgraph_rows(r.seq_id, r.scores_printed,
                                                  track_intervals(r.chunks, r.bounds)))
-        broad.sort(key=lambda item: item[0])  # stable: equal keys keep input order
-        handles[paths.broad_calls].write(BROAD_CALLS_HEADER + "".join(row for _, row in broad))
+        out = handles[paths.broad_calls]
+        out.write(BROAD_CALLS_HEADER)
+        out.writelines(_broad_row(line) for line in broad.sorted_lines())  # stable: ties in input order
         values = tally.values()
         handles[paths.multiqc].write(format_multiqc_summary(sample, values))
         handles[paths.multiqc_calls].write(format_multiqc_calls(sample, values))

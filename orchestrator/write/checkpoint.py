@@ -14,17 +14,17 @@ decides whether a checkpoint may be continued: a different one is refused, never
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from orchestrator.atomic import atomic_open, write_atomic, write_json_atomic
 from orchestrator.errors import InputError
+from orchestrator.write.external import merge_sorted
 from orchestrator.write.paths import OutputPaths
 
 log = logging.getLogger("orchestrator")
@@ -169,13 +169,14 @@ class Checkpoint:
     def assemble(self, files: Sequence[FinalFile], run_json: dict[str, Any]) -> None:
         """Write the final files atomically from the window parts, then mark the run complete.
 
-        Memory stays constant: parts are concatenated, or (each part sorted) merged with
-        heapq.merge.
+        Memory stays constant: parts are concatenated, or (each part sorted) merged a bounded
+        number at a time (`external.merge_sorted`).
         """
         n = self.windows_done
         for f in files:
             parts = [self.part(i, f.suffix) for i in range(n)]
-            _write_streamed(f.target, f.header, _merge_sorted(parts) if f.sorted else _concat(parts))
+            body = merge_sorted(parts, row_key, self.state) if f.sorted else _concat(parts)
+            _write_streamed(f.target, f.header, body)
         write_json_atomic(self.paths.run_json, run_json)
         self.manifest.update(complete=True, carried_tally=None)
         write_json_atomic(self.manifest_path, self.manifest)
@@ -194,15 +195,6 @@ def _concat(parts: Iterable[Path]) -> Iterator[str]:
 def row_key(line: str) -> str:
     """The sort key of highestscore rows: the first column (Modified_ID)."""
     return line.split("\t", 1)[0]
-
-
-def _merge_sorted(parts: list[Path]) -> Iterator[str]:
-    handles: list[IO[str]] = [open(p, encoding="utf-8", newline="") for p in parts]  # noqa: SIM115
-    try:
-        yield from heapq.merge(*handles, key=row_key)
-    finally:
-        for fh in handles:
-            fh.close()
 
 
 def _write_streamed(target: Path, header: str, body: Iterable[str]) -> None:
