@@ -264,7 +264,7 @@ def test_save_embeddings_vectors_identical_to_no_dedup(tmp_path, wide_server):
 def test_without_repeats_dedup_holds_only_the_answer_cache(tmp_path, wide_server):
     """No repeats at all, real widths: dedup keeps no vectors and its one growing structure, the
     answer cache, holds what its entries need and no more (24-byte slots at most 3/4 full, doubling
-    from its first size). What that costs in the process's peak RSS beside --no-dedup depends on the
+    from its first size, both tables held while entries move). What that costs in the process's peak RSS beside --no-dedup depends on the
     allocator and thread timing, so it is a benchmark figure (bench/bench_dedup.py), not a test."""
     server, clf = wide_server
     fasta = write_coding_fasta(tmp_path / "reads.fa", records=2000, length=450, seed=33)
@@ -277,7 +277,8 @@ def test_without_repeats_dedup_holds_only_the_answer_cache(tmp_path, wide_server
     answers = dedup["answers"]
     assert dedup["table_capacity"] == 0  # no vector table: only answers
     assert answers["reused"] == 0 and answers["entries"] == frames and answers["evictions"] == 0
-    slots = max(FIRST_SLOTS, 2 * frames / ANSWER_MAX_LOAD)
+    # at its last doubling the cache held S slots (S <= frames / max load) and the new 2S at once
+    slots = max(FIRST_SLOTS, 3 * frames / ANSWER_MAX_LOAD)
     assert answers["peak_bytes"] <= ANSWER_SLOT_BYTES * slots, (answers, frames)
     assert runs["on"]["rows_executed"] == runs["off"]["rows_executed"]
 
