@@ -34,6 +34,7 @@ from orchestrator.embed.dispatch.events import (
     REJECTED,
     UNAVAILABLE,
     Action,
+    Cancel,
     CheckLive,
     Close,
     Connect,
@@ -172,9 +173,9 @@ class Dispatcher:
         self.now = now
         try:
             self._handlers[type(event)](now, event)
-            self._send_pending(now)
             self._check_deadline(now)
             self._hedge_overdue(now)
+            self._send_pending(now)
             self._check_liveness(now)
         except _RunFailed:
             pass
@@ -186,8 +187,8 @@ class Dispatcher:
                  if self.pending[m] and e.state == UP and e.backoff_until[m] > self.now]
         times += [e.liveness_due for e in self.endpoints.values()
                   if e.state == UP and e.liveness_asked is None and any(e.in_flight.values())]
-        if self.outstanding:
-            times.append(self._next_hedge_check)
+        if self.outstanding:  # the next hedge check
+            times.append(max(self._next_hedge_check, self.now + self.policy.hedge_check_s))
         if self.outage_since is not None and not self._up():
             times.append(self.outage_since + self.policy.retry_deadline_s)
         return min((t for t in times if t > self.now), default=None)
@@ -207,7 +208,9 @@ class Dispatcher:
     def _start(self, now: float, event: Start) -> None:
         for item in event.endpoints:
             ep = self.endpoints[item.url] = EndpointState(item.url, last_error=item.error)
-            if item.settings is not None:
+            if not item.listed:
+                ep.state = GONE
+            elif item.settings is not None:
                 self._check_identity(now, ep, item.settings, again=False)
         usable = len(self._up())
         for ep in self.endpoints.values():

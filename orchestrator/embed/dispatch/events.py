@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from orchestrator.embed.dispatch.identity import ModelSettings
 
@@ -35,11 +35,13 @@ class Request:
 
 @dataclass(frozen=True)
 class StartEndpoint:
-    """An endpoint at start: its settings if it came up (else None) and why not."""
+    """An endpoint at start: its settings if it came up (else None) and why not; `listed`:
+    still listed by its discovery source (else it starts "gone")."""
 
     url: str
     settings: dict[str, ModelSettings] | None
     error: str = ""
+    listed: bool = True
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Tick:
     """Time passed: backoffs end, liveness checks fall due, requests become overdue."""
 
 
-Event = Union[Start, Submit, Reply, Liveness, Identity, Unreachable, Listed, Tick]
+Event = Start | Submit | Reply | Liveness | Identity | Unreachable | Listed | Tick
 
 
 # -- actions -----------------------------------------------------------------------------------
@@ -194,7 +196,7 @@ class Log:
     message: str
 
 
-Action = Union[Send, Cancel, Connect, Close, CheckLive, Marked, Deliver, Finished, Fail, Log]
+Action = Send | Cancel | Connect | Close | CheckLive | Marked | Deliver | Finished | Fail | Log
 
 _TYPES: dict[str, type] = {t.__name__: t for t in (
     Start, Submit, Reply, Liveness, Identity, Unreachable, Listed, Tick,
@@ -221,7 +223,7 @@ def from_json(data: Any) -> Any:
     fields = {k: v for k, v in data.items() if k != "type"}
     if kind is Start:
         fields["endpoints"] = tuple(
-            StartEndpoint(e["url"], _settings(e["settings"]), e.get("error", ""))
+            StartEndpoint(e["url"], _settings(e["settings"]), e["error"], e["listed"])
             for e in fields["endpoints"])
     elif kind is Submit:
         fields["requests"] = tuple(Request(**r) for r in fields["requests"])
