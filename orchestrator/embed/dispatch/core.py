@@ -114,9 +114,10 @@ class EndpointState:
 
 @dataclass
 class RequestState:
-    """One request: `copies` sends still outstanding (more than one once hedged), `queued` while
-    waiting, `done` once answered (later answers are ignored), `avoid`: endpoints where it is
-    overdue. `attempts` counts failed sends (membership changes do not count)."""
+    """One request: `copies` sends still outstanding (more than one once hedged), `stuck` of them
+    overdue (hedged), `queued` while waiting, `done` once answered (later answers are ignored),
+    `avoid`: endpoints where it is overdue. `attempts` counts failed sends (membership changes
+    do not count)."""
 
     id: int
     window: int
@@ -124,12 +125,17 @@ class RequestState:
     rows: int
     attempts: int = 0
     copies: int = 0
+    stuck: int = 0
     queued: bool = False
     done: bool = False
     avoid: set[str] = field(default_factory=set)
 
     def __lt__(self, other: RequestState) -> bool:
         return self.id < other.id
+
+    def orphaned(self) -> bool:
+        """Unanswered, not queued, and no copy on its way but overdue ones: send it again."""
+        return not self.done and not self.queued and self.copies == self.stuck
 
 
 class Dispatcher:
@@ -274,12 +280,10 @@ class Dispatcher:
     # -- answers ---------------------------------------------------------------------------------
     def _reply(self, now: float, event: Reply) -> None:
         entry = self.outstanding.pop(event.token, None)
-        self.overdue.discard(event.token)
         if entry is None:
             return  # its endpoint was marked down or left, and the request already re-sent
         ep, job, sent = entry
-        ep.in_flight[job.model] -= 1
-        job.copies -= 1
+        self._forget(event.token, ep, job)
         if event.outcome in (BUSY, FAILED, REJECTED):
             self._failed(now, ep, job, event)
             return
@@ -323,7 +327,7 @@ class Dispatcher:
             self._busy(now, ep, job, event.detail)
             return
         ep.failures += 1
-        if job.copies == 0 and not job.queued:  # else a hedged copy is still on its way
+        if job.orphaned():  # else a hedged copy is still on its way
             self._requeue(job, failed=True)
         if job.attempts > self.policy.max_attempts:
             self._fail(UNAVAILABLE, f"a request to {job.model} failed {job.attempts} times "
@@ -341,7 +345,7 @@ class Dispatcher:
         delay = min(p.backoff_max_s, p.backoff_min_s * 2 ** min(streak - 1, 16))
         until = now + delay * self.rng.uniform(0.5, 1.0)
         ep.backoff_until[job.model] = max(ep.backoff_until[job.model], until)
-        if job.copies == 0 and not job.queued:
+        if job.orphaned():
             job.queued = True
             heapq.heappush(self.pending[job.model], job)
         if ep.rejections == 1:
@@ -352,9 +356,8 @@ class Dispatcher:
     # -- endpoints out of rotation -------------------------------------------------------------
     def _mark_down(self, now: float, ep: EndpointState, reason: str, failed: int = 1) -> None:
         """Take `ep` out of rotation: its outstanding requests go back to the queue now (the
-        other endpoints take them), its channel is replaced and probed for its return."""
-        if ep.state != UP:
-            return
+        other endpoints take them), its channel is replaced and probed for its return. Only up
+        endpoints hold requests or are asked "live?", so `ep` is up."""
         ep.state = DOWN
         ep.down_since = now
         ep.last_error = reason
@@ -373,14 +376,20 @@ class Dispatcher:
         moved = [t for t, (e, _, _) in self.outstanding.items() if e is ep]
         for token in moved:
             job = self.outstanding.pop(token)[1]
-            self.overdue.discard(token)
-            job.copies -= 1
-            if not job.done and job.copies == 0 and not job.queued:
+            self._forget(token, ep, job)
+            if job.orphaned():
                 self._requeue(job, failed)
-        ep.in_flight = dict.fromkeys(MODELS, 0)
         if self.outage_since is None:
             self.outage_since = now
         return len(moved)
+
+    def _forget(self, token: int, ep: EndpointState, job: RequestState) -> None:
+        """`token` (a copy of `job` on `ep`) is no longer outstanding."""
+        ep.in_flight[job.model] -= 1
+        job.copies -= 1
+        if token in self.overdue:
+            self.overdue.discard(token)
+            job.stuck -= 1
 
     def _listed(self, now: float, event: Listed) -> None:
         """New addresses are probed and admitted after the identity check; addresses that are
@@ -522,6 +531,7 @@ class Dispatcher:
             if not any(e is not ep and e.url not in job.avoid for e in up):
                 continue
             self.overdue.add(token)
+            job.stuck += 1
             job.avoid.add(ep.url)
             ep.hedged += 1
             self.stats[job.model]["hedged"] += 1
@@ -529,9 +539,10 @@ class Dispatcher:
                            f"answer for {age:.1f} s (deadline {deadline:.1f} s from this run's "
                            "latencies) while that server returned nothing else; re-sent to "
                            "another endpoint (hedged)"))
-            if not job.queued:
-                job.queued = True
-                heapq.heappush(self.pending[job.model], job)
+            # its only copy on its way was this one (a queued request has none), so it is not
+            # queued yet
+            job.queued = True
+            heapq.heappush(self.pending[job.model], job)
 
     def _check_deadline(self, now: float) -> None:
         if self.outage_since is None or self._up():
