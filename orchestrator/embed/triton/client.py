@@ -225,6 +225,8 @@ class EmbeddingClient:
         self._open: dict[int, EmbeddingTicket] = {}  # window -> ticket
         self._request_ids = itertools.count()
         self._window_ids = itertools.count()
+        path = debug_dispatch or os.environ.get(DEBUG_DISPATCH_ENV)
+        self._recorder = Recorder(path) if path else None
         try:
             self.reference = self._start_endpoints()
         except BaseException:
@@ -242,8 +244,8 @@ class EmbeddingClient:
                          PRIORITIES[self.priority], self.discovery.describe())
         policy = Policy(retry_deadline_s=self.retry_deadline)
         self.core = Dispatcher(setup, policy, random.Random(seed))
-        path = debug_dispatch or os.environ.get(DEBUG_DISPATCH_ENV)
-        self._recorder = Recorder(path, setup, policy, seed) if path else None
+        if self._recorder is not None:
+            self._recorder.header(setup, policy, seed)
         listed = set(self.discovery.addresses())
         self._feed(Start(tuple(
             StartEndpoint(e.url, e.settings if e.state == "up" else None, e.last_error,
@@ -579,6 +581,8 @@ class EmbeddingClient:
     def _close_endpoints(self) -> None:
         for ep in self.endpoints.values():
             ep.close()
+        if self._recorder is not None:
+            self._recorder.close()
 
     def close(self) -> None:
         self._closing.set()
@@ -586,8 +590,6 @@ class EmbeddingClient:
         if self._dispatcher.is_alive() and self._dispatcher is not threading.current_thread():
             self._dispatcher.join(timeout=5.0)
         self._close_endpoints()
-        if self._recorder is not None:
-            self._recorder.close()
 
     def __enter__(self) -> EmbeddingClient:
         return self
