@@ -13,15 +13,13 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from orchestrator.embed.contract import MODELS
 from orchestrator.embed.dispatch import Policy, model_differences, pin_versions
+from orchestrator.embed.triton.discovery import Discovery
 from orchestrator.embed.triton.endpoints import FAIR_SHARE_PARAMETER, Endpoint, ModelSettings, first_line
 from orchestrator.errors import InputError, OrchestratorError, ServerUnavailable, TLSProblem
-
-if TYPE_CHECKING:
-    from orchestrator.embed.triton.client import EmbeddingClient
 
 log = logging.getLogger("orchestrator")
 
@@ -33,6 +31,21 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
 # Between two rounds of start-up checks while waiting for a first endpoint.
 START_RETRY_S = 0.5
+
+
+class EmbeddingClient(Protocol):
+    """What the start reads and fills in of the client being started (`client.EmbeddingClient`)."""
+
+    urls: list[str]
+    endpoints: dict[str, Endpoint]
+    discovery: Discovery
+    asked_versions: dict[str, str]
+    versions: dict[str, str]
+    connect_timeout: float
+    retry_deadline: float
+    max_in_flight: int | None
+
+    def endpoint(self, url: str) -> Endpoint: ...
 
 
 def _env_seconds(name: str, default: float) -> float:
