@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("orchestrator", "encoders", "export")
+PACKAGES = ("orchestrator", "encoders", "export", "simulation")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
