@@ -69,6 +69,7 @@ class SimClient:
         self.rows: dict[int, int] = {}  # request id -> rows
         self.model_of: dict[int, str] = {}
         self.delivered: dict[int, int] = {}  # request id -> times delivered (must be 1)
+        self.sends: dict[int, int] = {}  # request id -> copies sent (more than 1: a duplicate)
         self.rows_sent = dict.fromkeys(MODELS, 0)
         self.calls: dict[int, tuple[Call, SimServer]] = {}
         self.events = 0
@@ -191,6 +192,7 @@ class SimClient:
         server = self.world.server_at(action.url)
         rows = self.rows[action.request]
         self.rows_sent[action.model] += rows
+        self.sends[action.request] = self.sends.get(action.request, 0) + 1
         token = action.token
         delay = self.world.network_s(server)
 

@@ -61,6 +61,7 @@ class SimServer:
         self.busy_s = dict.fromkeys(MODELS, 0.0)
         self.queue_full = 0
         self.executed_rows = dict.fromkeys(MODELS, 0)
+        self.calls_by_weights: dict[str, int] = {}  # requests that reached each life of it
         self._busy_log = busy_log
         self._queues = {m: [deque() for _ in range(levels)] for m in MODELS}
         self._free = dict.fromkeys(MODELS, spec.instances)
@@ -74,6 +75,7 @@ class SimServer:
     # -- the client's side ------------------------------------------------------------------------
     def call(self, call: Call) -> None:
         """A request arrives (after the network delay the caller applied)."""
+        self.calls_by_weights[self.weights] = self.calls_by_weights.get(self.weights, 0) + 1
         if self.state == "dead":
             self._answer(call, FAILED)
             return
