@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.embed.contract import DNA_MODEL, INPUT_NAME, MODELS, OUTPUT_NAME
+from orchestrator.embed.dispatch.identity import ModelSettings, model_differences, version_key
 from orchestrator.errors import InputError, Interrupted, ServerUnavailable, TLSProblem
 
 log = logging.getLogger("orchestrator")
@@ -90,68 +91,18 @@ class ConnectionOptions:
 
 
 @dataclass
-class ModelSettings:
-    """One model as one endpoint serves it; the in-flight limit comes from its instance count.
-
-    `version`: the version requests name (the run's pinned one, else the newest served);
-    `versions`: every version the endpoint serves; `missing`: a pinned version it does not serve.
-    `clamped_from`: the --max-in-flight asked for when the config's fair share lowered it.
-    """
-
-    name: str
-    version: str
-    width: int
-    max_batch_size: int
-    instances: int
-    max_in_flight: int
-    weights_sha256: str
-    precision: str = "unknown"
-    versions: tuple[str, ...] = ()
-    missing: str | None = None
-    clamped_from: int | None = None
-
-    def identity(self) -> dict[str, Any]:
-        """What a run pins of this model: same name, version, width, weights and precision."""
-        return {"version": self.version, "weights_sha256": self.weights_sha256,
-                "width": self.width, "precision": self.precision}
-
-
-@dataclass
-class EndpointStats:
-    requests: int = 0
-    rows: int = 0
-    failures: int = 0
-    unavailable_seconds: float = 0.0
-    rejections: int = 0  # "queue full" answers (load shedding): busy, not down
-    hedged: int = 0  # requests past their deadline here, re-sent elsewhere
-    frozen: int = 0  # times it held requests but answered no liveness check
-    down: int = 0  # times it was taken out of rotation (failed call, frozen)
-
-
-@dataclass
 class Endpoint:
-    """One Triton server of the run. State: "up" (takes requests), "down" (probed until it
-    answers again), "refused" (serves other models than the run; never used again), "gone"
-    (no longer listed by its discovery source; no new requests)."""
+    """One Triton server's connection and what it serves. `state` is its start-up check ("up"
+    when it answered, else "down"); during a run the dispatch core keeps its state."""
 
     url: str
     options: ConnectionOptions
     request_timeout: float
     state: str = "down"
     settings: dict[str, ModelSettings] = field(default_factory=dict)
-    stats: EndpointStats = field(default_factory=EndpointStats)
-    in_flight: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODELS, 0))
-    down_since: float | None = None
     last_error: str = ""
     client: Any = None
-    # load shedding: per model, no request before `backoff_until` (monotonic); `busy_streak`
-    # consecutive rejections make the backoff grow
-    backoff_until: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODELS, 0.0))
-    busy_streak: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODELS, 0))
-    # per model, when a request here last returned (monotonic): a stuck model makes no progress
-    last_answer: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODELS, 0.0))
     priority: int = 0  # Triton request priority of this run's calls (0: the model's default)
-    refused: str = ""  # why it serves other models than the run (state "refused")
 
     # -- connection ------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -321,33 +272,6 @@ class Endpoint:
             time.sleep(pause * random.uniform(0.5, 1.0))
             pause = min(BUSY_RETRY_MAX_S, 2 * pause)
 
-    def free_slots(self, model: str) -> int:
-        return self.settings[model].max_in_flight - self.in_flight[model]
-
-    def info(self, now: float) -> dict[str, Any]:
-        """Per-endpoint record for run.json; a current outage counts up to `now` (monotonic)."""
-        unavailable = self.stats.unavailable_seconds
-        if self.down_since is not None:
-            unavailable += now - self.down_since
-        return {
-            "url": self.url,
-            "state": self.state,
-            "requests": self.stats.requests,
-            "rows": self.stats.rows,
-            "failures": self.stats.failures,
-            "unavailable_seconds": round(unavailable, 3),
-            "rejections": self.stats.rejections,
-            "hedged": self.stats.hedged,
-            "frozen": self.stats.frozen,
-            "down": self.stats.down,
-            "max_in_flight": {m: s.max_in_flight for m, s in self.settings.items()},
-            "instances": {m: s.instances for m, s in self.settings.items()},
-            # what it serves (for a refused endpoint: what it was refused for)
-            "models": {m: s.identity() for m, s in self.settings.items()},
-            **({"last_error": self.last_error} if self.last_error else {}),
-            **({"refused": self.refused} if self.refused else {}),
-        }
-
 
 def _in_flight_limit(per_instance: str | None, instances: int, asked: int | None, where: str
                      ) -> tuple[int, int | None]:
@@ -394,34 +318,6 @@ def parse_model_versions(values: Iterable[str]) -> dict[str, str]:
         for m in ([model] if sep else MODELS):
             pinned[m] = str(int(version))
     return pinned
-
-
-def version_key(version: str) -> tuple[int, str]:
-    """Numeric order of Triton version names (directories 1, 2, ... 10)."""
-    return (int(version), "") if version.isdigit() else (-1, version)
-
-
-def model_differences(reference: dict[str, ModelSettings], other: dict[str, ModelSettings]
-                      ) -> list[str]:
-    """What makes `other` serve another model than `reference`: a version it lacks, another
-    width (when known), weights checksum or precision."""
-    diffs = []
-    for model in MODELS:
-        a, b = reference[model], other[model]
-        if b.missing is not None:
-            diffs.append(f"{model} version {b.missing} not served (serves "
-                         f"{', '.join(b.versions) or 'none'})")
-            continue
-        if a.version != b.version:
-            diffs.append(f"{model} version {b.version} (expected {a.version})")
-        if a.width != b.width and a.width > 0 and b.width > 0:
-            diffs.append(f"{model} width {b.width} (expected {a.width})")
-        if a.weights_sha256 != b.weights_sha256:
-            diffs.append(f"{model} weights_sha256 {b.weights_sha256[:16]} "
-                         f"(expected {a.weights_sha256[:16]})")
-        if a.precision != b.precision:
-            diffs.append(f"{model} precision {b.precision} (expected {a.precision})")
-    return diffs
 
 
 def bytes_tensor_payload(strings: Sequence[str]) -> bytes:
