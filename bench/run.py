@@ -20,6 +20,7 @@ import bench_inputs  # noqa: E402
 import bench_predict  # noqa: E402
 import bench_prepare  # noqa: E402
 import bench_shard  # noqa: E402
+import bench_simulation  # noqa: E402
 import bench_tenancy  # noqa: E402
 import bench_triton  # noqa: E402
 
@@ -30,7 +31,7 @@ def main() -> int:
                          ("predict", bench_predict), ("cluster", bench_cluster),
                          ("embeddings", bench_embeddings), ("tenancy", bench_tenancy),
                          ("dedup", bench_dedup), ("shard", bench_shard),
-                         ("discovery", bench_discovery)):
+                         ("discovery", bench_discovery), ("simulation", bench_simulation)):
         print(f"\n=== bench: {name} ===", flush=True)
         figures[name] = module.main()
     print("\n=== summary (JSON) ===")

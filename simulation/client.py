@@ -78,13 +78,14 @@ class SimClient:
         self._open: deque[int] = deque()
         self._finished: set[int] = set()
         self._next_window = 0
+        self._preparing = False
         self._tick_at: float | None = None
         self._probing: set[tuple[str, int]] = set()
         self.env.process(self._run())
 
     # -- the run -----------------------------------------------------------------------------------
     def _run(self):
-        yield self.env.timeout(self.start_s)
+        yield self.env.timeout(self.start_s + self.group.startup_s)
         world = self.world
         reference = world.settings("v1")
         batch = {m: min(self.group.batch, world.max_batch()) for m in MODELS}
@@ -105,25 +106,38 @@ class SimClient:
         world.discovery.subscribe(self)
 
     def _fill(self) -> None:
-        """Hand the core windows up to 1 + lookahead open ones."""
+        """Prepare and hand the core windows, up to 1 + lookahead open ones; preparing one takes
+        frames / frames_per_cpu_s of the client's time (one window at a time, as predict's reader)."""
         g = self.group
-        while (self.failed is None and self._next_window < self._windows_left
+        while (self.failed is None and not self._preparing and self._next_window < self._windows_left
                and len(self._open) <= g.lookahead):
             w = self._next_window
             self._next_window += 1
-            frames = min(g.window, g.frames - w * g.window)
-            requests = []
-            for model in MODELS:
-                size = self.core.setup.batch_size[model]
-                for first in range(0, frames, size):
-                    rid = self._next_request
-                    self._next_request += 1
-                    rows = min(size, frames - first)
-                    self.rows[rid] = rows
-                    self.model_of[rid] = model
-                    requests.append(Request(rid, model, rows))
             self._open.append(w)
-            self._feed(Submit(w, tuple(requests)))
+            frames = min(g.window, g.frames - w * g.window)
+            if g.frames_per_cpu_s:
+                self._preparing = True
+                self._later(frames / g.frames_per_cpu_s, lambda w=w, f=frames: self._prepared(w, f))
+                return
+            self._submit(w, frames)
+
+    def _prepared(self, window: int, frames: int) -> None:
+        self._preparing = False
+        self._submit(window, frames)
+        self._fill()
+
+    def _submit(self, w: int, frames: int) -> None:
+        requests = []
+        for model in MODELS:
+            size = self.core.setup.batch_size[model]
+            for first in range(0, frames, size):
+                rid = self._next_request
+                self._next_request += 1
+                rows = min(size, frames - first)
+                self.rows[rid] = rows
+                self.model_of[rid] = model
+                requests.append(Request(rid, model, rows))
+        self._feed(Submit(w, tuple(requests)))
 
     def listed(self, urls: tuple[str, ...]) -> None:
         """A discovery read (the world calls it on this client's schedule)."""

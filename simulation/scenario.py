@@ -42,6 +42,7 @@ class Server:
     gpu: str | None
     batching: bool
     network_ms: float
+    overhead_ms: float = 0.0  # per execution beyond request_ms (Python backend, gRPC, shared CPU)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class ClientGroup:
     batch: int
     tokens_per_frame: int
     user: str
+    startup_s: float = 0.0  # process start to first request (imports, classifier, server checks)
+    frames_per_cpu_s: float = 0.0  # client work per window (read, translate, classify); 0: free
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,10 @@ class Scenario:
 
 _TOP = {"seed", "servers", "clients", "faults", "policy", "discovery_interval_s", "until_s"}
 _SERVER = {"count", "instances", "max_batch", "queue_delay_ms", "max_queue", "request_ms", "gpu",
-           "batching", "network_ms"}
+           "batching", "network_ms", "overhead_ms"}
 _CLIENT = {"count", "frames", "priority", "start_s", "window", "lookahead", "batch",
-           "tokens_per_frame", "user"}
+           "tokens_per_frame", "user", "startup_s",
+           "frames_per_cpu_s"}
 _FAULT = {"at_s", "kind", "server", "back_after_s"}
 
 
@@ -150,7 +154,8 @@ def _servers(groups: list[Any]) -> tuple[Server, ...]:
             queue_delay_ms=_number(at + "queue_delay_ms", group.get("queue_delay_ms", 0)),
             max_queue=_number(at + "max_queue", group.get("max_queue", 0), 0, integer=True),
             gpu=gpu, batching=batching,
-            network_ms=_number(at + "network_ms", group.get("network_ms", 0.5)))
+            network_ms=_number(at + "network_ms", group.get("network_ms", 0.5)),
+            overhead_ms=_number(at + "overhead_ms", group.get("overhead_ms", 0)))
         out += [Server(index=len(out) + i, request_ms=t, **common) for i, t in enumerate(times)]
     return tuple(out)
 
@@ -178,7 +183,9 @@ def _clients(groups: list[Any]) -> tuple[ClientGroup, ...]:
             batch=_number(at + "batch", group.get("batch", 64), 1, integer=True),
             tokens_per_frame=_number(at + "tokens_per_frame", group.get("tokens_per_frame", 52), 1,
                                      integer=True),
-            user=user))
+            user=user,
+            startup_s=float(_number(at + "startup_s", group.get("startup_s", 0))),
+            frames_per_cpu_s=float(_number(at + "frames_per_cpu_s", group.get("frames_per_cpu_s", 0)))))
     return tuple(out)
 
 

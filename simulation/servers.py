@@ -210,11 +210,11 @@ class SimServer:
     def service_s(self, model: str, batch: list[Call]) -> float:
         """Time one execution of `batch` takes on this server."""
         if self.spec.request_ms is not None:
-            return self.spec.request_ms / 1000.0
+            return (self.spec.request_ms + self.spec.overhead_ms) / 1000.0
         tokens = sum(c.tokens for c in batch)
         if model == DNA_MODEL:
             tokens *= DNA_TOKENS_PER_PROTEIN_TOKEN
-        return H200_BATCH_OVERHEAD_S + tokens / H200_TOKENS_PER_S[model]
+        return H200_BATCH_OVERHEAD_S + self.spec.overhead_ms / 1000.0 + tokens / H200_TOKENS_PER_S[model]
 
     def _execute(self, model: str, batch: list[Call], epoch: int):
         self._running[model].append(batch)

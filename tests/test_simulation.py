@@ -42,7 +42,8 @@ def scenarios(draw) -> dict:
                 "start_s": draw(st.sampled_from([0, 0.5, 2])),
                 "window": draw(st.sampled_from([16, 64, 128])),
                 "batch": draw(st.sampled_from([4, 8, 16])),
-                "lookahead": draw(st.integers(0, 2))}
+                "lookahead": draw(st.integers(0, 2)),
+                "frames_per_cpu_s": draw(st.sampled_from([0, 5000]))}
                for _ in range(draw(st.integers(1, 3)))]
     faults = []
     for _ in range(draw(st.integers(0, 3))):
@@ -172,3 +173,31 @@ def test_an_unknown_policy_knob_is_named_with_exit_2(tmp_path):
 # the CLI test above starts a subprocess of ours
 test_an_unknown_policy_knob_is_named_with_exit_2 = pytest.mark.server(
     test_an_unknown_policy_knob_is_named_with_exit_2)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_small_scenario_run_for_real_and_simulated_agrees_on_what_happened():
+    """The same scenario (a server frozen mid-run) both ways: every job finishes and every row is
+    computed at least once in both. Times are compared loosely, only against what no
+    run can beat: every request of a model needs request_ms on one of its instances, so neither
+    makespan is below rows / (rows per request) x request_ms / instances (the tight comparison
+    of times is bench/bench_simulation.py)."""
+    from simulation.real import run_real
+
+    data = {"seed": 1, "discovery_interval_s": 1.0,
+            "servers": [{"count": 2, "instances": 2, "max_batch": 16, "request_ms": 50,
+                         "batching": False}],
+            "clients": [{"count": 2, "frames": 400, "window": 64, "batch": 16}],
+            "faults": [{"at_s": 0.5, "kind": "freeze", "server": 1, "back_after_s": 3}]}
+    real = run_real(parse(data))
+    sim = simulate(parse(data))
+    assert [j.get("failed") for j in real["jobs"]] == [None, None]
+    assert [j.get("failed") for j in sim["jobs"]] == [None, None]
+    frames = sum(j["frames"] for j in real["jobs"])
+    requests = sum(-(-j["frames"] // 16) for j in real["jobs"])
+    bound = requests * 0.050 / (2 * 2)
+    for result in (real, sim):
+        assert result["rows_executed"]["esm2"] >= result["rows_needed"]["esm2"]
+        assert result["makespan_s"] >= bound
+    assert real["rows_needed"]["esm2"] == frames
