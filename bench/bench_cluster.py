@@ -13,7 +13,13 @@ Two request times are measured: 0.2 s leaves the 2 cores room; at 0.1 s the four
 handling (gRPC, Python backend) and the client together fill both cores at 4 servers, so that
 ratio shows the machine's limit rather than the client's scheduling.
 Outputs of every run are compared byte for byte with the one-server run.
-Run alone: `.venv/bin/python bench/bench_cluster.py [--delay S ...] [--mbp N] [--window F]`.
+- the dispatch core's decisions per second (events handled per CPU-second) on a synthetic event
+  stream of 100 endpoints: the rate a simulator driving it can reach;
+- with `--baseline CHECKOUT` (another checkout of this project, e.g. the one before a change of
+  the client): client CPU per 1000 frames of that checkout's `predict` and of this one, runs
+  alternating on the same two servers (goal: no worse than 3%).
+Run alone: `.venv/bin/python bench/bench_cluster.py [--delay S ...] [--mbp N] [--window F]
+[--baseline CHECKOUT]`.
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ def compute_seconds(url: str) -> dict[str, float]:
 
 
 def run(servers: list[TritonServer], fasta: Path, clf: Path, outdir: Path, window: int,
-        lookahead: int | None = None) -> dict:
+        lookahead: int | None = None, checkout: Path = ROOT) -> dict:
     urls = [s.grpc_url for s in servers]
     before = {u: compute_seconds(u) for u in urls}
     cmd = [sys.executable, "-m", "orchestrator", "predict", str(fasta), "-o", str(outdir),
@@ -68,7 +74,8 @@ def run(servers: list[TritonServer], fasta: Path, clf: Path, outdir: Path, windo
     if lookahead is not None:
         cmd += ["--lookahead", str(lookahead)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    # `python -m` imports the package of the working directory: this checkout's, or a baseline's
+    proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"predict failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -130,6 +137,76 @@ def measure(delay: float, fasta: Path, clf: Path, window: int) -> dict:
     return figures
 
 
+def core_decisions_per_s(endpoints: int = 100, events: int = 200_000, seed: int = 1) -> dict:
+    """Events per CPU-second the dispatch core handles: windows of 64 requests over `endpoints`
+    endpoints of capacity 8, answered oldest first, 5% of answers "queue full", a tick per 100."""
+    import random
+
+    from orchestrator.embed.dispatch import (
+        BUSY,
+        OK,
+        Dispatcher,
+        ModelSettings,
+        Policy,
+        Reply,
+        Request,
+        RunSetup,
+        Send,
+        Start,
+        StartEndpoint,
+        Submit,
+        Tick,
+    )
+
+    def settings() -> dict:
+        return {m: ModelSettings(m, "1", 4, 64, 4, 8, "w") for m in MODELS}
+
+    rng = random.Random(seed)
+    core = Dispatcher(RunSetup(settings(), {m: "1" for m in MODELS}, {m: 64 for m in MODELS}),
+                      Policy(), random.Random(seed))
+    now = 0.0
+    core.handle(now, Start(tuple(StartEndpoint(f"10.0.{i // 250}.{i % 250}:8001", settings())
+                                 for i in range(endpoints))))
+    outstanding: list[int] = []
+    next_id = window = handled = 0
+    t0 = time.process_time()
+    while handled < events:
+        now += 0.0005
+        if len(outstanding) < endpoints * 4:
+            event = Submit(window, tuple(Request(next_id + i, MODELS[i % 2], 64) for i in range(64)))
+            next_id += 64
+            window += 1
+        elif handled % 100 == 0:
+            event = Tick()
+        else:
+            event = Reply(outstanding.pop(0), BUSY if rng.random() < 0.05 else OK)
+        outstanding.extend(a.token for a in core.handle(now, event) if isinstance(a, Send))
+        handled += 1
+    cpu = time.process_time() - t0
+    return {"endpoints": endpoints, "events": handled, "cpu_s": round(cpu, 3),
+            "events_per_cpu_s": round(handled / cpu)}
+
+
+def client_cpu(baseline: Path, delay: float, fasta: Path, clf: Path, window: int,
+               rounds: int = 2) -> dict:
+    """Client CPU per 1000 frames of `baseline`'s predict and of this checkout's, alternating on
+    the same two servers."""
+    cpu: dict[str, list[float]] = {"baseline": [], "this": []}
+    with tempfile.TemporaryDirectory(dir=DATA) as tmp, ExitStack() as stack:
+        servers = [stack.enter_context(TritonServer(write_toy_repository(
+            Path(tmp) / f"repo{i}", delay=delay, instances=INSTANCES, max_batch_size=BATCH,
+            dynamic_batching=False))) for i in range(2)]
+        for r in range(rounds):
+            for label, checkout in (("baseline", baseline), ("this", ROOT)):
+                fig = run(servers, fasta, clf, Path(tmp) / f"{label}{r}", window, checkout=checkout)
+                cpu[label].append(fig["client_cpu_s"] / fig["frames"] * 1000)
+                print(f"  {label}: {cpu[label][-1]:.3f} client CPU-s per 1000 frames", flush=True)
+    best = {k: round(min(v), 4) for k, v in cpu.items()}
+    return {"baseline": str(baseline), "cpu_s_per_1000_frames": best,
+            "all_rounds": {k: [round(x, 4) for x in v] for k, v in cpu.items()},
+            "ratio": round(best["this"] / best["baseline"], 3)}
+
+
 def summary_lines(f: dict) -> list[str]:
     one = f["runs"]["1 server"]["frames_per_s"]
     lines = []
@@ -148,16 +225,29 @@ def summary_lines(f: dict) -> list[str]:
     return lines
 
 
-def main(delays: tuple[float, ...] = (0.2, 0.1), mbp: float = 8.0, window: int = 2048) -> dict:
+def main(delays: tuple[float, ...] = (0.2, 0.1), mbp: float = 8.0, window: int = 2048,
+         baseline: Path | None = None) -> dict:
     """Each delay measured in turn; 0.1 s loads the 2 cores more (more requests per second)."""
     DATA.mkdir(parents=True, exist_ok=True)
     fasta = make_input(DATA / f"coding_{mbp:g}mbp.fa", mbp, 1.0, seed=3)
     clf = write_toy_classifier(DATA / "toy_classifier.safetensors")
-    figures = {f"delay_{d:g}s": measure(d, fasta, clf, window) for d in delays}
-    print(json.dumps(figures, indent=2))
+    figures: dict = {f"delay_{d:g}s": measure(d, fasta, clf, window) for d in delays}
+    core = core_decisions_per_s()
+    if baseline is not None:
+        figures["client_cpu"] = client_cpu(baseline, delays[0], fasta, clf, window)
+    print(json.dumps({**figures, "dispatch_core": core}, indent=2))
     print("\nsummary:")
     for f in figures.values():
-        print("\n".join(summary_lines(f)))
+        if "runs" in f:
+            print("\n".join(summary_lines(f)))
+    print(f"dispatch core: {core['events_per_cpu_s']} events per CPU-second ({core['endpoints']} "
+          "endpoints, synthetic stream)")
+    if baseline is not None:
+        c = figures["client_cpu"]
+        print(f"client CPU per 1000 frames: this checkout {c['cpu_s_per_1000_frames']['this']} s, "
+              f"{baseline} {c['cpu_s_per_1000_frames']['baseline']} s = {c['ratio']} x "
+              "(goal <= 1.03)")
+    figures["dispatch_core"] = core
     return figures
 
 
@@ -168,5 +258,12 @@ if __name__ == "__main__":
     parser.add_argument("--mbp", type=float, default=8.0, help="input size in Mbp (default 8)")
     parser.add_argument("--window", type=int, default=2048,
                         help="frames per window (default 2048: a short bench crosses many windows)")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
+                        help="another checkout of this project: compare its client CPU per frame")
+    parser.add_argument("--core-only", action="store_true",
+                        help="only the dispatch core's decisions per second (no server)")
     args = parser.parse_args()
-    main(tuple(args.delay), args.mbp, args.window)
+    if args.core_only:
+        print(json.dumps(core_decisions_per_s(), indent=2))
+    else:
+        main(tuple(args.delay), args.mbp, args.window, args.baseline)

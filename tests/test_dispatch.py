@@ -216,11 +216,12 @@ def test_down_endpoint_is_readmitted_after_the_identity_check():
     ep = core.endpoints[sends[0].url]
     core.handle(1.5, Unreachable(ep.url, ep.epoch, "connection refused"))
     assert ep.last_error == "connection refused"
+    assert ep.info(2.5)["unavailable_seconds"] == 1.5  # down now: counted up to now
     assert core.handle(2.0, Identity(ep.url, ep.epoch - 1, settings(1))) == []  # stale probe
     actions = core.handle(3.0, Identity(ep.url, ep.epoch, settings(1)))
+    assert ep.state == "up" and ep.unavailable_seconds == 2.0
     assert of(actions, Marked) == [Marked(ep.url, "up", "answers again")]
     assert of(actions, Log) == [Log("info", f"Triton at {ep.url} answers again; re-admitted")]
-    assert ep.state == "up" and ep.unavailable_seconds == 2.0
     assert ep.info(3.0)["unavailable_seconds"] == 2.0
     assert core.handle(3.1, Identity(ep.url, ep.epoch, settings(1))) == []  # already up
 
@@ -408,6 +409,45 @@ def test_a_server_answering_other_requests_is_not_hedged_until_the_alone_factor(
     assert [s.request for s in hedged] == [stuck.request] and hedged[0].url != stuck.url
 
 
+def test_a_hedged_copy_shed_by_its_server_is_sent_again():
+    """Defect: a hedged copy answered "queue full" while the original was stuck was dropped
+    (the stuck original counted as a copy on its way), so the request waited for the stuck
+    server until the request timeout."""
+    core, _ = started({"a": 1, "b": 1, "c": 1})
+    stuck = of(Windows().submit(core, 0.0, [DNA]), Send)[0]
+    copy = of(core.handle(61.0, Tick()), Send)[0]
+    again = of(core.handle(61.1, Reply(copy.token, BUSY, "queue full")), Send)
+    assert [s.request for s in again] == [stuck.request]
+    assert again[0].url not in (stuck.url, copy.url)  # the one in backoff waits
+    assert core.outstanding[again[0].token][1].attempts == 0
+
+
+def test_the_stuck_original_failing_while_its_copy_is_on_its_way_is_not_resent():
+    core, _ = started({"a": 1, "b": 1})
+    stuck = of(Windows().submit(core, 0.0, [DNA]), Send)[0]
+    copy = of(core.handle(61.0, Tick()), Send)[0]
+    actions = core.handle(62.0, Reply(stuck.token, FAILED, "deadline exceeded"))
+    assert of(actions, Send) == [] and core.pending[DNA] == []
+    assert core.endpoints[stuck.url].state == "down"
+    assert of(core.handle(63.0, Reply(copy.token, OK)), Finished) == [Finished(0)]
+
+
+def test_the_stuck_original_shed_while_its_copy_is_on_its_way_is_not_resent():
+    core, _ = started({"a": 1, "b": 1})
+    stuck = of(Windows().submit(core, 0.0, [DNA]), Send)[0]
+    of(core.handle(61.0, Tick()), Send)
+    assert of(core.handle(62.0, Reply(stuck.token, BUSY, "queue full")), Send) == []
+    assert core.pending[DNA] == [] and core.endpoints[stuck.url].rejections == 1
+
+
+def test_a_copy_overdue_where_the_request_has_nowhere_else_to_go_is_not_hedged_again():
+    core, _ = started({"a": 1, "b": 1})
+    stuck = of(Windows().submit(core, 0.0, [DNA]), Send)[0]
+    copy = of(core.handle(61.0, Tick()), Send)[0]
+    assert of(core.handle(200.0, Tick()), Send) == [] and copy.token not in core.overdue
+    assert core.outstanding[stuck.token][1].avoid == {stuck.url}
+
+
 def test_no_hedge_with_a_single_endpoint_up():
     core, _ = started({"a": 1})
     send = of(Windows().submit(core, 0.0, [DNA]), Send)[0]
@@ -502,3 +542,31 @@ def test_the_core_imports_no_io():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert name.split(".")[0] not in BANNED, f"{path.name} imports {name}"
+
+
+# -- defects of the old client -------------------------------------------------------------------
+def test_a_resolver_that_cannot_answer_keeps_the_names_last_addresses():
+    """Defect: a temporary resolver failure (EAI_AGAIN, a timeout) emptied a dns:/// name until
+    the next lookup an interval later, retiring every endpoint of it; only "no such name" and
+    "no data" may empty it."""
+    import socket
+
+    from orchestrator.embed.triton.discovery import Discovery
+
+    answers: list = [["10.0.0.1:8001", "10.0.0.2:8001"]]
+
+    def resolver(host: str, port: int) -> list[str]:
+        answer = answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    discovery = Discovery(["dns:///svc:8001"], interval=1.0, resolver=resolver)
+    first = discovery.refresh(0.0, force=True)
+    answers[0] = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    assert discovery.refresh(1.0) is None  # unchanged: no Listed event, nothing retired
+    assert discovery.addresses() == first and "svc" in discovery.problems["dns:///svc:8001"]
+    answers[0] = TimeoutError("resolver timed out")
+    assert discovery.refresh(2.0) is None
+    answers[0] = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert discovery.refresh(3.0) == []  # the name is gone: so are its endpoints

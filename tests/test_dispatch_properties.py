@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections import Counter
 
 from dispatch_script import DNA, PROTEIN, settings, started
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from orchestrator.embed.dispatch import (
     BUSY,
@@ -92,7 +94,10 @@ class World:
                         "more in flight than the endpoint's capacity"
             if ep.state != "up":
                 assert held[url, DNA] + held[url, PROTEIN] == 0, "requests held by a down endpoint"
-        waiting = {job.id for heap in core.pending.values() for job in heap}
+        queue = [job for heap in core.pending.values() for job in heap]
+        assert len({id(j) for j in queue}) == len(queue), "a request queued twice"
+        assert all(j.queued for j in queue)
+        waiting = {job.id for job in queue}
         out = {job.id for _, job, _ in core.outstanding.values()}
         for window, ids in self.requests_of.items():
             if self.finished[window]:
@@ -127,7 +132,7 @@ def test_invariants_hold_over_random_event_sequences(data):
             ids = list(range(world.next_id, world.next_id + len(models)))
             world.next_id += len(models)
             world.requests_of[window] = set(ids)
-            world.feed(Submit(window, tuple(Request(i, m, 2) for i, m in zip(ids, models))))
+            world.feed(Submit(window, tuple(Request(i, m, 2) for i, m in zip(ids, models, strict=True))))
         elif op == "reply" and world.calls:
             token = data.draw(st.sampled_from(sorted(world.calls)))
             del world.calls[token]

@@ -136,6 +136,10 @@ def _add_serving(p: argparse.ArgumentParser) -> None:
                    help="seconds between re-resolutions of dns:/// servers during the run (file:/// "
                    f"lists are re-read when they change) (default ${DISCOVERY_INTERVAL_ENV}, else "
                    f"{DEFAULT_DISCOVERY_INTERVAL_S:g})")
+    p.add_argument("--debug-dispatch", metavar="FILE", default=None,
+                   help="write the events the request dispatcher decided on to FILE (JSON lines) "
+                   "to reproduce the run's decisions with `python -m orchestrator.embed.dispatch."
+                   "replay FILE` (default $VIRNUCPRO_DEBUG_DISPATCH, else none)")
     p.add_argument("--priority", choices=tuple(PRIORITIES), default=None,
                    help="request priority on shared servers: high for interactive and small jobs, "
                    "low for bulk re-analysis; orders the servers' queues, never pre-empts a "
@@ -533,6 +537,7 @@ def _pipeline_options(args: argparse.Namespace, progress: bool) -> PipelineOptio
                       else parse_size(args.dedup_memory)),
         shard=getattr(args, "shard", None),
         model_versions=args.model_version, discovery_interval=args.discovery_interval,
+        debug_dispatch=args.debug_dispatch,
     )
 
 

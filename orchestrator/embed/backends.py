@@ -17,14 +17,16 @@ def open_backend(backend: str, *, servers: list[str], model_repository: str | No
                  batch_size: int | None, max_in_flight: int | None,
                  connection: ConnectionOptions | None, priority: str | None = None,
                  model_versions: dict[str, str] | None = None,
-                 discovery_interval: str | None = None) -> EmbeddingBackend:
+                 discovery_interval: str | None = None,
+                 debug_dispatch: str | None = None) -> EmbeddingBackend:
     if backend == "triton":
         from orchestrator.embed.triton.client import EmbeddingClient
 
         return EmbeddingClient(servers, batch_size=batch_size, max_in_flight=max_in_flight,
                                options=connection, priority=priority,
                                model_versions=model_versions,
-                               discovery_interval_s=discovery_interval)
+                               discovery_interval_s=discovery_interval,
+                               debug_dispatch=debug_dispatch)
     if backend == "local":
         from orchestrator.embed.local import LocalBackend
 

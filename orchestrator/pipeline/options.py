@@ -88,6 +88,7 @@ class PipelineOptions:
     shard: Shard | None = None  # predict --shard K/N: only this part of the records
     model_versions: Sequence[str] = ()  # --model-version values (N or MODEL=N); none: newest
     discovery_interval: str | None = None  # seconds; None: $VIRNUCPRO_DISCOVERY_INTERVAL, else 30
+    debug_dispatch: str | None = None  # replay log of the dispatch core; None: $VIRNUCPRO_DEBUG_DISPATCH
 
     @property
     def resolved_priority(self) -> str:

@@ -60,7 +60,8 @@ def open_run_backend(options: PipelineOptions, servers: list[str], *,
                          batch_size=options.batch_size, max_in_flight=options.max_in_flight,
                          connection=options.connection, priority=options.resolved_priority,
                          model_versions=options.pinned_versions(),
-                         discovery_interval=options.discovery_interval)
+                         discovery_interval=options.discovery_interval,
+                         debug_dispatch=options.debug_dispatch)
     return DeduplicatingBackend(inner, options.dedup_memory if keep_vectors else 0,
                                 enabled=options.dedup)
 

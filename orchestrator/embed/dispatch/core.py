@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,9 +115,10 @@ class EndpointState:
 
 @dataclass
 class RequestState:
-    """One request: `copies` sends still outstanding (more than one once hedged), `queued` while
-    waiting, `done` once answered (later answers are ignored), `avoid`: endpoints where it is
-    overdue. `attempts` counts failed sends (membership changes do not count)."""
+    """One request: `copies` sends still outstanding (more than one once hedged), `stuck` of them
+    overdue (hedged), `queued` while waiting, `done` once answered (later answers are ignored),
+    `avoid`: endpoints where it is overdue. `attempts` counts failed sends (membership changes
+    do not count)."""
 
     id: int
     window: int
@@ -124,12 +126,17 @@ class RequestState:
     rows: int
     attempts: int = 0
     copies: int = 0
+    stuck: int = 0
     queued: bool = False
     done: bool = False
     avoid: set[str] = field(default_factory=set)
 
     def __lt__(self, other: RequestState) -> bool:
         return self.id < other.id
+
+    def orphaned(self) -> bool:
+        """Unanswered, not queued, and no copy on its way but overdue ones: send it again."""
+        return not self.done and not self.queued and self.copies == self.stuck
 
 
 class Dispatcher:
@@ -155,6 +162,13 @@ class Dispatcher:
         self.now = 0.0  # the time of the last event
         self.outage_since: float | None = None
         self._next_hedge_check = 0.0
+        self._next_liveness = float("inf")  # the earliest liveness_due of an up endpoint
+        # Least-loaded choice in O(log n): per model, free slots -> indices (order of arrival)
+        # of the up endpoints with that many free slots.
+        self._order: list[EndpointState] = []
+        self._index: dict[str, int] = {}
+        self._free: dict[str, dict[int, list[int]]] = {m: {} for m in MODELS}
+        self._n_up = 0
         self._tokens = itertools.count()
         self._rotation = itertools.count()
         self._out: list[Action] = []
@@ -185,9 +199,8 @@ class Dispatcher:
         """The earliest time at which a Tick may change something (None: only events will)."""
         times = [e.backoff_until[m] for e in self.endpoints.values() for m in MODELS
                  if self.pending[m] and e.state == UP and e.backoff_until[m] > self.now]
-        times += [e.liveness_due for e in self.endpoints.values()
-                  if e.state == UP and e.liveness_asked is None and any(e.in_flight.values())]
-        if self.outstanding:  # the next hedge check
+        if self.outstanding:  # the next liveness check and the next hedge check
+            times.append(self._next_liveness)
             times.append(max(self._next_hedge_check, self.now + self.policy.hedge_check_s))
         if self.outage_since is not None and not self._up():
             times.append(self.outage_since + self.policy.retry_deadline_s)
@@ -204,10 +217,37 @@ class Dispatcher:
     def _up(self) -> list[EndpointState]:
         return [e for e in self.endpoints.values() if e.state == UP]
 
+    def _new(self, url: str, **fields: Any) -> EndpointState:
+        ep = self.endpoints[url] = EndpointState(url, **fields)
+        self._index[url] = len(self._order)
+        self._order.append(ep)
+        return ep
+
+    def _set_up(self, ep: EndpointState, up: bool) -> None:
+        """Into rotation (its free slots join the choice) or out of it."""
+        index = self._index[ep.url]
+        for model, buckets in self._free.items():
+            if up:
+                insort(buckets.setdefault(ep.free_slots(model), []), index)
+            else:
+                lst = buckets[ep.free_slots(model)]
+                del lst[bisect_left(lst, index)]
+        self._n_up += 1 if up else -1
+
+    def _add_in_flight(self, ep: EndpointState, model: str, delta: int) -> None:
+        if ep.state == UP:
+            buckets, index = self._free[model], self._index[ep.url]
+            lst = buckets[ep.free_slots(model)]
+            del lst[bisect_left(lst, index)]
+            ep.in_flight[model] += delta
+            insort(buckets.setdefault(ep.free_slots(model), []), index)
+        else:
+            ep.in_flight[model] += delta
+
     # -- start and work --------------------------------------------------------------------------
     def _start(self, now: float, event: Start) -> None:
         for item in event.endpoints:
-            ep = self.endpoints[item.url] = EndpointState(item.url, last_error=item.error)
+            ep = self._new(item.url, last_error=item.error)
             if not item.listed:
                 ep.state = GONE
             elif item.settings is not None:
@@ -233,10 +273,9 @@ class Dispatcher:
     def _send_pending(self, now: float) -> None:
         """Each queued request to the endpoint with the most free slots; ties rotate, so equal
         endpoints share the work evenly even when there is more capacity than work."""
-        if not self._up():
+        if not self._n_up:
             return
-        endpoints = list(self.endpoints.values())
-        n = len(endpoints)
+        n = len(self._order)
         for model in MODELS:
             heap = self.pending[model]
             while heap:
@@ -244,21 +283,31 @@ class Dispatcher:
                 if job.done:  # a hedge whose original answered meanwhile
                     heapq.heappop(heap).queued = False
                     continue
-                if job.avoid and all(e.url in job.avoid for e in endpoints if e.state == UP):
+                if job.avoid and all(e.url in job.avoid for e in self._order if e.state == UP):
                     job.avoid.clear()  # nowhere else to go any more
-                start = next(self._rotation) % n
-                candidates = (endpoints[(start + i) % n] for i in range(n))
-                ep = max((e for e in candidates if e.state == UP and e.free_slots(model) > 0
-                          and e.backoff_until[model] <= now and e.url not in job.avoid),
-                         key=lambda e, m=model: e.free_slots(m), default=None)
+                ep = self._choose(now, model, job, next(self._rotation) % n)
                 if ep is None:
                     break
                 heapq.heappop(heap).queued = False
                 self._send(now, ep, job)
 
+    def _choose(self, now: float, model: str, job: RequestState, start: int
+                ) -> EndpointState | None:
+        """The up endpoint with the most free slots of `model`, not backing off and not one where
+        `job` is overdue; among equals the first from index `start` on (cyclically)."""
+        buckets = self._free[model]
+        for free in sorted((f for f, lst in buckets.items() if f > 0 and lst), reverse=True):
+            lst = buckets[free]
+            k = bisect_left(lst, start)
+            for i in itertools.chain(range(k, len(lst)), range(k)):
+                ep = self._order[lst[i]]
+                if ep.backoff_until[model] <= now and ep.url not in job.avoid:
+                    return ep
+        return None
+
     def _send(self, now: float, ep: EndpointState, job: RequestState) -> None:
         token = next(self._tokens)
-        ep.in_flight[job.model] += 1
+        self._add_in_flight(ep, job.model, 1)
         job.copies += 1
         self.outstanding[token] = (ep, job, now)
         self._emit(Send(token, job.id, ep.url, job.model, self.setup.versions[job.model],
@@ -274,12 +323,10 @@ class Dispatcher:
     # -- answers ---------------------------------------------------------------------------------
     def _reply(self, now: float, event: Reply) -> None:
         entry = self.outstanding.pop(event.token, None)
-        self.overdue.discard(event.token)
         if entry is None:
             return  # its endpoint was marked down or left, and the request already re-sent
         ep, job, sent = entry
-        ep.in_flight[job.model] -= 1
-        job.copies -= 1
+        self._forget(event.token, ep, job)
         if event.outcome in (BUSY, FAILED, REJECTED):
             self._failed(now, ep, job, event)
             return
@@ -323,7 +370,7 @@ class Dispatcher:
             self._busy(now, ep, job, event.detail)
             return
         ep.failures += 1
-        if job.copies == 0 and not job.queued:  # else a hedged copy is still on its way
+        if job.orphaned():  # else a hedged copy is still on its way
             self._requeue(job, failed=True)
         if job.attempts > self.policy.max_attempts:
             self._fail(UNAVAILABLE, f"a request to {job.model} failed {job.attempts} times "
@@ -341,7 +388,7 @@ class Dispatcher:
         delay = min(p.backoff_max_s, p.backoff_min_s * 2 ** min(streak - 1, 16))
         until = now + delay * self.rng.uniform(0.5, 1.0)
         ep.backoff_until[job.model] = max(ep.backoff_until[job.model], until)
-        if job.copies == 0 and not job.queued:
+        if job.orphaned():
             job.queued = True
             heapq.heappush(self.pending[job.model], job)
         if ep.rejections == 1:
@@ -352,9 +399,9 @@ class Dispatcher:
     # -- endpoints out of rotation -------------------------------------------------------------
     def _mark_down(self, now: float, ep: EndpointState, reason: str, failed: int = 1) -> None:
         """Take `ep` out of rotation: its outstanding requests go back to the queue now (the
-        other endpoints take them), its channel is replaced and probed for its return."""
-        if ep.state != UP:
-            return
+        other endpoints take them), its channel is replaced and probed for its return. Only up
+        endpoints hold requests or are asked "live?", so `ep` is up."""
+        self._set_up(ep, False)
         ep.state = DOWN
         ep.down_since = now
         ep.last_error = reason
@@ -373,14 +420,20 @@ class Dispatcher:
         moved = [t for t, (e, _, _) in self.outstanding.items() if e is ep]
         for token in moved:
             job = self.outstanding.pop(token)[1]
-            self.overdue.discard(token)
-            job.copies -= 1
-            if not job.done and job.copies == 0 and not job.queued:
+            self._forget(token, ep, job)
+            if job.orphaned():
                 self._requeue(job, failed)
-        ep.in_flight = dict.fromkeys(MODELS, 0)
         if self.outage_since is None:
             self.outage_since = now
         return len(moved)
+
+    def _forget(self, token: int, ep: EndpointState, job: RequestState) -> None:
+        """`token` (a copy of `job` on `ep`) is no longer outstanding."""
+        self._add_in_flight(ep, job.model, -1)
+        job.copies -= 1
+        if token in self.overdue:
+            self.overdue.discard(token)
+            job.stuck -= 1
 
     def _listed(self, now: float, event: Listed) -> None:
         """New addresses are probed and admitted after the identity check; addresses that are
@@ -390,7 +443,7 @@ class Dispatcher:
         for url in event.addresses:
             ep = self.endpoints.get(url)
             if ep is None:
-                ep = self.endpoints[url] = EndpointState(url)
+                ep = self._new(url)
             elif ep.state != GONE:
                 continue
             ep.state = DOWN
@@ -404,6 +457,8 @@ class Dispatcher:
             if ep.url in listed or ep.state in (GONE, REFUSED):
                 continue
             was_up = ep.state == UP
+            if was_up:
+                self._set_up(ep, False)
             ep.state = GONE
             ep.epoch += 1
             if ep.down_since is not None:
@@ -451,9 +506,11 @@ class Dispatcher:
                            f"({ep.refused}); no request of this run goes there"))
             return
         ep.state = UP
+        self._set_up(ep, True)
         ep.liveness_failures = 0
         ep.liveness_asked = None
         ep.liveness_due = now + self.policy.liveness_interval_s
+        self._next_liveness = min(self._next_liveness, ep.liveness_due)
         if again:
             self._emit(Marked(ep.url, UP, "answers again"))
             self._emit(Log("info", f"Triton at {ep.url} answers again; re-admitted"))
@@ -462,15 +519,21 @@ class Dispatcher:
     def _check_liveness(self, now: float) -> None:
         """While an up endpoint holds requests, ask "live?" every liveness_interval_s; a frozen
         process (SIGSTOP, a hung node) answers nothing, a busy one answers at once."""
+        if now < self._next_liveness:
+            return
+        self._next_liveness = float("inf")
         for ep in self.endpoints.values():
-            if ep.state != UP or ep.liveness_asked is not None or now < ep.liveness_due:
+            if ep.state != UP or ep.liveness_asked is not None:
                 continue
-            if not any(ep.in_flight.values()):
-                ep.liveness_failures = 0
-                ep.liveness_due = now + self.policy.liveness_interval_s
-                continue
-            ep.liveness_asked = now
-            self._emit(CheckLive(ep.url, ep.epoch, self.policy.liveness_timeout_s))
+            if now >= ep.liveness_due:
+                if not any(ep.in_flight.values()):
+                    ep.liveness_failures = 0
+                    ep.liveness_due = now + self.policy.liveness_interval_s
+                else:
+                    ep.liveness_asked = now
+                    self._emit(CheckLive(ep.url, ep.epoch, self.policy.liveness_timeout_s))
+                    continue
+            self._next_liveness = min(self._next_liveness, ep.liveness_due)
 
     def _liveness(self, now: float, event: Liveness) -> None:
         ep = self.endpoints.get(event.url)
@@ -480,11 +543,13 @@ class Dispatcher:
         if event.live:
             ep.liveness_failures = 0
             ep.liveness_due = now + self.policy.liveness_interval_s
+            self._next_liveness = min(self._next_liveness, ep.liveness_due)
             return
         if ep.liveness_failures == 0:
             ep.first_miss = asked
         ep.liveness_failures += 1
         ep.liveness_due = now  # ask again at once
+        self._next_liveness = now
         if ep.liveness_failures < self.policy.liveness_failures:
             return
         ep.frozen += 1
@@ -522,6 +587,7 @@ class Dispatcher:
             if not any(e is not ep and e.url not in job.avoid for e in up):
                 continue
             self.overdue.add(token)
+            job.stuck += 1
             job.avoid.add(ep.url)
             ep.hedged += 1
             self.stats[job.model]["hedged"] += 1
@@ -529,9 +595,10 @@ class Dispatcher:
                            f"answer for {age:.1f} s (deadline {deadline:.1f} s from this run's "
                            "latencies) while that server returned nothing else; re-sent to "
                            "another endpoint (hedged)"))
-            if not job.queued:
-                job.queued = True
-                heapq.heappush(self.pending[job.model], job)
+            # its only copy on its way was this one (a queued request has none), so it is not
+            # queued yet
+            job.queued = True
+            heapq.heappush(self.pending[job.model], job)
 
     def _check_deadline(self, now: float) -> None:
         if self.outage_since is None or self._up():

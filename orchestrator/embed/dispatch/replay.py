@@ -28,11 +28,14 @@ class Recorder:
     """Writes a run's events and actions to `path` (one JSON line each, flushed per line, so a
     run that crashes leaves a readable log)."""
 
-    def __init__(self, path: str, setup: RunSetup, policy: Policy, seed: int) -> None:
+    def __init__(self, path: str) -> None:
         try:
             self._fh: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
         except OSError as exc:
             raise InputError(f"--debug-dispatch {path}: cannot write it ({exc.strerror})") from exc
+
+    def header(self, setup: RunSetup, policy: Policy, seed: int) -> None:
+        """The first line: what a fresh core needs to take the same decisions."""
         self._line({"format": FORMAT, "version": VERSION, "setup": setup.to_json(),
                     "policy": policy.to_json(), "seed": seed})
 

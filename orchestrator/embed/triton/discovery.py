@@ -32,6 +32,10 @@ _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _ADDRESS_HELP = ("e.g. node1:8001; several: a:8001,b:8001; every address of a name: "
                  "dns:///name:8001; a list file: file:///path/servers.txt")
 
+# The resolver's answers that a name has no address (a headless Service without ready pods);
+# any other failure (EAI_AGAIN, a timeout) keeps the name's last answer.
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
 # (host, port) -> "ADDRESS:PORT" strings; socket.gaierror when the name does not resolve
 Resolver = Callable[[str, int], list[str]]
 
@@ -147,9 +151,10 @@ class Discovery:
     """A run's server sources and what they list now.
 
     `poll(now)` re-reads what is due (endpoint files when they changed, names every `interval`
-    seconds) and returns the new address list, or None when nothing changed. A source that fails
-    mid-run (a name that no longer resolves, a file being rewritten) keeps its last answer for
-    files and gives no address for names (a headless Service without ready pods does not resolve).
+    seconds) and returns the new address list, or None when nothing changed. A name that does not
+    exist or has no address gives no address (a headless Service without ready pods); any other
+    failure mid-run (a resolver timeout or "try again", a file being rewritten) keeps the
+    source's last answer.
     """
 
     urls: list[str]
@@ -198,9 +203,18 @@ class Discovery:
     def _read_name(self, url: str) -> None:
         try:
             found = _expand(url, self.resolver)
-        except (socket.gaierror, OSError) as exc:
+        except OSError as exc:  # socket.gaierror included
+            problem = f"cannot resolve {url}: {getattr(exc, 'strerror', None) or exc}"
+            if getattr(exc, "errno", None) not in _NO_SUCH_NAME:
+                # a resolver that could not answer (timeout, "try again") says nothing about
+                # the servers: keep the last answer rather than retire every endpoint
+                if problem != self.problems.get(url):
+                    log.warning("warning: %s; keeping its previous %d endpoint(s)", problem,
+                                len(self._last.get(url, [])))
+                self.problems[url] = problem
+                return
             found = []
-            self.problems[url] = f"cannot resolve {url}: {getattr(exc, 'strerror', None) or exc}"
+            self.problems[url] = problem
         else:
             self.problems.pop(url, None)
         if found != self._last.get(url):

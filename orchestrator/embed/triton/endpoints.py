@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.embed.contract import DNA_MODEL, INPUT_NAME, MODELS, OUTPUT_NAME
+from orchestrator.embed.dispatch.events import BUSY, FAILED, REJECTED
 from orchestrator.embed.dispatch.identity import ModelSettings, model_differences, version_key
 from orchestrator.errors import InputError, Interrupted, ServerUnavailable, TLSProblem
 
@@ -305,6 +306,30 @@ def is_busy(exc: BaseException) -> bool:
         return True
     lowered = str(exc).lower()
     return any(t in lowered for t in _BUSY_TEXT)
+
+
+# gRPC status codes (as InferenceServerException.status() spells them) that mean "server or
+# connection not there right now": restarting, overloaded, or the connection dropped.
+_RETRIABLE_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED",
+                     "CANCELLED")
+_RETRIABLE_TEXT = ("not ready", "unknown model", "failed to connect", "socket closed",
+                   "connection reset", "broken pipe", "unavailable", "not found")
+
+def is_retriable(exc: BaseException) -> bool:
+    """True for errors that mean "server or connection not there right now", not "bad request"."""
+    status = getattr(exc, "status", None)
+    code = str(status() if callable(status) else status or "")
+    if any(code.endswith(s) for s in _RETRIABLE_STATUS):
+        return True
+    lowered = str(exc).lower()
+    return any(t in lowered for t in _RETRIABLE_TEXT)
+
+
+def outcome_of(error: BaseException) -> str:
+    """The core's reply outcome for a failed call: rejected (bad request), busy or failed."""
+    if not is_retriable(error):
+        return REJECTED
+    return BUSY if is_busy(error) else FAILED
 
 
 def parse_model_versions(values: Iterable[str]) -> dict[str, str]:
