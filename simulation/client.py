@@ -8,6 +8,7 @@ and performs the core's actions in simulated time. No decision is taken here.
 from __future__ import annotations
 
 import random
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from orchestrator.embed.dispatch import (
     Identity,
     Listed,
     Liveness,
+    Marked,
     Policy,
     Reply,
     Request,
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
 
 # The real client re-probes a down endpoint this often (orchestrator.embed.triton.client).
 PROBE_INTERVAL_S = 0.5
+# An aperture passes over an endpoint that failed or did not answer for this long after it did.
+LOST_FOR_S = 5.0
 
 
 class SimClient:
@@ -64,7 +68,12 @@ class SimClient:
         self.end_s: float | None = None
         self.failed: str | None = None
         self.policy = policy
+        self.seed = seed
         self.rng = random.Random(seed)
+        self._aperture_key = random.Random(seed + 2).getrandbits(64)
+        self._given: tuple[str, ...] = ()  # the addresses this client's core was last handed
+        # endpoints its core found down, refused or not answering, and when (last)
+        self._lost: dict[str, float] = {}
         self.core: Dispatcher | None = None
         self.rows: dict[int, int] = {}  # request id -> rows
         self.model_of: dict[int, str] = {}
@@ -93,8 +102,17 @@ class SimClient:
                          batch_size=batch, priority=PRIORITIES[self.group.priority],
                          sources="simulated discovery")
         self.core = Dispatcher(setup, self.policy, self.rng)
+        listed = world.listed_urls()
+        self._lost = {u: self.env.now for u in listed if world.server_at(u).state != "up"}
+        self._given = self._subset(listed)
+        if all(u in self._lost for u in self._given):
+            # the real client's start-up check: no listed server answers (exit 3)
+            self.failed = "no Triton endpoint answered at start"
+            self.end_s = self.env.now
+            world.client_done(self)
+            return
         start = []
-        for url in world.listed_urls():
+        for url in self._given:
             server = world.server_at(url)
             if server.state == "up":
                 start.append(StartEndpoint(url, world.settings(server.weights)))
@@ -140,9 +158,24 @@ class SimClient:
         self._feed(Submit(w, tuple(requests)))
 
     def listed(self, urls: tuple[str, ...]) -> None:
-        """A discovery read (the world calls it on this client's schedule)."""
+        """A discovery read (the world calls it on this client's schedule); the core hears of it
+        when what it is handed changes, as the real client posts a changed list."""
         if self.end_s is None and self.failed is None:
-            self._feed(Listed(urls))
+            given = self._subset(urls)
+            if given != self._given:
+                self._given = given
+                self._feed(Listed(given))
+
+    def _subset(self, urls: tuple[str, ...]) -> tuple[str, ...]:
+        """All of `urls`, or with an aperture of K the first K by rendezvous rank among those this
+        client's core has not found down or refused (kept in list order)."""
+        k = self.world.knobs["aperture"]
+        if not k or len(urls) <= k:
+            return urls
+        bad = {u for u, t in self._lost.items() if self.env.now - t < LOST_FOR_S}
+        ranked = sorted(urls, key=lambda u: (u in bad, zlib.crc32(f"{u}|{self._aperture_key}".encode())))
+        chosen = set(ranked[:k])
+        return tuple(u for u in urls if u in chosen)
 
     # -- events in, actions out ------------------------------------------------------------------------
     def _feed(self, event: Any) -> None:
@@ -174,6 +207,7 @@ class SimClient:
     def _perform(self, action: Any) -> None:
         kind = type(action)
         if kind is Send:
+            self.world.count(self.world.sends_bins)
             self._send(action)
         elif kind is Deliver:
             self.delivered[action.request] = self.delivered.get(action.request, 0) + 1
@@ -199,8 +233,21 @@ class SimClient:
             self.failed = action.message
             self.end_s = self.env.now
             self.world.client_done(self)
+        elif kind is Marked:
+            if action.state == "up":
+                self._lost.pop(action.url, None)
+            elif action.state in ("down", "refused") and not action.reason.startswith("listed"):
+                self._lose(action.url)  # failed or refused, not merely listed again
         elif kind is Close:
             pass  # the simulated channel holds nothing
+
+    def _lose(self, url: str) -> None:
+        """`url` failed, was refused or does not answer: an aperture replaces it."""
+        fresh = self.env.now - self._lost.get(url, -LOST_FOR_S) < LOST_FOR_S
+        self._lost[url] = self.env.now
+        if not fresh:
+            if self.world.knobs["aperture"]:
+                self._later(0.0, lambda: self.listed(self.world.listed_urls()))
 
     def _send(self, action: Send) -> None:
         server = self.world.server_at(action.url)
@@ -242,6 +289,7 @@ class SimClient:
                 return
             self._feed(Unreachable(url, epoch, "connection refused" if server.state == "dead"
                                    else "timed out"))
+            self._lose(url)
             self._later(PROBE_INTERVAL_S, attempt)
         self._later(2 * self.world.network_s(server), attempt)
 

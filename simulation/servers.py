@@ -63,6 +63,7 @@ class SimServer:
         self.executed_rows = dict.fromkeys(MODELS, 0)
         self.calls_by_weights: dict[str, int] = {}  # requests that reached each life of it
         self._busy_log = busy_log
+        self.on_queue_full: Callable[[], None] | None = None
         self._queues = {m: [deque() for _ in range(levels)] for m in MODELS}
         self._free = dict.fromkeys(MODELS, spec.instances)
         self._wake = {m: env.event() for m in MODELS}
@@ -85,6 +86,8 @@ class SimServer:
         queue = self._queues[call.model][call.level]
         if self.spec.max_queue and len(queue) >= self.spec.max_queue:
             self.queue_full += 1
+            if self.on_queue_full is not None:
+                self.on_queue_full()
             self._answer(call, BUSY)
             return
         call.queued_at = self.env.now

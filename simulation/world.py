@@ -33,8 +33,30 @@ def url_of(index: int) -> str:
     return f"sim-{index}:8001"
 
 
+# Knobs of the driver rather than the core (the gRPC client's discovery loop would hold them):
+# `discovery_jitter` J re-reads the list every interval x uniform(1 - J, 1 + J) instead of on a
+# fixed period; `aperture` K hands each client's core only K of the listed servers, chosen by
+# rendezvous hashing with a per-client key, replacing one that is down or refused (0: all).
+DRIVER_KNOBS = {"discovery_jitter": 0.0, "aperture": 0}
+
+
+def driver_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
+    out = dict(DRIVER_KNOBS)
+    for key in DRIVER_KNOBS:
+        if key in knobs:
+            value = knobs[key]
+            ok = (isinstance(value, int) and value >= 0) if key == "aperture" else (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1)
+            if not ok:
+                raise InputError(f"policy.{key}: {value!r} is not "
+                                 f"{'a whole number >= 0' if key == 'aperture' else 'in [0, 1)'}")
+            out[key] = value
+    return out
+
+
 def make_policy(knobs: dict[str, Any]) -> Policy:
     """The core's Policy with the scenario's knobs; an unknown knob or bad value is named."""
+    knobs = {k: v for k, v in knobs.items() if k not in DRIVER_KNOBS}
     try:
         return Policy(**knobs)
     except TypeError as exc:
@@ -48,22 +70,23 @@ class Discovery:
     """The address list every client re-reads on its own schedule; a client sees a change at its
     next read after it (as `file:///` and `dns:///` sources are read by the real client)."""
 
-    def __init__(self, world: World, interval: float) -> None:
+    def __init__(self, world: World, interval: float, jitter: float) -> None:
         self.world = world
         self.interval = interval
+        self.jitter = jitter
 
     def subscribe(self, client: SimClient) -> None:
-        seen = [self.world.listed_urls()]
+        rng = random.Random(client.seed + 1)
+
+        def period() -> float:
+            return self.interval * (rng.uniform(1 - self.jitter, 1 + self.jitter) if self.jitter else 1)
 
         def read() -> None:
             if client.end_s is not None:
                 return
-            now = self.world.listed_urls()
-            if now != seen[0]:
-                seen[0] = now
-                client.listed(now)
-            client._later(self.interval, read)
-        client._later(self.interval, read)
+            client.listed(self.world.listed_urls())
+            client._later(period(), read)
+        client._later(period(), read)
 
 
 class World:
@@ -75,14 +98,19 @@ class World:
         self.rng = random.Random(scenario.seed)
         self.progress = progress
         self.policy = make_policy(scenario.policy)
+        self.knobs = driver_knobs(scenario.policy)
+        self.sends_bins: dict[int, int] = {}
+        self.queue_full_bins: dict[int, int] = {}
         levels = len(PRIORITIES)
         self.busy_bins: dict[int, float] = {}
         self.servers = [SimServer(self.env, spec, levels, self._busy) for spec in scenario.servers]
         self._by_url = {url_of(s.spec.index): s for s in self.servers}
+        for s in self.servers:
+            s.on_queue_full = lambda: self.count(self.queue_full_bins)
         listed = scenario.initially_listed()
         for s in self.servers:
             s.listed = s.spec.index in listed
-        self.discovery = Discovery(self, scenario.discovery_interval_s)
+        self.discovery = Discovery(self, scenario.discovery_interval_s, self.knobs["discovery_jitter"])
         self.clients: list[SimClient] = []
         for group in scenario.clients:
             for _ in range(group.count):
@@ -116,6 +144,10 @@ class World:
                                  instances=spec.instances, max_in_flight=limit,
                                  weights_sha256=f"sim-{m}-{weights}", versions=("1",))
                 for m in MODELS}
+
+    def count(self, bins: dict[int, int]) -> None:
+        b = int(self.env.now // SERIES_BIN_S)
+        bins[b] = bins.get(b, 0) + 1
 
     def client_done(self, client: SimClient) -> None:
         self.running -= 1
@@ -221,6 +253,8 @@ def simulate(scenario: Scenario, progress: bool = False, series_to: str | None =
         with open(series_to, "w") as fh:
             json.dump({"bin_s": SERIES_BIN_S,
                        "busy_instances": [round(world.busy_bins.get(b, 0.0) / SERIES_BIN_S, 4)
-                                          for b in bins]}, fh)
+                                          for b in bins],
+                       "requests_sent": [world.sends_bins.get(b, 0) for b in bins],
+                       "queue_full": [world.queue_full_bins.get(b, 0) for b in bins]}, fh)
     return result
 
