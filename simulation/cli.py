@@ -41,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--series", metavar="FILE",
                      help="also write per-second series (busy servers, requests sent, queue-full "
                      "answers) as JSON to FILE")
+    study = sub.add_parser("study", help="the shared-cluster study: one run per policy, one table",
+                           description="Simulate many H200-like servers and many users' runs "
+                           "(90% bulk, 10% small high-priority jobs) with a mass kill, frozen and "
+                           "added servers, once per policy, and print the goals side by side.")
+    study.add_argument("--servers", type=int, default=100, help="servers (default 100)")
+    study.add_argument("--clients", type=int, default=1000, help="client runs (default 1000)")
+    study.add_argument("--duration", type=float, default=3600.0,
+                       help="simulated seconds (default 3600)")
+    study.add_argument("--scale", type=float, default=1.0,
+                       help="multiply every job's frames (default 1: 10^5-10^6 bulk, 10^3-10^4 small)")
+    study.add_argument("--policies", nargs="*", help="policy names to compare (default: all)")
+    study.add_argument("--json", metavar="FILE", help="write the figures and series to FILE")
     return parser
 
 
@@ -56,6 +68,15 @@ def summary(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "study":
+        from simulation.study import run_study
+
+        try:
+            run_study(args)
+        except OrchestratorError as exc:
+            print(f"simulation: {exc}", file=sys.stderr)
+            return exc.exit_code
+        return 0
     try:
         from simulation.scenario import load
 

@@ -43,8 +43,8 @@ def study_scenario(servers: int = 100, clients: int = 1000, duration_s: float = 
     spread = min(duration_s, work_s / load)
     for j in jobs:
         j["start_s"] = round(rng.uniform(0, spread * 0.9), 3)
-    killed = list(range(0, base // 10))
-    frozen = list(range(base // 10, base // 10 + max(1, servers // 20)))
+    killed = list(range(max(1, servers // 10)))
+    frozen = list(range(len(killed), len(killed) + max(1, servers // 20)))
     return {
         "seed": seed,
         "servers": [{"count": servers, "instances": 1, "max_batch": GPU_BATCH,
@@ -59,3 +59,117 @@ def study_scenario(servers: int = 100, clients: int = 1000, duration_s: float = 
         "until_s": duration_s,
         "policy": policy or {},
     }
+
+
+# The policies compared: today's (the core's defaults) and the alternatives the simulator can
+# turn on. Two random choices, slow start and a retry/hedge budget need knobs of the core that it
+# does not have yet (docs/scale.md lists them).
+POLICIES: dict[str, dict[str, Any]] = {
+    "today": {},
+    "jittered discovery": {"discovery_jitter": 0.5},
+    "aperture 8": {"aperture": 8},
+    "aperture 8 + jitter": {"aperture": 8, "discovery_jitter": 0.5},
+}
+# Seconds before and after the mass kill over which the steady and the peak request rate are read.
+RATE_WINDOW_S = 30
+
+
+def jain(values: list[float]) -> float:
+    """Jain's fairness index: 1 when all equal, 1/n when one takes everything."""
+    if not values:
+        return 1.0
+    return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def figures(data: dict[str, Any], result: dict[str, Any], series: dict[str, Any],
+            idle_small_s: float) -> dict[str, Any]:
+    """The study's goals read from one run."""
+    jobs = [j for j in result["jobs"] if j["end_s"] is not None]
+    small = [j["end_s"] - j["start_s"] for j in jobs if j["priority"] == "high"]
+    fairness = {}
+    for prio in ("normal", "low"):
+        rates = [j["frames"] / (j["end_s"] - j["start_s"]) for j in jobs
+                 if j["priority"] == prio and j["end_s"] > j["start_s"]]
+        fairness[prio] = round(jain(rates), 3)
+    kill = next(f for f in data["faults"] if f["kind"] == "kill")["at_s"]
+    sent = series["requests_sent"]
+    k = int(kill)
+    steady = sorted(sent[max(0, k - RATE_WINDOW_S):k]) or [0]
+    steady_rate = steady[len(steady) // 2]
+    peak = max(sent[k:k + RATE_WINDOW_S] or [0])
+    return {
+        "makespan_s": result["makespan_s"],
+        "jobs_done": f"{len(jobs)}/{len(result['jobs'])}",
+        "busy_fraction": result["busy_fraction"],
+        "small_p50_s": round(percentile(small, 50), 2),
+        "small_p99_s": round(percentile(small, 99), 2),
+        "small_p99_vs_idle": round(percentile(small, 99) / idle_small_s, 2),
+        "duplicate_row_fraction": result["duplicate_row_fraction"],
+        "queue_full_answers": result["queue_full_answers"],
+        "peak_vs_steady_rate_after_kill": round(peak / steady_rate, 2) if steady_rate else None,
+        "jain_bulk": fairness,
+        "wall_s": result["wall_s"],
+        "core_events": result["core_events"],
+        "events_per_s": result["events_per_s"],
+    }
+
+
+def idle_small_seconds(data: dict[str, Any]) -> float:
+    """A small job alone on the idle cluster (the largest of the study's small jobs)."""
+    from simulation.scenario import parse
+    from simulation.world import simulate
+
+    small = max((c for c in data["clients"] if c["priority"] == "high"), key=lambda c: c["frames"])
+    alone = {**data, "clients": [{**small, "start_s": 0}], "faults": [], "until_s": None}
+    job = simulate(parse(alone))["jobs"][0]
+    return job["end_s"] - job["start_s"]
+
+
+def run_study(args: Any) -> dict[str, Any]:
+    """`python -m simulation study`: every policy on the same scenario, figures side by side."""
+    import json
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from orchestrator.errors import InputError
+    from simulation.scenario import parse
+    from simulation.world import simulate
+
+    names = args.policies or list(POLICIES)
+    for name in names:
+        if name not in POLICIES:
+            raise InputError(f"--policies: {name!r} is not one of {', '.join(POLICIES)}")
+    base = study_scenario(args.servers, args.clients, args.duration, scale=args.scale)
+    idle = idle_small_seconds(base)
+    out: dict[str, Any] = {"servers": args.servers, "clients": args.clients,
+                           "duration_s": args.duration, "scale": args.scale,
+                           "idle_small_job_s": round(idle, 3), "policies": {}, "series": {}}
+    for name in names:
+        data = {**base, "policy": POLICIES[name]}
+        with tempfile.TemporaryDirectory() as tmp:
+            series_path = Path(tmp) / "series.json"
+            result = simulate(parse(data), series_to=str(series_path))
+            series = json.loads(series_path.read_text())
+        fig = out["policies"][name] = figures(data, result, series, idle)
+        out["series"][name] = {"busy_instances": series["busy_instances"],
+                               "small_s": [j["end_s"] - j["start_s"] for j in result["jobs"]
+                                           if j["end_s"] is not None and j["priority"] == "high"],
+                               "bulk_s": [j["end_s"] - j["start_s"] for j in result["jobs"]
+                                          if j["end_s"] is not None and j["priority"] != "high"]}
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in fig.items()), file=sys.stderr,
+              flush=True)
+    print(json.dumps(out["policies"], indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out))
+    return out
