@@ -173,3 +173,47 @@ def run_study(args: Any) -> dict[str, Any]:
     if args.json:
         Path(args.json).write_text(json.dumps(out))
     return out
+
+
+def plot_study(out: dict[str, Any], folder: str) -> list[str]:
+    """PNG figures of a study: busy servers over time, completion-time distributions per kind."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for name, s in out["series"].items():
+        busy = s["busy_instances"]
+        ax.plot(range(len(busy)), [b / (2 * out["servers"]) for b in busy], label=name, lw=0.8)
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("busy fraction of all servers")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target / "scale-utilization.png", dpi=110)
+    written.append(str(target / "scale-utilization.png"))
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, key, title in ((axes[0], "small_s", "small jobs (high priority)"),
+                           (axes[1], "bulk_s", "bulk jobs (normal and low)")):
+        for name, s in out["series"].items():
+            values = sorted(s[key])
+            if values:
+                ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], label=name,
+                        lw=0.9)
+        ax.set_xscale("log")
+        ax.set_xlabel("completion time (s)")
+        ax.set_title(title, fontsize=9)
+    axes[0].set_ylabel("fraction of jobs")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(target / "scale-completion.png", dpi=110)
+    written.append(str(target / "scale-completion.png"))
+    plt.close(fig)
+    return written
