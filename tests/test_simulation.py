@@ -213,3 +213,28 @@ def test_a_small_scenario_run_for_real_and_simulated_agrees_on_what_happened():
         assert result["rows_executed"]["esm2"] >= result["rows_needed"]["esm2"]
         assert result["makespan_s"] >= bound
     assert real["rows_needed"]["esm2"] == frames
+
+
+def test_jains_index_is_one_for_equal_shares_and_one_over_n_for_one_taker():
+    from simulation.study import jain
+
+    assert jain([3.0, 3.0, 3.0]) == pytest.approx(1.0)
+    assert jain([5.0, 0.0, 0.0, 0.0]) == pytest.approx(0.25)
+
+
+def test_the_study_scenario_has_its_mix_faults_and_policies_at_a_small_scale():
+    from simulation.study import POLICIES, figures, idle_small_seconds, study_scenario
+
+    data = study_scenario(servers=10, clients=40, duration_s=200, scale=0.01)
+    s = parse(data)
+    assert len(s.servers) == 10 and s.client_count() == 40
+    assert sum(g.priority == "high" for g in s.clients) == 4
+    assert {f.kind for f in s.faults} == {"kill", "freeze", "add"}
+    for name, knobs in POLICIES.items():
+        world = World(parse({**data, "policy": knobs}))
+        world.run()
+        result = world.result(1.0)
+        series = {"requests_sent": [world.sends_bins.get(b, 0) for b in range(int(world.env.now) + 1)]}
+        fig = figures(data, result, series, idle_small_seconds(data))
+        assert fig["jobs_done"] == "40/40", name
+        assert fig["small_p99_vs_idle"] >= 1.0 - 1e-9
