@@ -74,9 +74,9 @@ def job_seconds(data: dict) -> tuple[float, int]:
 def client_costs() -> dict:
     """This machine's client costs, measured for real: a one-frame job on an idle toy server
     (process start, imports, classifier, server checks, outputs), and a job on a server with
-    capacity to spare (1 ms per request, 8 instances), whose rest is the client's own work."""
+    capacity to spare (1 ms per request, 4 instances), whose rest is the client's own work."""
     startup, _ = job_seconds({"servers": [toy(1, 1)], "clients": [{"frames": 1}]})
-    seconds, frames = job_seconds({"servers": [toy(1, 1, instances=8)],
+    seconds, frames = job_seconds({"servers": [toy(1, 1)],
                                    "clients": [{"frames": 8192, **BULK}]})
     return {"startup_s": round(startup, 3),
             "frames_per_cpu_s": round(frames / max(seconds - startup, 1e-3), 1)}
