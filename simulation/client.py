@@ -11,7 +11,7 @@ import random
 import zlib
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator.embed.contract import MODELS
 from orchestrator.embed.dispatch import (
@@ -45,9 +45,6 @@ from orchestrator.embed.priority import PRIORITIES
 from simulation.scenario import ClientGroup
 from simulation.servers import Call, SimServer
 
-if TYPE_CHECKING:
-    from simulation.world import World
-
 # The real client re-probes a down endpoint this often (orchestrator.embed.triton.client).
 PROBE_INTERVAL_S = 0.5
 # An aperture passes over an endpoint that failed or did not answer for this long after it did.
@@ -56,9 +53,10 @@ LOST_FOR_S = 5.0
 
 class SimClient:
     """One `predict` process: `frames` frames in windows of `window`, up to 1 + lookahead windows
-    with the core at once, finished in order."""
+    with the core at once, finished in order. `world` (simulation.world.World, which imports this
+    module) gives the clock, the servers, their settings and the discovery list."""
 
-    def __init__(self, world: World, number: int, group: ClientGroup, start_s: float,
+    def __init__(self, world: Any, number: int, group: ClientGroup, start_s: float,
                  policy: Policy, seed: int) -> None:
         self.world = world
         self.env = world.env
