@@ -3,11 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Tests start `python -m orchestrator` hundreds of times: with bytecode caching off (some machines
+# set this) each start compiles the project again (1.1 s against 0.6 s per start measured here),
+# and pytest re-rewrites every test module's asserts at each run.
+unexport PYTHONDONTWRITEBYTECODE
 # Debian tools the tests use (docker-compose validates the compose file; headless chromium opens
 # report.html; prometheus and its promtool load and unit-test deploy/monitoring); needs root.
 APT_INSTALL := $(if $(filter 0,$(shell id -u)),,sudo -n) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$$@" >/dev/null' apt
 
-.PHONY: setup test demo bench lint clean gpu-wheels
+.PHONY: setup check test demo bench lint clean gpu-wheels
 
 setup: $(STAMP)
 
@@ -24,9 +28,23 @@ $(STAMP): pyproject.toml
 		|| echo "setup: warning: no prometheus (Debian package); the monitoring tests will skip"
 	touch $(STAMP)
 
+# The tests that start no process (no server, no tool, no browser; tests/conftest.py enforces it):
+# the quick loop while working.
+QUICK_TESTS := not (server or slow or browser or workflow or gpu)
+# make test's pytest workers: each has its own servers on free ports and takes whole test files.
+# Most server tests wait on sleeping toy models, so a 2-core machine gains from more workers than
+# cores (docs/testing.md has the figures).
+TEST_WORKERS ?= 4
+
+check: setup
+	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports pyproject.toml
+	$(BIN)/python -m pytest -q -m "$(QUICK_TESTS)"
+
 test: setup
 	$(BIN)/python -m ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/lint-imports pyproject.toml
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: setup
 	$(BIN)/python -m orchestrator demo
@@ -47,6 +65,7 @@ gpu-wheels: setup
 
 lint: setup
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports pyproject.toml
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

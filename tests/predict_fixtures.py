@@ -15,9 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from timing import margin
+
 # The toy models and inputs live with the toy-cluster harness (python -m simulation run --real).
-from simulation.toy import (  # noqa: E402, F401
+from simulation.toy import (  # noqa: F401
     TOY_CONFIG,
     TOY_MODEL,
     TOY_WIDTH,
@@ -25,6 +26,8 @@ from simulation.toy import (  # noqa: E402, F401
     write_toy_classifier,
     write_toy_repository,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def orchestrator_cmd(*args: str) -> list[str]:
@@ -37,6 +40,27 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(orchestrator_cmd(*args), capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=full_env)
+
+
+_TRACED_PEAK = """\
+import sys, tracemalloc
+tracemalloc.start()
+from orchestrator.commands.cli import main
+code = main(sys.argv[1:])
+print(f"PEAK {code} {tracemalloc.get_traced_memory()[1]}")
+"""
+
+
+def traced_peak_bytes(args: list[str]) -> int:
+    """Peak bytes a `python -m orchestrator ARGS` run allocated (tracemalloc: Python objects and
+    numpy buffers), imports included; asserts exit 0."""
+    proc = subprocess.run([sys.executable, "-c", _TRACED_PEAK, *args], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PEAK")]
+    assert lines, proc.stderr
+    _, code, peak = lines[-1].split()
+    assert code == "0", proc.stderr
+    return int(peak)
 
 
 def rows_executed(grpc_url: str) -> dict[str, int]:
@@ -109,7 +133,7 @@ def windows_done(outdir: Path, state: Path | None = None) -> int:
 def wait_for_window(proc: subprocess.Popen, outdir: Path, windows: int = 1,
                     state: Path | None = None) -> None:
     """Block until the running predict or embed `proc` has committed `windows` windows."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + margin(120)
     while windows_done(outdir, state) < windows:
         assert proc.poll() is None, proc.communicate()[1]
         assert time.monotonic() < deadline

@@ -91,6 +91,7 @@ def _table(path: Path) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------- orchestrator call
 
 
+@pytest.mark.server
 def test_call_without_servers_writes_what_a_predict_rerun_writes(runs: dict[str, Path]) -> None:
     offline, rerun, first = runs["offline"], runs["rerun"], runs["a"]
     report_before = (offline / "report.html").stat().st_mtime_ns
@@ -113,6 +114,7 @@ def test_call_without_servers_writes_what_a_predict_rerun_writes(runs: dict[str,
     assert json.loads((offline / "run.json").read_text())["parameters"]["sample"] == "patient 7"
 
 
+@pytest.mark.server
 def test_call_refuses_a_folder_that_is_not_a_finished_run(runs: dict[str, Path], tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     foreign = tmp_path / "foreign"
@@ -151,6 +153,7 @@ def test_call_refuses_a_folder_that_is_not_a_finished_run(runs: dict[str, Path],
     assert _snapshot(copy) == before
 
 
+@pytest.mark.server
 def test_call_failing_half_way_keeps_the_previous_files(runs: dict[str, Path], tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
@@ -170,6 +173,7 @@ def test_call_failing_half_way_keeps_the_previous_files(runs: dict[str, Path], t
 # --------------------------------------------------------------------------- Broad's contig table
 
 
+@pytest.mark.server
 def test_broad_table_has_that_steps_layout_and_our_numbers(runs: dict[str, Path]) -> None:
     out = runs["a"]
     text = (out / "contigs_classified.tsv").read_text()
@@ -215,6 +219,7 @@ def test_default_sample_name_is_the_first_inputs_base_name() -> None:
     assert default_sample([".fa"]) == ".fa"
 
 
+@pytest.mark.server
 def test_multiqc_over_two_runs_has_a_row_per_sample(runs: dict[str, Path], tmp_path: Path) -> None:
     report = tmp_path / "multiqc"
     proc = subprocess.run([str(BIN / "multiqc"), str(runs["a"]), str(runs["b"]), "-o", str(report),
@@ -246,6 +251,7 @@ def test_multiqc_over_two_runs_has_a_row_per_sample(runs: dict[str, Path], tmp_p
 # --------------------------------------------------------------------------- CWL
 
 
+@pytest.mark.server
 def test_cwl_tool_validates_and_runs_against_a_live_server(runs: dict[str, Path],
                                                            tmp_path: Path) -> None:
     cwltool = str(BIN / "cwltool")

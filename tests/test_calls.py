@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from predict_fixtures import TOY_WIDTH, run_cli, write_toy_repository
+from predict_fixtures import TOY_WIDTH, run_cli
 
 from orchestrator.chunk.chunking import chunk_bounds
 from orchestrator.classify.calls import (
@@ -151,7 +151,8 @@ def _rows(path: Path) -> list[list[str]]:
     return [line.split("\t") for line in lines[1:]]
 
 
-def test_prophage_scan_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.server
+def test_prophage_scan_end_to_end(tmp_path: Path, toy_server: TritonServer) -> None:
     length, size = 9_100, 500
     bounds = chunk_bounds(length, size)
     ins_start, ins_end = bounds[6][0], bounds[11][1]  # chunks 7..12 lie inside the insert
@@ -162,15 +163,14 @@ def test_prophage_scan_end_to_end(tmp_path: Path) -> None:
     clf = write_gc_classifier(tmp_path / "gc.safetensors")
     args = [str(fasta), "-o", str(tmp_path / "out"), "--chunk-size", "500", "--classifier",
             str(clf), "--no-report", "--window", "8"]
-    with TritonServer(write_toy_repository(tmp_path / "repo")) as server:
-        proc = run_cli("predict", *args, "--server", server.grpc_url)
-        assert proc.returncode == 0, proc.stderr
-        out = tmp_path / "out"
-        _check_prophage(out, bounds, ins_start, ins_end, length)
-        first = (out / "sequence_calls.tsv").read_bytes()
-        # other thresholds on the finished run: re-derived from the chunk table, not re-embedded
-        rerun = run_cli("predict", *args, "--server", server.grpc_url, "--min-chunks", "20",
-                        "--region-min-length", "5000")
+    proc = run_cli("predict", *args, "--server", toy_server.grpc_url)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    _check_prophage(out, bounds, ins_start, ins_end, length)
+    first = (out / "sequence_calls.tsv").read_bytes()
+    # other thresholds on the finished run: re-derived from the chunk table, not re-embedded
+    rerun = run_cli("predict", *args, "--server", toy_server.grpc_url, "--min-chunks", "20",
+                    "--region-min-length", "5000")
     assert rerun.returncode == 0, rerun.stderr
     assert "nothing is re-embedded" in rerun.stderr
     run = json.loads((out / "run.json").read_text())

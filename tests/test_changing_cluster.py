@@ -31,6 +31,7 @@ from predict_fixtures import (
     write_toy_classifier,
     write_toy_repository,
 )
+from timing import margin
 
 from orchestrator.embed.triton.client import EmbeddingClient
 from orchestrator.embed.triton.discovery import Discovery, parse_servers
@@ -79,7 +80,7 @@ def _start(args: list[str], log: Path, env: dict[str, str] | None = None) -> sub
 
 
 def _wait_for_line(proc: subprocess.Popen, log: Path, text: str) -> None:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + margin(120)
     while text not in log.read_text():
         assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
@@ -101,6 +102,7 @@ def _ports() -> dict[str, int]:
 
 
 # -- a server restarted with another model ----------------------------------------------------------
+@pytest.mark.server
 @pytest.mark.parametrize("change, word", [
     ({"weights_tag": "-retrained"}, "weights_sha256"),
     ({"width": 16}, "width"),
@@ -139,6 +141,7 @@ def test_server_restarted_with_another_model_is_refused(data, reference, tmp_pat
     assert _by_url(out)[good.grpc_url]["rows"] > 0
 
 
+@pytest.mark.server
 def test_only_refused_servers_left_is_an_outage(data, tmp_path):
     """The one server comes back serving other weights: no endpoint with the run's identity is
     left, so after the retry deadline the run ends with exit 3 and its checkpoint intact."""
@@ -162,6 +165,7 @@ def test_only_refused_servers_left_is_an_outage(data, tmp_path):
 
 
 # -- file:/// endpoint lists ------------------------------------------------------------------------
+@pytest.mark.server
 def test_file_list_grows_and_shrinks_mid_run(data, reference, tmp_path):
     """A run on a list of one server: a second server added to the list takes rows of the run;
     the first, removed from the list, gets no request after that; identical outputs."""
@@ -192,6 +196,7 @@ def test_file_list_grows_and_shrinks_mid_run(data, reference, tmp_path):
     assert f"Triton at {a.grpc_url} failed" not in err
 
 
+@pytest.mark.server
 def test_discovery_bad_input_is_one_line_exit_2(data, tmp_path):
     _, fasta, clf = data
     empty = tmp_path / "empty.txt"
@@ -239,6 +244,7 @@ def _toy_rows(strings: list[str], shift: float = 0.0) -> np.ndarray:
     return np.stack(rows).astype(np.float32)
 
 
+@pytest.mark.server
 def test_dns_name_resolved_again_during_the_run(data):
     """An in-process resolver standing in for DNS (a headless Service): no address at start (the
     client waits), then one, then two (the new one takes rows), then only the second (the first
@@ -256,7 +262,7 @@ def test_dns_name_resolved_again_during_the_run(data):
             return list(answers)
 
     def until(condition) -> None:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + margin(60)
         while not condition():
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -307,6 +313,7 @@ def _version_rows(url: str, version: str) -> int:
         client.close()
 
 
+@pytest.mark.server
 def test_versions_1_and_2_served_side_by_side(data, reference, tmp_path):
     """One repository serving versions 1 and 2 with different outputs: --model-version 1 gets
     only version-1 answers (the bytes of a version-1 server), --model-version 2 and the default
@@ -337,6 +344,7 @@ def test_versions_1_and_2_served_side_by_side(data, reference, tmp_path):
     assert "serves v1,2" in status.stdout and "a new run would pin dnabert_s v2, esm2 v2" in status.stdout
 
 
+@pytest.mark.server
 def test_rollout_from_version_1_to_2(data, reference, tmp_path):
     """The rollout recipe on a file:/// list: a run pinned to 1 on an old server (version 1
     only); a new server serving 1 and 2 joins and the old one leaves: the run finishes on the
@@ -384,6 +392,7 @@ def test_model_version_values():
 
 
 # -- export --version ---------------------------------------------------------------------------------
+@pytest.mark.server
 def test_export_adds_a_version_next_to_the_old_one(demo_artifacts, tmp_path):
     """`export demo --version 2` into a copy of the demo artifacts: version 2's weights next to
     version 1's, each version's checksum in the configs; a real tritonserver serves both (the

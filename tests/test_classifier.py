@@ -133,6 +133,7 @@ def test_numerics_match_torch(state3328: dict[str, np.ndarray]) -> None:
     assert clf.input_width == 3328 and clf.hidden_width == 512
 
 
+@pytest.mark.server
 def test_published_format_from_a_main_script(tmp_path: Path) -> None:
     state = random_state(40, hidden=16, seed=3)
     torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, tmp_path / "s.pt")
@@ -150,6 +151,7 @@ def test_published_format_from_a_main_script(tmp_path: Path) -> None:
     assert len(clf.sha256) == 64
 
 
+@pytest.mark.server
 def test_save_classifier_pth_is_readable_by_the_original_tool(tmp_path: Path) -> None:
     state = random_state(24, hidden=8, seed=5)
     path = tmp_path / "300_model.pth"
@@ -433,6 +435,7 @@ def test_reader_matches_torch_on_the_original_tools_own_files() -> None:
             assert a.dtype == np.float32 and np.array_equal(a, b.numpy())
 
 
+@pytest.mark.server
 def test_loading_needs_no_torch(tmp_path: Path) -> None:
     """The orchestrator runs without torch: loading and predicting must not import it."""
     state = random_state(12, hidden=6)

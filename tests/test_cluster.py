@@ -33,6 +33,7 @@ from predict_fixtures import (
     write_toy_classifier,
     write_toy_repository,
 )
+from timing import margin
 
 from orchestrator.embed.triton.client import EmbeddingClient
 from orchestrator.embed.triton.discovery import parse_servers, resolve_servers
@@ -107,6 +108,7 @@ def test_headers_follow_grpc_metadata_rules():
             parse_headers([bad])
 
 
+@pytest.mark.server
 def test_cli_rejects_a_bad_server_list(data, tmp_path):
     _, fasta, clf = data
     proc = run_cli("predict", *predict_args(fasta, clf, "node1:8001,node2"), "-o", str(tmp_path / "o"))
@@ -115,6 +117,7 @@ def test_cli_rejects_a_bad_server_list(data, tmp_path):
 
 
 # -- many servers ------------------------------------------------------------------------------------
+@pytest.mark.server
 def test_two_servers_identical_to_one_and_both_used(data, trio, reference, tmp_path):
     _, fasta, clf = data
     out = tmp_path / "o"
@@ -130,6 +133,7 @@ def test_two_servers_identical_to_one_and_both_used(data, trio, reference, tmp_p
     assert endpoints[1]["rows"] > endpoints[0]["rows"]
 
 
+@pytest.mark.server
 def test_three_servers_from_env_list_with_lookahead_and_headers(data, trio, reference, tmp_path):
     _, fasta, clf = data
     out = tmp_path / "o"
@@ -151,6 +155,7 @@ def test_three_servers_from_env_list_with_lookahead_and_headers(data, trio, refe
             assert params.get("x-team") == "virome"
 
 
+@pytest.mark.server
 def test_dns_name_becomes_one_endpoint_per_address(data, trio, reference, tmp_path):
     """`dns:///NAME:PORT` (a headless Service) is every address NAME resolves to."""
     _, fasta, clf = data
@@ -170,6 +175,7 @@ def test_dns_name_becomes_one_endpoint_per_address(data, trio, reference, tmp_pa
     assert "cannot resolve dns:///no-such-host.invalid:8001" in unknown.stderr
 
 
+@pytest.mark.server
 def test_requests_of_the_next_window_go_out_before_the_last_one_returns(data):
     """No barrier between windows: window 2's first request is sent while window 1 is still in
     flight (and window 1 still completes first)."""
@@ -189,6 +195,7 @@ def test_requests_of_the_next_window_go_out_before_the_last_one_returns(data):
 
 
 # -- endpoints that differ or are missing ---------------------------------------------------------
+@pytest.mark.server
 def test_endpoint_with_other_weights_is_refused_before_any_row(data, trio, tmp_path):
     _, fasta, clf = data
     with TritonServer(write_toy_repository(tmp_path / "other", weights_tag="-retrained")) as other:
@@ -214,6 +221,7 @@ def _dna_rows_seen(server: TritonServer) -> int:
         client.close()
 
 
+@pytest.mark.server
 def test_endpoint_down_at_start_is_reported_and_the_run_goes_on(data, trio, reference, tmp_path, server_source):
     _, fasta, clf = data
     dead = f"127.0.0.1:{free_port()}"
@@ -228,6 +236,7 @@ def test_endpoint_down_at_start_is_reported_and_the_run_goes_on(data, trio, refe
     assert by_url[dead]["unavailable_seconds"] > 0
 
 
+@pytest.mark.server
 def test_no_endpoint_usable_exit_3_names_each(data, tmp_path):
     _, fasta, clf = data
     dead = [f"127.0.0.1:{free_port()}" for _ in range(2)]
@@ -240,6 +249,7 @@ def test_no_endpoint_usable_exit_3_names_each(data, tmp_path):
 # -- failover -------------------------------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_path, server_source):
     root, fasta, clf = data
     out = tmp_path / "o"
@@ -259,6 +269,7 @@ def test_one_of_three_killed_mid_run_completes_identically(data, reference, tmp_
     assert all(e["failures"] == 0 and e["rows"] > 0 for e in survivors)
 
 
+@pytest.mark.server
 def test_endpoint_that_comes_up_mid_run_is_admitted(data, reference, tmp_path, server_source):
     """Down at start, started once the run is going: the health probe admits it and it takes
     requests; the run records how long it was unavailable."""
@@ -281,6 +292,7 @@ def test_endpoint_that_comes_up_mid_run_is_admitted(data, reference, tmp_path, s
     assert late["state"] == "up" and late["rows"] > 0 and late["unavailable_seconds"] > 0
 
 
+@pytest.mark.server
 def test_all_servers_stopped_exit_3_then_resume_on_other_servers(data, reference, tmp_path, server_source):
     root, fasta, clf = data
     out = tmp_path / "o"
@@ -305,6 +317,7 @@ def test_all_servers_stopped_exit_3_then_resume_on_other_servers(data, reference
 
 
 # -- one run per output folder ----------------------------------------------------------------------
+@pytest.mark.server
 def test_second_run_into_a_live_outdir_is_refused_and_a_killed_run_resumes(data, reference,
                                                                             tmp_path):
     root, fasta, clf = data
@@ -316,7 +329,7 @@ def test_second_run_into_a_live_outdir_is_refused_and_a_killed_run_resumes(data,
         wait_for_window(first, out)
         t0 = time.monotonic()
         second = run_cli("predict", *args)
-        assert time.monotonic() - t0 < 20
+        assert time.monotonic() - t0 < margin(20)
         assert second.returncode == 2
         assert f"pid {first.pid} on host {socket.gethostname()}" in second.stderr
         assert first.poll() is None  # the refused run did not disturb the live one
@@ -346,7 +359,7 @@ def _serve(repo: Path, *tls_args: str) -> tuple[subprocess.Popen[str], str]:
                            "--http-port", str(free_port()), "--metrics-port", str(free_port()),
                            *tls_args)
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + margin(120)
     for line in proc.stderr:
         if "ready:" in line:
             assert "(TLS" in line
@@ -367,6 +380,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 TLS_MESSAGE = re.compile(r"TLS problem with Triton at localhost:\d+: ")
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mutual-tls"])
 def test_tls_server_from_serve(data, pki, tmp_path, mutual):
     root, _, clf = data
@@ -400,7 +414,7 @@ def test_tls_server_from_serve(data, pki, tmp_path, mutual):
             assert done.returncode == 3, (case, done.stderr)
             last = done.stderr.strip().splitlines()[-1]
             assert TLS_MESSAGE.search(last), (case, last)
-            assert seconds < 5 + 10, (case, seconds)  # within the connect timeout (+ start-up)
+            assert seconds < 5 + margin(10), (case, seconds)  # within the connect timeout (+ start-up)
         assert "plaintext" in failures["plaintext"][0].stderr
         assert "certificate" in failures["wrong CA"][0].stderr.lower()
         if mutual:

@@ -296,6 +296,7 @@ def test_garbage_after_locus_names_the_file(tmp_path: Path, text: str, reason: s
         list(read_records([str(path)]))
 
 
+@pytest.mark.server
 def test_stdin_takes_genbank(tmp_path: Path) -> None:
     code = ("from orchestrator.read.formats import read_records\n"
             "print([(r.id, len(r.seq), len(r.cds)) for r in read_records(['-'])])")

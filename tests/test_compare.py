@@ -13,6 +13,8 @@ from predict_fixtures import run_cli, write_coding_fasta
 
 from export.demo import write_classifiers
 
+pytestmark = pytest.mark.server
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "example.fa"
 
 

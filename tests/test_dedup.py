@@ -265,6 +265,7 @@ def _predict(server: TritonServer, fasta: Path, clf: Path, out: Path, *extra: st
     return run
 
 
+@pytest.mark.server
 def test_predict_sends_each_distinct_frame_once(tmp_path, toy_server, reads):
     """Plain predict: repeats are answered by the answer cache (scores), not by kept vectors."""
     fasta, clf, distinct, frames, _, distinct_frames = reads
@@ -286,6 +287,7 @@ def test_predict_sends_each_distinct_frame_once(tmp_path, toy_server, reads):
     assert off["dedup"]["answers"] is None
 
 
+@pytest.mark.server
 def test_answer_cache_smaller_than_the_distinct_frames(tmp_path, toy_server, reads):
     """--dedup-memory 1K: the answer cache holds 15 frames per generation, far fewer than the
     distinct frames: it stays within the bound, evicts, and the outputs do not change."""
@@ -317,6 +319,7 @@ def _embed(server: TritonServer, fasta: Path, out: Path, *extra: str) -> dict:
     return record
 
 
+@pytest.mark.server
 def test_embed_file_identical_with_and_without_dedup(tmp_path, toy_server, reads):
     """embed keeps vectors (they are its output): each distinct string is sent once."""
     fasta, _, distinct, frames, _, _ = reads
@@ -329,6 +332,7 @@ def test_embed_file_identical_with_and_without_dedup(tmp_path, toy_server, reads
     assert on["dedup"]["table_capacity"] >= distinct["dnabert_s"]  # the default holds them all
 
 
+@pytest.mark.server
 def test_vector_table_smaller_than_the_distinct_strings(tmp_path, toy_server, reads):
     """embed with --dedup-memory 4K: the vector table holds a few strings per model, far fewer
     than the distinct ones: it stays within the bound, evicts, and the vectors do not change."""
@@ -347,6 +351,7 @@ def test_vector_table_smaller_than_the_distinct_strings(tmp_path, toy_server, re
         assert dedup["models"][model]["evicted"] > 0
 
 
+@pytest.mark.server
 def test_demo_encoders_labels_equal_scores_close(tmp_path, reads, demo_artifacts, triton_server):
     """The real encoder code (demo weights), batched by Triton: the answer cache reuses scores of
     frames whose vectors were computed in other batches than --no-dedup's; a frame's vector does

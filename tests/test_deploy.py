@@ -39,6 +39,7 @@ def _dockerfile_sources(dockerfile: Path) -> list[str]:
     return sources
 
 
+@pytest.mark.workflow
 @pytest.mark.skipif(shutil.which("docker-compose") is None,
                     reason="Debian's docker-compose is not installed (make setup installs it as root)")
 def test_compose_file_is_valid_for_docker_compose():
@@ -96,6 +97,7 @@ def _kustomize(folder: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("variant", ["base", "overlays/gpu"])
 def test_kustomize_renders_valid_objects(variant):
     import kubernetes_validate
@@ -107,6 +109,7 @@ def test_kustomize_renders_valid_objects(variant):
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
+@pytest.mark.workflow
 def test_gpu_overlay_has_gpus_probes_shm_and_a_headless_service():
     objects = {o["kind"]: o for o in _kustomize(KUSTOMIZE / "overlays" / "gpu")}
     pod = objects["Deployment"]["spec"]["template"]
@@ -133,6 +136,7 @@ def test_gpu_overlay_has_gpus_probes_shm_and_a_headless_service():
     assert server == f"dns:///{service['metadata']['name']}:8001"
 
 
+@pytest.mark.workflow
 def test_gpu_overlay_rolls_out_without_taking_capacity_away():
     """Surge before removal (maxUnavailable 0) and readiness gated on both models, so a rolling
     update of the weights never leaves running jobs with fewer ready servers."""
@@ -149,6 +153,7 @@ def test_gpu_overlay_rolls_out_without_taking_capacity_away():
 LOCKDOWN_ENTRY = ["python3", "-m", "orchestrator.embed.triton.lockdown"]
 
 
+@pytest.mark.workflow
 def test_every_server_entry_point_is_locked_down():
     """The image starts tritonserver through the lock-down entry point; compose and Kubernetes
     keep that entry point (they set arguments only) and pass the admin key from outside."""

@@ -130,6 +130,7 @@ def test_recorder_says_when_it_cannot_write(tmp_path):
 
 
 @pytest.mark.server
+@pytest.mark.slow
 def test_a_real_fault_run_replays_into_a_fresh_core_with_the_same_actions(tmp_path):
     """Two servers, one killed mid-run (SIGKILL): the run finishes on the other; its log, fed to a
     fresh core, gives every logged action again."""

@@ -41,6 +41,7 @@ def _located(message: str) -> str:
     return f"docs/{match['page']}:{number}: {message}"
 
 
+@pytest.mark.workflow
 def test_the_site_builds_strictly_with_every_link_and_anchor_resolved(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
                            str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True, timeout=300,

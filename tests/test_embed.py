@@ -20,6 +20,7 @@ from predict_fixtures import (
     ROOT,
     orchestrator_cmd,
     run_cli,
+    traced_peak_bytes,
     wait_for_window,
     write_coding_fasta,
     write_toy_classifier,
@@ -31,6 +32,8 @@ from orchestrator.embed.triton.server import TritonServer
 from orchestrator.learning.embed_run import EmbedPaths
 from orchestrator.write.embeddings import read_embeddings, read_header
 from orchestrator.write.formats import format_scores
+
+pytestmark = pytest.mark.server
 
 
 def _prediction_rows(outdir: Path) -> list[list[str]]:
@@ -227,13 +230,12 @@ def test_cds_frames_only_keeps_the_annotated_genes_frames(tmp_path, slow_server)
 
 
 def test_embed_peak_memory_independent_of_input_size(tmp_path):
-    """10x the input may not raise embed's peak RSS by more than 25%, with rows of 64 KB per
-    frame (the 10x file holds over 100 MB of vectors: held in memory, they would show).
+    """10x the input may not raise the memory embed allocates at its peak by more than 25%, with
+    rows of 64 KB per frame (the 10x file holds over 100 MB of vectors: held in memory, they would
+    show). Traced allocations, not RSS (see test_peak_memory_independent_of_input_size).
 
     The deduplication table is a bound of its own (--dedup-memory, filled by the 1x input here
     too), so the run's memory beyond it must not grow with the input."""
-    from test_predict import _peak_rss_kb
-
     repo = write_toy_repository(tmp_path / "wide", width=8192)
     small = write_coding_fasta(tmp_path / "small.fa", records=40, length=2500, seed=3)
     big = write_coding_fasta(tmp_path / "big.fa", records=400, length=2500, seed=3)
@@ -241,7 +243,7 @@ def test_embed_peak_memory_independent_of_input_size(tmp_path):
     with TritonServer(repo) as server:
         for name, fa in (("1x", small), ("10x", big)):
             out = tmp_path / f"{name}.h5"
-            peaks[name] = _peak_rss_kb(["embed", str(fa), "-o", str(out), "--chunk-size", "500",
+            peaks[name] = traced_peak_bytes(["embed", str(fa), "-o", str(out), "--chunk-size", "500",
                                         "--server", server.grpc_url, "--window", "32", "-q",
                                         "--dedup-memory", "16M"])
             frames[name] = read_header(out)[1]

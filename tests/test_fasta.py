@@ -69,6 +69,7 @@ def test_several_inputs_are_one_stream() -> None:
     assert list(read_records(paths)) == biopython(INPUTS[3]) + biopython(INPUTS[4])
 
 
+@pytest.mark.server
 def test_stdin_and_spool(tmp_path: Path) -> None:
     code = ("import sys; from orchestrator.read.formats import read_records\n"
             "from orchestrator.read.scan import scan_inputs; from orchestrator.read.sources import spool_stdin\n"

@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.server
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_FIELDS = {"tokens", "tokens_per_s", "tokens_per_s_busy", "busy_fraction", "tflops_busy",
                 "fraction_of_matmul_peak", "batch_sizes_formed"}

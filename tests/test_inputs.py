@@ -23,10 +23,8 @@ from predict_fixtures import (
     run_cli,
     write_coding_fasta,
     write_toy_classifier,
-    write_toy_repository,
 )
 
-from orchestrator.embed.triton.server import TritonServer
 from orchestrator.errors import InputError
 from orchestrator.read.formats import detect_format, read_records
 from orchestrator.read.record import Record
@@ -188,6 +186,7 @@ def test_bad_inputs_name_file_and_line_in_every_format(tmp_path, reads) -> None:
     assert "binary content" in _error(binary)
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("text", ["ACGT[PAD]ACGT", "ACGT1ACGT", "ACGT#ACGT", "ACGT<mask>"])
 def test_characters_the_encoder_refuses_are_refused_up_front(tmp_path, text: str) -> None:
     """Text that a tokenizer would read as a special token (or that is not DNA) never gets as far
@@ -206,6 +205,7 @@ def test_characters_the_encoder_refuses_are_refused_up_front(tmp_path, text: str
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.server
 def test_stdin_takes_fastq_but_not_bam(tmp_path, reads) -> None:
     _, records = reads
     code = "from orchestrator.read.formats import read_records; print(len(list(read_records(['-']))))"
@@ -218,13 +218,7 @@ def test_stdin_takes_fastq_but_not_bam(tmp_path, reads) -> None:
     assert proc.returncode != 0 and b"stdin holds BAM" in proc.stderr
 
 
-@pytest.fixture(scope="module")
-def toy_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inputs_toy")
-    with TritonServer(write_toy_repository(root / "repo")) as server:
-        yield server
-
-
+@pytest.mark.server
 def test_predictions_are_byte_identical_to_the_fasta_run(tmp_path, reads, toy_server) -> None:
     fasta, records = reads
     clf = write_toy_classifier(tmp_path / "clf.safetensors")
@@ -248,6 +242,7 @@ def test_predictions_are_byte_identical_to_the_fasta_run(tmp_path, reads, toy_se
     assert results["fasta"]["prediction_results.txt"].count(b"\n") > 60
 
 
+@pytest.mark.server
 def test_short_reads_warn_once_with_the_fraction(tmp_path, toy_server) -> None:
     recs = [Record(f"read{i}", b"ATGGCTGCTAAAGGTCTGGCTGAAATCGTT" * 5) for i in range(40)]
     recs.append(Record("contig", b"ATGGCTGCTAAAGGT" * 100))

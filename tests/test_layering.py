@@ -14,6 +14,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("orchestrator", "encoders", "export", "simulation")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
@@ -95,12 +97,14 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
 
 
+@pytest.mark.workflow
 def test_stages_import_only_earlier_stages() -> None:
     result = lint_imports(ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "BROKEN" not in result.stdout
 
 
+@pytest.mark.workflow
 def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
     """The reader reaching for the classifier, or the local backend for the Triton client, fails."""
     for package in PACKAGES:

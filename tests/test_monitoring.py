@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from predict_fixtures import orchestrator_cmd, write_coding_fasta, write_toy_classifier
+from timing import margin
 
 from orchestrator.embed.triton.server import free_port
 
@@ -92,6 +93,7 @@ def test_the_dashboard_variables_and_data_source_refer_to_the_scrape_config():
         assert ("GPU servers only" in panel["description"]) == (panel["title"] in GPU_ONLY_PANELS), panel["title"]
 
 
+@pytest.mark.workflow
 @needs_promtool
 def test_promtool_accepts_the_alert_rules():
     proc = subprocess.run([PROMTOOL, "check", "rules", str(MONITORING / "alerts.yml")],
@@ -100,6 +102,7 @@ def test_promtool_accepts_the_alert_rules():
     assert f"SUCCESS: {len(_rules())} rules found" in proc.stdout
 
 
+@pytest.mark.workflow
 @needs_promtool
 def test_every_alert_fires_on_a_sick_server_and_stays_silent_on_a_healthy_one():
     cases = yaml.safe_load((MONITORING / "alerts_test.yml").read_text())["tests"]
@@ -125,7 +128,7 @@ class Prometheus:
                 [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={storage}",
                  f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + margin(60)
         while not self._ready():
             assert self.process.poll() is None, f"prometheus exited: {self.log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, f"prometheus not ready: {self.log.read_text()[-2000:]}"
@@ -140,7 +143,7 @@ class Prometheus:
 
     def wait_for_scrapes(self, count: int) -> None:
         """Block until every target has been scraped `count` times."""
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + margin(60)
         query = f"min(count_over_time(up[1h])) >= {count}"
         while not self.api("query", query=query)["data"]["result"]:
             assert time.monotonic() < deadline, f"no scrapes: {self.api('targets')}"
@@ -204,6 +207,7 @@ def _values(series: list[dict[str, Any]]) -> list[float]:
     return [float(v) for s in series for _, v in s["values"] if v not in ("NaN", "+Inf", "-Inf")]
 
 
+@pytest.mark.server
 @needs_prometheus
 def test_prometheus_evaluates_every_panel_and_alert_against_a_live_server(scraped_run):
     prometheus, start, end, instance = scraped_run

@@ -23,6 +23,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from predict_fixtures import write_toy_repository
+from timing import margin
 
 from orchestrator.embed.triton.lockdown import (
     ADMIN_GRPC_HEADER,
@@ -101,6 +102,7 @@ def _infer_ok(server: TritonServer) -> None:
         client.close()
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_anonymous_clients_are_refused_every_admin_protocol(explicit_server, protocol):
     client, _ = _clients(explicit_server, protocol)
@@ -118,6 +120,7 @@ def test_anonymous_clients_are_refused_every_admin_protocol(explicit_server, pro
     _infer_ok(explicit_server)
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_the_admin_key_opens_what_the_mode_allows(explicit_server, default_server, protocol):
     for server, explicit in ((explicit_server, True), (default_server, False)):
@@ -145,6 +148,7 @@ def test_the_admin_key_opens_what_the_mode_allows(explicit_server, default_serve
         _infer_ok(server)
 
 
+@pytest.mark.server
 def test_serve_without_a_key_refuses_everyone(tmp_path):
     """`orchestrator serve` with neither --admin-key nor $VIRNUCPRO_ADMIN_KEY: no header opens."""
     repo = write_toy_repository(tmp_path / "repo")
@@ -157,7 +161,7 @@ def test_serve_without_a_key_refuses_everyone(tmp_path):
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + margin(60)
         while True:
             try:
                 if client.is_model_ready("esm2") and client.is_model_ready("dnabert_s"):
@@ -240,6 +244,7 @@ def _status(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+@pytest.mark.server
 def test_status_lists_up_and_down_endpoints(explicit_server, capsys):
     down = f"127.0.0.1:{free_port()}"
     servers = f"{explicit_server.grpc_url},{down}"
@@ -271,6 +276,7 @@ def test_status_lists_up_and_down_endpoints(explicit_server, capsys):
     assert gone["problem"] and gone["metrics_problem"]
 
 
+@pytest.mark.server
 def test_status_exit_2_when_weights_differ(explicit_server, other_weights_server, capsys):
     servers = f"{explicit_server.grpc_url},{other_weights_server.grpc_url}"
     metrics = ["--metrics-url", _metrics(explicit_server), "--metrics-url", _metrics(other_weights_server)]
@@ -298,6 +304,7 @@ def test_status_exit_3_when_none_is_usable(capsys, monkeypatch):
     assert code == 2
 
 
+@pytest.mark.server
 def test_status_watch_repeats_until_interrupted(explicit_server, capsys, monkeypatch):
     from orchestrator.commands import status
 
@@ -315,6 +322,7 @@ def test_status_watch_repeats_until_interrupted(explicit_server, capsys, monkeyp
     assert [json.loads(line)["exit_code"] for line in out.splitlines()] == [0, 0]
 
 
+@pytest.mark.server
 def test_status_sees_pending_requests_while_predict_runs(slow_server, tmp_path, capsys):
     from predict_fixtures import orchestrator_cmd, write_coding_fasta, write_toy_classifier
 
@@ -325,7 +333,7 @@ def test_status_sees_pending_requests_while_predict_runs(slow_server, tmp_path, 
                          "--classifier", str(clf), "--server", slow_server.grpc_url, "--window", "32"),
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + margin(60)
         seen: dict[str, float] = {}
         while not (seen.get("pending", 0) > 0 and seen.get("rate", 0) > 0):
             assert proc.poll() is None, f"predict ended before status saw its load: {proc.stderr.read()}"
@@ -408,6 +416,7 @@ def _metric_names(expr: str) -> set[str]:
     return set(re.findall(r"\b(nv_[a-z_]+|up)\b(?=\{|\s|\)|$)", str(parsed)))
 
 
+@pytest.mark.server
 def test_every_metric_the_dashboard_and_rules_use_is_on_a_live_page(explicit_server):
     """The names come from a live server (after one inference); the GPU-only ones, which a
     server without GPUs does not publish, from Triton's documented list."""
@@ -463,6 +472,7 @@ def test_alert_rules_load_and_match_the_kubernetes_copy():
     assert job["job_name"] == "virnucpro-triton" and job["static_configs"][0]["targets"] == ["triton:8002"]
 
 
+@pytest.mark.workflow
 def test_kubernetes_monitoring_renders_and_selects_the_triton_service():
     import shutil
 

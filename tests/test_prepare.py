@@ -52,6 +52,7 @@ def test_small_batches_and_long_records_cut_into_pieces(tmp_path: Path,
     assert stats["bases"] == 128130 and stats["seconds"] >= 0
 
 
+@pytest.mark.server
 def test_subprocess_gzip_on_stdin(tmp_path: Path) -> None:
     data = gzip.compress((GOLDEN / "pub_mixed_300.fa").read_bytes())
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "prepare", "-", "-o",
@@ -114,6 +115,7 @@ def test_bad_input_exit_2_one_line_no_partial_files(tmp_path: Path,
         assert not out.exists() or list(out.iterdir()) == []  # nothing under a final name
 
 
+@pytest.mark.server
 def test_subprocess_binary_exit_2(tmp_path: Path) -> None:
     blob = tmp_path / "blob.bin"
     blob.write_bytes(b"\x00\x01\x02" * 100)

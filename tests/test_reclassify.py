@@ -18,18 +18,18 @@ from predict_fixtures import (
     run_cli,
     write_coding_fasta,
     write_toy_classifier,
-    write_toy_repository,
 )
 
 from orchestrator.classify.classifier import load_classifier, save_classifier_safetensors
-from orchestrator.embed.triton.server import TritonServer
+
+pytestmark = pytest.mark.server
 
 NO_SERVER = "127.0.0.1:9"  # discard port: nothing answers gRPC there
 ALL_OUTPUTS = ("report.html", "run.json", "embeddings.h5")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, toy_server):
     """Inputs (two files, one with an empty record), two classifiers, and predict runs with each:
     A with --save-embeddings (the file to re-classify), B without."""
     root = tmp_path_factory.mktemp("reclassify")
@@ -39,12 +39,12 @@ def runs(tmp_path_factory):
     b.write_text(">empty_record\n\n" + coding.replace(">rec", ">b_rec"))
     clf_a = write_toy_classifier(root / "a.safetensors", seed=7)
     clf_b = write_toy_classifier(root / "b.safetensors", seed=8)
-    with TritonServer(write_toy_repository(root / "repo")) as server:
-        for name, clf, extra in (("ref_a", clf_a, ["--save-embeddings"]), ("ref_b", clf_b, [])):
-            proc = run_cli("predict", str(a), str(b), "-o", str(root / name), "--chunk-size", "500",
-                           "--classifier", str(clf), "--server", server.grpc_url, "--window", "16",
-                           *extra)
-            assert proc.returncode == 0, proc.stderr
+    server = toy_server  # only sent work: the session's server
+    for name, clf, extra in (("ref_a", clf_a, ["--save-embeddings"]), ("ref_b", clf_b, [])):
+        proc = run_cli("predict", str(a), str(b), "-o", str(root / name), "--chunk-size", "500",
+                       "--classifier", str(clf), "--server", server.grpc_url, "--window", "16",
+                       *extra)
+        assert proc.returncode == 0, proc.stderr
     return {"root": root, "inputs": [str(a), str(b)], "clf_a": clf_a, "clf_b": clf_b,
             "h5": root / "ref_a" / "embeddings.h5"}
 

@@ -106,6 +106,7 @@ def test_report_content(small_run: tuple[Path, Expected]) -> None:
         assert text in page, text
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_report_renders_in_chromium(small_run: tuple[Path, Expected], tmp_path: Path) -> None:
     out, exp = small_run
@@ -173,6 +174,8 @@ def test_malformed_lines_are_skipped(tmp_path: Path) -> None:
     assert "1 malformed line skipped in sequence_calls.tsv" in page
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 @needs_chromium
 def test_large_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """100k records, ~300k chunk scores: bounded page size and memory, and Chromium still renders it."""

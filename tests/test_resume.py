@@ -24,6 +24,9 @@ from predict_fixtures import (
     write_coding_fasta,
     write_toy_classifier,
 )
+from timing import margin
+
+pytestmark = pytest.mark.server
 
 WINDOW = "16"
 
@@ -58,7 +61,7 @@ def _start_and_interrupt(args: list[str], outdir: Path, sig: int) -> int:
     """
     proc = subprocess.Popen(orchestrator_cmd("predict", *args, "-o", str(outdir)), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + margin(120)
     try:
         while _manifest(outdir).get("windows_done", 0) < 1:
             assert proc.poll() is None, proc.communicate()[1]

@@ -17,6 +17,8 @@ from predict_fixtures import run_cli
 
 from orchestrator.write.embeddings import EmbeddingsWriter, read_embeddings, read_header
 
+pytestmark = pytest.mark.server
+
 CHUNK = "150"
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 # two codons per amino acid where the code allows: one GC-rich, one AT-rich

@@ -20,6 +20,7 @@ import numpy as np
 import psutil
 import pytest
 import tritonclient.grpc as grpcclient
+from timing import margin
 
 from orchestrator.embed.triton.server import TritonServer, _meaningful_line, free_port, port_in_use
 from orchestrator.errors import InputError, ServerUnavailable
@@ -80,6 +81,7 @@ def _infer(url: str, model: str, seqs: list[bytes]) -> np.ndarray:
         client.close()
 
 
+@pytest.mark.server
 def test_start_serve_and_stop_cleanly(toy_repo: Path) -> None:
     server = TritonServer(toy_repo)
     with server:
@@ -112,6 +114,7 @@ def test_busy_port_is_named(toy_repo: Path) -> None:
         assert server.process is None
 
 
+@pytest.mark.server
 def test_model_that_fails_to_load_gives_its_reason(tmp_path: Path) -> None:
     repo = write_toy_repository(tmp_path, init='raise RuntimeError("weights are missing here")')
     server = TritonServer(repo)
@@ -119,7 +122,7 @@ def test_model_that_fails_to_load_gives_its_reason(tmp_path: Path) -> None:
     with pytest.raises(ServerUnavailable) as info:
         with server:
             pass
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < margin(30)
     message = str(info.value)
     assert "failed to load 'toy'" in message
     assert "RuntimeError: weights are missing here" in message
@@ -127,6 +130,7 @@ def test_model_that_fails_to_load_gives_its_reason(tmp_path: Path) -> None:
     assert server.leftover_shm() == []
 
 
+@pytest.mark.server
 def test_hanging_model_is_killed_at_the_deadline(tmp_path: Path) -> None:
     repo = write_toy_repository(tmp_path, init="import time; time.sleep(600)")
     server = TritonServer(repo)
@@ -135,7 +139,7 @@ def test_hanging_model_is_killed_at_the_deadline(tmp_path: Path) -> None:
     try:
         with pytest.raises(ServerUnavailable, match=r"not ready after 2 s: toy"):
             server.wait_ready(timeout=2)
-        assert time.monotonic() - start < 20
+        assert time.monotonic() - start < margin(20)
         assert server.process.poll() is not None
         assert server.leftover_shm() == []
         assert not any(
@@ -223,6 +227,7 @@ def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> lis
     pytest.fail(f"no line with {needle!r} (exit {proc.poll()}); stderr so far: {seen}")
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_serve_runs_until_signal_and_exits_zero(toy_repo: Path, signum: int) -> None:
     proc, ports = _serve(toy_repo)
@@ -241,6 +246,7 @@ def test_serve_runs_until_signal_and_exits_zero(toy_repo: Path, signum: int) -> 
     assert not list(Path("/dev/shm").glob(f"virnucpro_{proc.pid}_*"))
 
 
+@pytest.mark.server
 def test_serve_broken_repository_exits_nonzero_with_reason(tmp_path: Path) -> None:
     repo = write_toy_repository(tmp_path, init='raise ValueError("no weights in 1/weights")')
     proc, _ = _serve(repo)
@@ -256,6 +262,7 @@ def test_serve_broken_repository_exits_nonzero_with_reason(tmp_path: Path) -> No
     assert "failed to load 'toy' version 1" in last and "no weights in 1/weights" in last
 
 
+@pytest.mark.server
 def test_serve_busy_port_exits_nonzero(toy_repo: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -271,6 +278,7 @@ def test_serve_busy_port_exits_nonzero(toy_repo: Path) -> None:
     assert f"gRPC port {port} on 127.0.0.1 is already in use" in proc.stderr
 
 
+@pytest.mark.server
 def test_serve_signal_while_models_load_stops_promptly(tmp_path: Path) -> None:
     repo = write_toy_repository(tmp_path, init="import time; time.sleep(600)")
     proc, ports = _serve(repo)
@@ -279,7 +287,7 @@ def test_serve_signal_while_models_load_stops_promptly(tmp_path: Path) -> None:
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        assert time.monotonic() - start < 30
+        assert time.monotonic() - start < margin(30)
     finally:
         if proc.poll() is None:
             proc.kill()

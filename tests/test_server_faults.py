@@ -27,8 +27,11 @@ from predict_fixtures import (
     write_toy_classifier,
     write_toy_repository,
 )
+from timing import margin
 
 from orchestrator.embed.triton.server import TritonServer, free_port
+
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,7 @@ def test_no_server_exit_3_in_bounded_time(tmp_path, toy):
     url = f"127.0.0.1:{free_port()}"
     t0 = time.monotonic()
     proc = run_cli("predict", *_args(fasta, clf, url), "-o", str(tmp_path / "o"), timeout=60)
-    assert time.monotonic() - t0 < 30
+    assert time.monotonic() - t0 < margin(30)
     assert proc.returncode == 3
     assert url in proc.stderr and "Traceback" not in proc.stderr
 
@@ -77,7 +80,7 @@ def test_missing_model_exit_3_names_it(tmp_path, toy):
         t0 = time.monotonic()
         proc = run_cli("predict", *_args(fasta, clf, server.grpc_url), "-o", str(tmp_path / "o"),
                        timeout=60)
-        assert time.monotonic() - t0 < 30
+        assert time.monotonic() - t0 < margin(30)
     assert proc.returncode == 3
     assert "esm2" in proc.stderr and server.grpc_url in proc.stderr
 

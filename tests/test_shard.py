@@ -116,6 +116,7 @@ def test_the_split_is_by_bases_whole_records_each_in_one_shard(sample) -> None:
     assert shard_of(99, 1, 100, 4) == 4
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("text", ["0/3", "4/3", "a/b", "3", "-1/3", "1/0"])
 def test_bad_shard_is_one_line_exit_2(text, tmp_path, job) -> None:
     args, _ = job
@@ -127,6 +128,7 @@ def test_bad_shard_is_one_line_exit_2(text, tmp_path, job) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.server
 def test_three_shards_in_reverse_order_merge_byte_identical(tmp_path, job) -> None:
     args, ref = job
     dirs = _run_shards(args, tmp_path, 3, [3, 1, 2])
@@ -150,6 +152,7 @@ def test_three_shards_in_reverse_order_merge_byte_identical(tmp_path, job) -> No
     _assert_same(merged, ref)
 
 
+@pytest.mark.server
 def test_seven_shards_one_killed_and_resumed_merge_byte_identical(tmp_path, job) -> None:
     args, ref = job
     dirs = [tmp_path / f"shard{k}" for k in range(1, 8)]
@@ -198,6 +201,7 @@ def _refused(tmp_path: Path, *dirs: Path, out: Path | None = None) -> str:
     return proc.stderr
 
 
+@pytest.mark.server
 def test_merge_refusals_name_the_shard_and_write_nothing(tmp_path, job, two_shards) -> None:
     args, ref = job
     one, two = two_shards
@@ -229,6 +233,7 @@ def test_merge_refusals_name_the_shard_and_write_nothing(tmp_path, job, two_shar
     assert "already holds another run" in _refused(tmp_path, one, two, out=ref)
 
 
+@pytest.mark.server
 def test_merge_twice_into_the_same_folder_is_the_same(tmp_path, job, two_shards) -> None:
     _, ref = job
     merged = tmp_path / "merged"

@@ -26,6 +26,8 @@ from predict_fixtures import (
     write_toy_repository,
 )
 
+pytestmark = pytest.mark.server
+
 PID = re.compile(r"private tritonserver for this run: pid (\d+)")
 
 

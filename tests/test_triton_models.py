@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from timing import margin
 
 from encoders import MAX_LENGTH, load_embedder
 from encoders.common import Embedder
@@ -92,7 +93,7 @@ def stats(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, in
 def settled_stats(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, int]:
     """stats() once they stop changing: Triton records them just after sending the responses."""
     last = stats(client, model)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + margin(10)
     while time.monotonic() < deadline:
         time.sleep(0.2)
         now = stats(client, model)
@@ -102,6 +103,7 @@ def settled_stats(client: grpcclient.InferenceServerClient, model: str) -> tuple
     return last
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("kind", KINDS)
 def test_model_ready_with_contract_metadata(client, local, kind: str) -> None:
     assert client.is_model_ready(kind)
@@ -117,6 +119,7 @@ def test_model_ready_with_contract_metadata(client, local, kind: str) -> None:
     assert "dynamic_batching" in config
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("kind", KINDS)
 def test_embeddings_equal_in_process_encoder(client, local, kind: str) -> None:
     rng = np.random.default_rng(1)
@@ -130,6 +133,7 @@ def test_embeddings_equal_in_process_encoder(client, local, kind: str) -> None:
     assert np.abs(out[0] - out[1]).max() > 1e-3  # rows really differ (order is checked above)
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("kind", KINDS)
 def test_embedding_independent_of_batch_mates(client, kind: str) -> None:
     rng = np.random.default_rng(2)
@@ -144,6 +148,7 @@ def test_embedding_independent_of_batch_mates(client, kind: str) -> None:
     assert np.abs(alone - merged[0]).max() <= TOL
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("kind", KINDS)
 def test_dynamic_batcher_merges_concurrent_clients(client, local, kind: str) -> None:
     rng = np.random.default_rng(3)
@@ -160,6 +165,7 @@ def test_dynamic_batcher_merges_concurrent_clients(client, local, kind: str) -> 
     assert np.abs(got - expected).max() <= TOL
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("kind", KINDS)
 def test_bad_request_fails_alone_in_a_merged_batch(client, local, kind: str) -> None:
     rng = np.random.default_rng(4)
@@ -226,6 +232,7 @@ WARMUP_FILES = {"dnabert_s": "frame_nucleotide", "esm2": "frame_protein"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("kind", KINDS)
 def test_committed_warmup_rows_are_valid_frames(kind: str, local: dict[str, Embedder]) -> None:
     """Each warmup file is one row in Triton's BYTES layout: a frame-sized valid sequence."""
@@ -241,6 +248,7 @@ def test_committed_warmup_rows_are_valid_frames(kind: str, local: dict[str, Embe
         assert f'input_data_file: "{WARMUP_FILES[kind]}"' in text
 
 
+@pytest.mark.server
 def test_warmup_runs_for_each_model_at_load(model_repository: Path) -> None:
     with TritonServer(model_repository, extra_flags=["--log-verbose=1"]) as server:
         log = server.log_path.read_text()
@@ -248,6 +256,7 @@ def test_warmup_runs_for_each_model_at_load(model_repository: Path) -> None:
         assert f"model '{kind}' instance {kind}_0_0 is running warmup sample 'one_frame'" in log
 
 
+@pytest.mark.server
 def test_failing_warmup_makes_serve_exit_3_with_its_reason(model_repository: Path,
                                                           tmp_path: Path) -> None:
     import shutil

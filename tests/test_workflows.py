@@ -11,7 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from predict_fixtures import write_coding_fasta
+
+pytestmark = [pytest.mark.server, pytest.mark.workflow]
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
