@@ -61,8 +61,10 @@ def summary(result: dict) -> str:
              f"{result['busy_fraction']:.3f}, duplicate rows {result['duplicate_row_fraction']:.4f}, "
              f"queue-full answers {result['queue_full_answers']}, wall {result['wall_s']:.2f} s"]
     for job in result["jobs"]:
+        end = "unfinished" if job["end_s"] is None else f"{job['end_s']:.2f} s"
+        failed = f" (failed: {job['failed']})" if job.get("failed") else ""
         lines.append(f"  client {job['client']} ({job['priority']}, {job['frames']} frames): "
-                     f"{job['start_s']:.2f} -> {job['end_s']:.2f} s")
+                     f"{job['start_s']:.2f} s -> {end}{failed}")
     return "\n".join(lines)
 
 

@@ -224,6 +224,7 @@ class World:
         busy = sum(sum(s.busy_s.values()) for s in self.servers)
         events = sum(c.events for c in self.clients)
         total_needed = sum(needed.values())
+        duplicates = sum(c.rows[r] * (k - 1) for c in self.clients for r, k in c.sends.items())
         return {
             "mode": "simulated",
             "makespan_s": round(makespan, 6),
@@ -231,8 +232,8 @@ class World:
             "rows_sent": sent,
             "rows_needed": needed,
             "rows_executed": {m: sum(s.executed_rows[m] for s in self.servers) for m in MODELS},
-            "duplicate_row_fraction": round((sum(sent.values()) - total_needed) / total_needed, 6)
-            if total_needed else 0.0,
+            # rows sent more than once (hedged, re-sent after a failure or a queue-full answer)
+            "duplicate_row_fraction": round(duplicates / total_needed, 6) if total_needed else 0.0,
             "busy_fraction": round(busy / capacity, 6) if capacity else 0.0,
             "queue_full_answers": sum(s.queue_full for s in self.servers),
             "core_events": events,
