@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[models,server,test,workflows,docs]"
+	$(BIN)/python -m pip install -q -e ".[models,server,test,workflows,simulation,docs]"
 	command -v docker-compose >/dev/null || $(APT_INSTALL) docker-compose \
 		|| echo "setup: warning: no docker-compose (Debian package); its test will skip"
 	command -v chromium >/dev/null || $(APT_INSTALL) chromium \

@@ -21,6 +21,7 @@ import bench_predict  # noqa: E402
 import bench_prepare  # noqa: E402
 import bench_reads  # noqa: E402
 import bench_shard  # noqa: E402
+import bench_simulation  # noqa: E402
 import bench_tenancy  # noqa: E402
 import bench_triton  # noqa: E402
 import bench_weights_check  # noqa: E402
@@ -32,7 +33,8 @@ def main() -> int:
                          ("predict", bench_predict), ("cluster", bench_cluster),
                          ("embeddings", bench_embeddings), ("tenancy", bench_tenancy),
                          ("dedup", bench_dedup), ("reads", bench_reads), ("shard", bench_shard),
-                         ("discovery", bench_discovery), ("weights_check", bench_weights_check)):
+                         ("discovery", bench_discovery), ("weights_check", bench_weights_check),
+                         ("simulation", bench_simulation)):
         print(f"\n=== bench: {name} ===", flush=True)
         figures[name] = module.main()
     print("\n=== summary (JSON) ===")

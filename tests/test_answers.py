@@ -264,8 +264,9 @@ def test_save_embeddings_vectors_identical_to_no_dedup(tmp_path, wide_server):
 def test_without_repeats_dedup_holds_only_the_answer_cache(tmp_path, wide_server):
     """No repeats at all, real widths: dedup keeps no vectors and its one growing structure, the
     answer cache, holds what its entries need and no more (24-byte slots at most 3/4 full, doubling
-    from its first size, both tables held while entries move). What that costs in the process's peak RSS beside --no-dedup depends on the
-    allocator and thread timing, so it is a benchmark figure (bench/bench_dedup.py), not a test."""
+    from its first size, both tables held while entries move). What that costs in the process's
+    peak RSS beside --no-dedup depends on the allocator and thread timing, so it is a benchmark
+    figure (bench/bench_dedup.py), not a test."""
     server, clf = wide_server
     fasta = write_coding_fasta(tmp_path / "reads.fa", records=2000, length=450, seed=33)
     runs = {name: _predict(server, clf, fasta, tmp_path / name, "--window", "1024", *extra)

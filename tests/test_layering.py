@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("orchestrator", "encoders", "export")
+PACKAGES = ("orchestrator", "encoders", "export", "simulation")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
