@@ -133,8 +133,9 @@ def exit_codes() -> dict[str, dict[int, str]]:
 
 def environment() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) of every environment variable the commands read."""
+    from orchestrator.embed.dispatch.replay import DEBUG_DISPATCH_ENV
     from orchestrator.embed.priority import DEFAULT_PRIORITY, PRIORITY_ENV
-    from orchestrator.embed.triton.client import (
+    from orchestrator.embed.triton.startup import (
         CONNECT_TIMEOUT_ENV,
         DEFAULT_CONNECT_TIMEOUT_S,
         DEFAULT_REQUEST_TIMEOUT_S,
@@ -159,6 +160,9 @@ def environment() -> list[tuple[str, str, str]]:
          "may take"),
         (RETRY_DEADLINE_ENV, f"{DEFAULT_RETRY_DEADLINE_S:g}", "seconds a run keeps retrying "
          "while no server answers, before it ends with exit 3 (finished work kept)"),
+        (DEBUG_DISPATCH_ENV, "unset (no log)", "a file that `predict` and `embed` write the "
+         "dispatch core's events to, one JSON line each, when --debug-dispatch is not given "
+         "(replayed by `python -m orchestrator.embed.dispatch.replay FILE`)"),
         (ADMIN_KEY_ENV, "unset (administrative calls refused to everyone)", "the admin key of "
          "`orchestrator serve` and of the server image when --admin-key is not given; with it "
          "`orchestrator status` also says why a model failed to load"),
