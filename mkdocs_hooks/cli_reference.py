@@ -135,6 +135,8 @@ def environment() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) of every environment variable the commands read."""
     from orchestrator.embed.dispatch.replay import DEBUG_DISPATCH_ENV
     from orchestrator.embed.priority import DEFAULT_PRIORITY, PRIORITY_ENV
+    from orchestrator.embed.triton.discovery import DEFAULT_DISCOVERY_INTERVAL_S, DISCOVERY_INTERVAL_ENV
+    from orchestrator.embed.triton.lockdown import ADMIN_KEY_ENV
     from orchestrator.embed.triton.startup import (
         CONNECT_TIMEOUT_ENV,
         DEFAULT_CONNECT_TIMEOUT_S,
@@ -143,8 +145,6 @@ def environment() -> list[tuple[str, str, str]]:
         REQUEST_TIMEOUT_ENV,
         RETRY_DEADLINE_ENV,
     )
-    from orchestrator.embed.triton.discovery import DEFAULT_DISCOVERY_INTERVAL_S, DISCOVERY_INTERVAL_ENV
-    from orchestrator.embed.triton.lockdown import ADMIN_KEY_ENV
     from orchestrator.pipeline.options import DEFAULT_SERVER, SERVER_ENV
 
     return [
