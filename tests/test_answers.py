@@ -138,6 +138,27 @@ def test_old_generation_hits_survive_a_turnover():
     assert cache.evictions > 0
 
 
+def test_a_window_answered_wholly_by_a_pending_one():
+    """Window 2 repeats only frames window 1 sent, before window 1 is finished: it sends nothing,
+    takes window 1's answers, and finishing it leaves the cache consistent (a genome with a
+    repeated region gives such windows)."""
+    from test_dedup import _FakeBackend
+
+    cache, backend = AnswerCache(1 << 20), _FakeBackend()
+    nts, prots = ["ACGTAC", "GGGCCC"], ["TY", "GP"]
+    first = cache.submit(backend, nts, prots)
+    second = cache.submit(backend, nts[::-1], prots[::-1])
+    assert second.frames_sent == 0 and sorted(backend.sent_nt) == sorted(nts)
+
+    def classify(dna: np.ndarray, protein: np.ndarray) -> np.ndarray:
+        return np.stack([dna[:, 0], protein[:, 0]], axis=1).astype(np.float32)
+
+    answers_first = first.result().answers(classify)
+    answers_second = second.result().answers(classify)
+    assert np.array_equal(answers_second, answers_first[::-1])
+    assert cache.pending == [] and len(cache) == 2 and cache.reused == 2
+
+
 def test_the_default_holds_a_million_read_sample():
     """A 1M-read sample of short reads has at most 6 million frames (six per read)."""
     from orchestrator.pipeline.options import DEFAULT_DEDUP_MEMORY

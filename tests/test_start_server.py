@@ -81,10 +81,14 @@ def test_start_server_runs_end_to_end_on_the_demo_repository(tmp_path, demo_arti
 def slow_job(tmp_path_factory) -> list[str]:
     root = tmp_path_factory.mktemp("start_server")
     repo = write_toy_repository(root / "repo", delay=0.2)
-    fasta = write_coding_fasta(root / "in.fa", records=20, length=2000, seed=4)
+    # 25 windows, one at a time (no look-ahead), 0.2 s or more each: the run goes on for seconds
+    # after its first window is committed, so the signal lands mid-run however the threads are
+    # scheduled (20 records with look-ahead once finished 1 s after its first window, first)
+    fasta = write_coding_fasta(root / "in.fa", records=100, length=2000, seed=4)
     clf = write_toy_classifier(root / "clf.safetensors")
     return [str(fasta), "--chunk-size", "500", "--classifier", str(clf), "--window", "16",
-            "--batch-size", "8", "--start-server", "--model-repository", str(repo)]
+            "--lookahead", "0", "--batch-size", "8", "--start-server", "--model-repository",
+            str(repo)]
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -291,5 +291,6 @@ class AnswerTicket:
                 unique_scores[u] = earlier.fresh[row]
             self.from_pending = []
             self.scores[self.missing] = unique_scores[self.inverse]
+        if len(self.sent):  # only a window that sent frames is pending and has answers to add
             self.cache.finished(self, self.unique[self.sent], self.fresh)
         return self.scores
