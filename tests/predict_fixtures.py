@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -95,10 +96,16 @@ def predict_args(fasta: Path, clf: Path, *servers: str) -> list[str]:
 
 
 def start_predict(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """`orchestrator predict ARGS` in the background (extra environment on top of ours)."""
+    """`orchestrator predict ARGS` in the background (extra environment on top of ours), as a
+    terminal starts it: with SIGINT's default action, even where the test run itself ignores it
+    (a shell's background job does), so a test's SIGINT is Ctrl-C."""
     return subprocess.Popen(orchestrator_cmd("predict", *args), cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stderr_of(proc: subprocess.Popen[str], timeout: float = 180) -> str:

@@ -308,3 +308,42 @@ def test_pytriton_server_refuses_numpy_2(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(ServerUnavailable, match=r"needs numpy<2 .* has numpy 2\.5\.2"):
         server.start()
     server.cleanup()
+
+
+def _bindable(port: int) -> bool:
+    """As free_port tests a port: a plain bind (a port in TIME_WAIT fails it)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _two_free_ports() -> int:
+    """p where p and p + 1 are free now, from the kernel's ephemeral range, where the suite's
+    servers never pick ports (each worker picks below it, in a range of its own)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            p = probe.getsockname()[1]
+        if _bindable(p) and _bindable(p + 1):
+            return p
+    raise AssertionError("no two free ports side by side")
+
+
+def test_a_servers_three_free_ports_differ(monkeypatch, tmp_path):
+    """Free ports are only bound when the server starts, so one server's gRPC, HTTP and metrics
+    ports are chosen apart: with two free ports in the range, the second choice takes the other."""
+    from orchestrator.embed.triton import server as triton_server_module
+
+    p = _two_free_ports()
+    monkeypatch.setattr(triton_server_module, "PRIVATE_PORTS_FROM", p)
+    monkeypatch.setattr(triton_server_module, "_ephemeral_low", lambda: p + 2)
+    first = triton_server_module.free_port()
+    assert triton_server_module.free_port(exclude=[first]) == 2 * p + 1 - first
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    server = TritonServer(repo, grpc_port=p)  # given: kept; the other two are chosen apart
+    assert server.grpc_port == p and server.http_port == p + 1
+    assert server.metrics_port not in (p, p + 1)

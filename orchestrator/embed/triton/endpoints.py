@@ -310,8 +310,11 @@ def is_busy(exc: BaseException) -> bool:
 # connection not there right now": restarting, overloaded, or the connection dropped.
 _RETRIABLE_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED",
                      "CANCELLED")
+# "is not healthy": the Python backend's process of that model on that server stopped answering
+# its health checks (the server was frozen and came back, or the process died); the server's
+# fault, not the request's, so the request goes elsewhere.
 _RETRIABLE_TEXT = ("not ready", "unknown model", "failed to connect", "socket closed",
-                   "connection reset", "broken pipe", "unavailable", "not found")
+                   "connection reset", "broken pipe", "unavailable", "not found", "is not healthy")
 
 def is_retriable(exc: BaseException) -> bool:
     """True for errors that mean "server or connection not there right now", not "bad request"."""

@@ -28,7 +28,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -52,14 +52,17 @@ _NOISE = ("CudaDriverHelper has not been initialized", "Waiting for in-flight re
 PRIVATE_PORTS_FROM = 20000  # above the well-known services most machines run
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now (for tests and temporary servers).
+def free_port(host: str = "127.0.0.1", exclude: Collection[int] = ()) -> int:
+    """A TCP port that nothing listens on right now (for tests and temporary servers), other than
+    `exclude` (the ports already chosen for the same server, not yet bound).
 
     Chosen below the kernel's ephemeral range when possible: a port from that range can be taken
     by any outgoing connection (gRPC clients make many) between now and the server's start.
     """
     low = _ephemeral_low()
     for port in random.sample(range(PRIVATE_PORTS_FROM, low), min(50, max(0, low - PRIVATE_PORTS_FROM))):
+        if port in exclude:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
@@ -189,11 +192,14 @@ class TritonServer:
         self.tls = tls
         self.lockdown = lockdown_flags(admin_key, model_control)  # checks the key and mode now
         self.extra_flags = list(extra_flags)
-        self.grpc_port = grpc_port if grpc_port is not None else free_port(_client_host(host))
-        self.http_port = http_port if http_port is not None else free_port(_client_host(host))
-        self.metrics_port = (
-            metrics_port if metrics_port is not None else free_port(_client_host(host))
-        )
+        chosen: list[int] = []  # free ports are only bound at start: never hand one out twice
+
+        def port(given: int | None) -> int:
+            chosen.append(given if given is not None else free_port(_client_host(host), chosen))
+            return chosen[-1]
+
+        self.grpc_port, self.http_port, self.metrics_port = (
+            port(grpc_port), port(http_port), port(metrics_port))
         self.gpu = gpu
         self.ready_timeout = ready_timeout
         # Unique per server: the Python backend names its /dev/shm regions with this prefix.
