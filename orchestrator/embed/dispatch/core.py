@@ -163,6 +163,11 @@ class Dispatcher:
         self.outage_since: float | None = None
         self._next_hedge_check = 0.0
         self._next_liveness = float("inf")  # the earliest liveness_due of an up endpoint
+        # (due, index) of endpoints' liveness checks and, per model, (until, index) of their
+        # backoffs: heaps whose stale entries are dropped when they reach the top, so no event
+        # scans all endpoints.
+        self._liveness_heap: list[tuple[float, int]] = []
+        self._backoff_heap: dict[str, list[tuple[float, int]]] = {m: [] for m in MODELS}
         # Least-loaded choice in O(log n): per model, free slots -> indices (order of arrival)
         # of the up endpoints with that many free slots.
         self._order: list[EndpointState] = []
@@ -197,12 +202,12 @@ class Dispatcher:
 
     def wake_at(self) -> float | None:
         """The earliest time at which a Tick may change something (None: only events will)."""
-        times = [e.backoff_until[m] for e in self.endpoints.values() for m in MODELS
-                 if self.pending[m] and e.state == UP and e.backoff_until[m] > self.now]
+        times = [t for m in MODELS if self.pending[m]
+                 for t in [self._next_backoff_end(m)] if t is not None]
         if self.outstanding:  # the next liveness check and the next hedge check
             times.append(self._next_liveness)
             times.append(max(self._next_hedge_check, self.now + self.policy.hedge_check_s))
-        if self.outage_since is not None and not self._up():
+        if self.outage_since is not None and not self._n_up:
             times.append(self.outage_since + self.policy.retry_deadline_s)
         return min((t for t in times if t > self.now), default=None)
 
@@ -214,8 +219,26 @@ class Dispatcher:
         self._emit(self.failure)
         raise _RunFailed
 
-    def _up(self) -> list[EndpointState]:
-        return [e for e in self.endpoints.values() if e.state == UP]
+    def _next_backoff_end(self, model: str) -> float | None:
+        """The earliest future end of an up endpoint's backoff for `model`."""
+        heap = self._backoff_heap[model]
+        while heap:
+            until, index = heap[0]
+            ep = self._order[index]
+            if until > self.now and ep.state == UP and ep.backoff_until[model] == until:
+                return until
+            heapq.heappop(heap)  # passed, superseded, or out of rotation (re-pushed on return)
+        return None
+
+    def _set_liveness_due(self, ep: EndpointState, due: float) -> None:
+        ep.liveness_due = due
+        heapq.heappush(self._liveness_heap, (due, self._index[ep.url]))
+        self._next_liveness = min(self._next_liveness, due)
+
+    def _up_avoided(self, job: RequestState, but: EndpointState | None = None) -> int:
+        """How many up endpoints (other than `but`) `job` avoids."""
+        return sum(1 for url in job.avoid
+                   if self.endpoints[url].state == UP and self.endpoints[url] is not but)
 
     def _new(self, url: str, **fields: Any) -> EndpointState:
         ep = self.endpoints[url] = EndpointState(url, **fields)
@@ -229,6 +252,8 @@ class Dispatcher:
         for model, buckets in self._free.items():
             if up:
                 insort(buckets.setdefault(ep.free_slots(model), []), index)
+                if ep.backoff_until[model] > self.now:
+                    heapq.heappush(self._backoff_heap[model], (ep.backoff_until[model], index))
             else:
                 lst = buckets[ep.free_slots(model)]
                 del lst[bisect_left(lst, index)]
@@ -252,7 +277,7 @@ class Dispatcher:
                 ep.state = GONE
             elif item.settings is not None:
                 self._check_identity(now, ep, item.settings, again=False)
-        usable = len(self._up())
+        usable = self._n_up
         for ep in self.endpoints.values():
             if ep.state == DOWN:
                 ep.down_since = now
@@ -283,7 +308,7 @@ class Dispatcher:
                 if job.done:  # a hedge whose original answered meanwhile
                     heapq.heappop(heap).queued = False
                     continue
-                if job.avoid and all(e.url in job.avoid for e in self._order if e.state == UP):
+                if job.avoid and self._up_avoided(job) == self._n_up:
                     job.avoid.clear()  # nowhere else to go any more
                 ep = self._choose(now, model, job, next(self._rotation) % n)
                 if ep is None:
@@ -387,7 +412,9 @@ class Dispatcher:
         streak = ep.busy_streak[job.model] = ep.busy_streak[job.model] + 1
         delay = min(p.backoff_max_s, p.backoff_min_s * 2 ** min(streak - 1, 16))
         until = now + delay * self.rng.uniform(0.5, 1.0)
-        ep.backoff_until[job.model] = max(ep.backoff_until[job.model], until)
+        if until > ep.backoff_until[job.model]:
+            ep.backoff_until[job.model] = until
+            heapq.heappush(self._backoff_heap[job.model], (until, self._index[ep.url]))
         if job.orphaned():
             job.queued = True
             heapq.heappush(self.pending[job.model], job)
@@ -410,7 +437,7 @@ class Dispatcher:
         ep.epoch += 1
         self._emit(Marked(ep.url, DOWN, reason))
         self._emit(Log("warning", f"Triton at {ep.url} failed ({reason}); {moved + failed} "
-                       f"outstanding requests re-sent to {len(self._up())} other endpoint(s); "
+                       f"outstanding requests re-sent to {self._n_up} other endpoint(s); "
                        f"retrying it for up to {self.policy.retry_deadline_s:.0f} s"))
         self._emit(Connect(ep.url, ep.epoch))
 
@@ -470,7 +497,7 @@ class Dispatcher:
             self._emit(Close(ep.url))
             self._emit(Log("warning", f"Triton at {ep.url} is no longer listed by "
                            f"{self.setup.sources}; {moved} outstanding requests re-sent to "
-                           f"{len(self._up())} other endpoint(s)"))
+                           f"{self._n_up} other endpoint(s)"))
 
     def _unreachable(self, now: float, event: Unreachable) -> None:
         ep = self.endpoints.get(event.url)
@@ -509,8 +536,7 @@ class Dispatcher:
         self._set_up(ep, True)
         ep.liveness_failures = 0
         ep.liveness_asked = None
-        ep.liveness_due = now + self.policy.liveness_interval_s
-        self._next_liveness = min(self._next_liveness, ep.liveness_due)
+        self._set_liveness_due(ep, now + self.policy.liveness_interval_s)
         if again:
             self._emit(Marked(ep.url, UP, "answers again"))
             self._emit(Log("info", f"Triton at {ep.url} answers again; re-admitted"))
@@ -521,19 +547,30 @@ class Dispatcher:
         process (SIGSTOP, a hung node) answers nothing, a busy one answers at once."""
         if now < self._next_liveness:
             return
+        heap = self._liveness_heap
+        due: set[int] = set()
+        while heap and heap[0][0] <= now:
+            when, index = heapq.heappop(heap)
+            if self._due(self._order[index], when):
+                due.add(index)
         self._next_liveness = float("inf")
-        for ep in self.endpoints.values():
-            if ep.state != UP or ep.liveness_asked is not None:
-                continue
-            if now >= ep.liveness_due:
-                if not any(ep.in_flight.values()):
-                    ep.liveness_failures = 0
-                    ep.liveness_due = now + self.policy.liveness_interval_s
-                else:
-                    ep.liveness_asked = now
-                    self._emit(CheckLive(ep.url, ep.epoch, self.policy.liveness_timeout_s))
-                    continue
-            self._next_liveness = min(self._next_liveness, ep.liveness_due)
+        for index in sorted(due):  # in order of arrival, as the actions always were
+            ep = self._order[index]
+            if not any(ep.in_flight.values()):
+                ep.liveness_failures = 0
+                self._set_liveness_due(ep, now + self.policy.liveness_interval_s)
+            else:
+                ep.liveness_asked = now
+                self._emit(CheckLive(ep.url, ep.epoch, self.policy.liveness_timeout_s))
+        while heap and not self._due(self._order[heap[0][1]], heap[0][0]):
+            heapq.heappop(heap)
+        if heap:
+            self._next_liveness = min(self._next_liveness, heap[0][0])
+
+    @staticmethod
+    def _due(ep: EndpointState, when: float) -> bool:
+        """A liveness entry is current: `ep` is up, not being asked, and due at `when`."""
+        return ep.state == UP and ep.liveness_asked is None and ep.liveness_due == when
 
     def _liveness(self, now: float, event: Liveness) -> None:
         ep = self.endpoints.get(event.url)
@@ -542,14 +579,12 @@ class Dispatcher:
         asked, ep.liveness_asked = ep.liveness_asked, None
         if event.live:
             ep.liveness_failures = 0
-            ep.liveness_due = now + self.policy.liveness_interval_s
-            self._next_liveness = min(self._next_liveness, ep.liveness_due)
+            self._set_liveness_due(ep, now + self.policy.liveness_interval_s)
             return
         if ep.liveness_failures == 0:
             ep.first_miss = asked
         ep.liveness_failures += 1
-        ep.liveness_due = now  # ask again at once
-        self._next_liveness = now
+        self._set_liveness_due(ep, now)  # ask again at once
         if ep.liveness_failures < self.policy.liveness_failures:
             return
         ep.frozen += 1
@@ -573,18 +608,20 @@ class Dispatcher:
             return
         p = self.policy
         self._next_hedge_check = now + p.hedge_check_s
-        up = self._up()
-        if len(up) < 2:
+        if self._n_up < 2:
             return
         deadlines = {m: self.deadline(m) for m in MODELS}
+        soonest = min(deadlines.values())
         for token, (ep, job, sent) in self.outstanding.items():
             deadline = deadlines[job.model]
             age = now - sent
+            if age < soonest:
+                break  # sent in time order: every later copy is younger still
             if (token in self.overdue or job.done or age < deadline
                     or (now - ep.last_answer[job.model] < deadline
                         and age < p.hedge_alone_factor * deadline)):
                 continue
-            if not any(e is not ep and e.url not in job.avoid for e in up):
+            if self._n_up - (ep.state == UP) - self._up_avoided(job, but=ep) <= 0:
                 continue
             self.overdue.add(token)
             job.stuck += 1
@@ -601,7 +638,7 @@ class Dispatcher:
             heapq.heappush(self.pending[job.model], job)
 
     def _check_deadline(self, now: float) -> None:
-        if self.outage_since is None or self._up():
+        if self.outage_since is None or self._n_up:
             return
         if now - self.outage_since > self.policy.retry_deadline_s:
             errors = "; ".join(f"{e.url}: {e.last_error}" for e in self.endpoints.values())
