@@ -60,6 +60,10 @@ from orchestrator.embed.dispatch.identity import ModelSettings, model_difference
 from orchestrator.embed.dispatch.policy import Policy
 
 UP, DOWN, REFUSED, GONE = "up", "down", "refused", "gone"
+# choice "two_choices": random draws before it scans for the endpoints that can take a request
+TWO_CHOICES_DRAWS = 8
+# a slow-start step is due just after the instant the float arithmetic puts it at
+RAMP_STEP_MARGIN_S = 1e-9
 
 
 @dataclass
@@ -90,9 +94,12 @@ class EndpointState:
     hedged: int = 0  # requests past their deadline here, re-sent elsewhere
     frozen: int = 0  # times it held requests but answered no liveness check
     down: int = 0  # times it was taken out of rotation (failed call, frozen)
+    # requests per model it may hold: max_in_flight, less while slow-starting since admitted_at
+    capacity: dict[str, int] = field(default_factory=dict)
+    admitted_at: float = 0.0
 
     def free_slots(self, model: str) -> int:
-        return self.settings[model].max_in_flight - self.in_flight[model]
+        return self.capacity.get(model, self.settings[model].max_in_flight) - self.in_flight[model]
 
     def info(self, now: float) -> dict[str, Any]:
         """Per-endpoint record for run.json; a current outage counts up to `now`."""
@@ -130,6 +137,8 @@ class RequestState:
     queued: bool = False
     done: bool = False
     avoid: set[str] = field(default_factory=set)
+    sent: bool = False  # sent at least once (its first send paid into the retry budget)
+    not_before: float = 0.0  # shed with the retry budget empty: waits for that backoff
 
     def __lt__(self, other: RequestState) -> bool:
         return self.id < other.id
@@ -174,6 +183,9 @@ class Dispatcher:
         self._index: dict[str, int] = {}
         self._free: dict[str, dict[int, list[int]]] = {m: {} for m in MODELS}
         self._n_up = 0
+        self._ramping: set[EndpointState] = set()  # slow-starting endpoints
+        self._releases: list[float] = []  # heap of queued requests' not_before times
+        self.retry_tokens = self.policy.retry_budget_min
         self._tokens = itertools.count()
         self._rotation = itertools.count()
         self._out: list[Action] = []
@@ -194,6 +206,7 @@ class Dispatcher:
             self._handlers[type(event)](now, event)
             self._check_deadline(now)
             self._hedge_overdue(now)
+            self._ramp(now)
             self._send_pending(now)
             self._check_liveness(now)
         except _RunFailed:
@@ -204,12 +217,17 @@ class Dispatcher:
         """The earliest time at which a Tick may change something (None: only events will)."""
         times = [t for m in MODELS if self.pending[m]
                  for t in [self._next_backoff_end(m)] if t is not None]
+        if any(self.pending.values()):
+            times.append(self._next_ramp_step())
+            while self._releases and self._releases[0] <= self.now:
+                heapq.heappop(self._releases)
+            times.extend(self._releases[:1])
         if self.outstanding:  # the next liveness check and the next hedge check
             times.append(self._next_liveness)
             times.append(max(self._next_hedge_check, self.now + self.policy.hedge_check_s))
         if self.outage_since is not None and not self._n_up:
             times.append(self.outage_since + self.policy.retry_deadline_s)
-        return min((t for t in times if t > self.now), default=None)
+        return min((t for t in times if t is not None and t > self.now), default=None)
 
     def _emit(self, action: Action) -> None:
         self._out.append(action)
@@ -303,10 +321,14 @@ class Dispatcher:
         n = len(self._order)
         for model in MODELS:
             heap = self.pending[model]
+            waiting = []
             while heap:
                 job = heap[0]
                 if job.done:  # a hedge whose original answered meanwhile
                     heapq.heappop(heap).queued = False
+                    continue
+                if job.not_before > now:  # shed with no retry budget: waits for the backoff
+                    waiting.append(heapq.heappop(heap))
                     continue
                 if job.avoid and self._up_avoided(job) == self._n_up:
                     job.avoid.clear()  # nowhere else to go any more
@@ -315,11 +337,16 @@ class Dispatcher:
                     break
                 heapq.heappop(heap).queued = False
                 self._send(now, ep, job)
+            for job in waiting:
+                heapq.heappush(heap, job)
 
     def _choose(self, now: float, model: str, job: RequestState, start: int
                 ) -> EndpointState | None:
         """The up endpoint with the most free slots of `model`, not backing off and not one where
-        `job` is overdue; among equals the first from index `start` on (cyclically)."""
+        `job` is overdue; among equals the first from index `start` on (cyclically). With
+        choice "two_choices": the better of two such endpoints drawn at random."""
+        if self.policy.choice == "two_choices":
+            return self._two_choices(now, model, job)
         buckets = self._free[model]
         for free in sorted((f for f, lst in buckets.items() if f > 0 and lst), reverse=True):
             lst = buckets[free]
@@ -330,7 +357,43 @@ class Dispatcher:
                     return ep
         return None
 
+    def _two_choices(self, now: float, model: str, job: RequestState) -> EndpointState | None:
+        """Two distinct random endpoints that could take `job` now (up, free slots, not backing
+        off, not avoided); the one with more free slots, the first drawn on a tie. A few draws
+        over the free-slot buckets, a scan only when most endpoints cannot take it."""
+        groups = [lst for free, lst in self._free[model].items() if free > 0 and lst]
+        total = sum(len(lst) for lst in groups)
+
+        def can_take(ep: EndpointState) -> bool:
+            return ep.backoff_until[model] <= now and ep.url not in job.avoid
+
+        drawn: list[EndpointState] = []
+        for _ in range(TWO_CHOICES_DRAWS):
+            if not total or len(drawn) == 2:
+                break
+            k = self.rng.randrange(total)
+            for lst in groups:
+                if k < len(lst):
+                    ep = self._order[lst[k]]
+                    break
+                k -= len(lst)
+            if can_take(ep) and ep not in drawn:
+                drawn.append(ep)
+        if len(drawn) < 2:
+            able = [self._order[i] for lst in groups for i in lst if can_take(self._order[i])]
+            if len(able) <= 2:
+                drawn = able
+            else:
+                drawn = self.rng.sample(able, 2)
+        if not drawn:
+            return None
+        return max(drawn, key=lambda e: e.free_slots(model))
+
     def _send(self, now: float, ep: EndpointState, job: RequestState) -> None:
+        if not job.sent:
+            job.sent = True
+            p = self.policy
+            self.retry_tokens = min(p.retry_budget_min, self.retry_tokens + p.retry_budget_ratio)
         token = next(self._tokens)
         self._add_in_flight(ep, job.model, 1)
         job.copies += 1
@@ -416,6 +479,9 @@ class Dispatcher:
             ep.backoff_until[job.model] = until
             heapq.heappush(self._backoff_heap[job.model], (until, self._index[ep.url]))
         if job.orphaned():
+            if not self._spend_retry_token():
+                job.not_before = ep.backoff_until[job.model]
+                heapq.heappush(self._releases, job.not_before)
             job.queued = True
             heapq.heappush(self.pending[job.model], job)
         if ep.rejections == 1:
@@ -533,6 +599,11 @@ class Dispatcher:
                            f"({ep.refused}); no request of this run goes there"))
             return
         ep.state = UP
+        ep.admitted_at = now
+        ep.capacity = {m: s.max_in_flight for m, s in settings.items()}
+        if again and self.policy.slow_start_s > 0:
+            ep.capacity = dict.fromkeys(settings, 1)
+            self._ramping.add(ep)
         self._set_up(ep, True)
         ep.liveness_failures = 0
         ep.liveness_asked = None
@@ -540,6 +611,46 @@ class Dispatcher:
         if again:
             self._emit(Marked(ep.url, UP, "answers again"))
             self._emit(Log("info", f"Triton at {ep.url} answers again; re-admitted"))
+
+    def _spend_retry_token(self) -> bool:
+        """Take one token for a re-send or a hedge; False: the budget is spent."""
+        if not self.policy.retry_budget_ratio:
+            return True
+        if self.retry_tokens < 1:
+            return False
+        self.retry_tokens -= 1
+        return True
+
+    def _ramp_capacity(self, ep: EndpointState, model: str, now: float) -> int:
+        """Slow start: 1 request at admission, linearly up to max_in_flight after slow_start_s."""
+        full = ep.settings[model].max_in_flight
+        elapsed = now - ep.admitted_at
+        if elapsed >= self.policy.slow_start_s or full <= 1:
+            return full
+        return min(full, 1 + int((full - 1) * elapsed / self.policy.slow_start_s))
+
+    def _ramp(self, now: float) -> None:
+        """Raise the slow-starting endpoints' capacities to what their time since admission
+        allows (their free slots move between the choice's buckets)."""
+        for ep in sorted(self._ramping, key=lambda e: self._index[e.url]):
+            if ep.state != UP:
+                self._ramping.discard(ep)
+                continue
+            capacity = {m: self._ramp_capacity(ep, m, now) for m in ep.capacity}
+            if capacity != ep.capacity:
+                self._set_up(ep, False)
+                ep.capacity = capacity
+                self._set_up(ep, True)
+            if all(c == ep.settings[m].max_in_flight for m, c in capacity.items()):
+                self._ramping.discard(ep)
+
+    def _next_ramp_step(self) -> float | None:
+        """When a slow-starting endpoint's capacity next grows."""
+        steps = [ep.admitted_at + ep.capacity[m] * self.policy.slow_start_s
+                 / (ep.settings[m].max_in_flight - 1) + RAMP_STEP_MARGIN_S
+                 for ep in self._ramping if ep.state == UP for m in ep.capacity
+                 if ep.capacity[m] < ep.settings[m].max_in_flight]
+        return min(steps, default=None)
 
     # -- frozen servers and stuck models ---------------------------------------------------------
     def _check_liveness(self, now: float) -> None:
@@ -623,6 +734,8 @@ class Dispatcher:
                 continue
             if self._n_up - (ep.state == UP) - self._up_avoided(job, but=ep) <= 0:
                 continue
+            if not self._spend_retry_token():
+                continue  # no budget left for a copy: it waits for its own answer
             self.overdue.add(token)
             job.stuck += 1
             job.avoid.add(ep.url)
