@@ -183,7 +183,7 @@ class Dispatcher:
         self._index: dict[str, int] = {}
         self._free: dict[str, dict[int, list[int]]] = {m: {} for m in MODELS}
         self._n_up = 0
-        self._ramping: set[EndpointState] = set()  # slow-starting endpoints
+        self._ramping: set[int] = set()  # indices of slow-starting endpoints
         self._releases: list[float] = []  # heap of queued requests' not_before times
         self.retry_tokens = self.policy.retry_budget_min
         self._tokens = itertools.count()
@@ -603,7 +603,7 @@ class Dispatcher:
         ep.capacity = {m: s.max_in_flight for m, s in settings.items()}
         if again and self.policy.slow_start_s > 0:
             ep.capacity = dict.fromkeys(settings, 1)
-            self._ramping.add(ep)
+            self._ramping.add(self._index[ep.url])
         self._set_up(ep, True)
         ep.liveness_failures = 0
         ep.liveness_asked = None
@@ -632,9 +632,10 @@ class Dispatcher:
     def _ramp(self, now: float) -> None:
         """Raise the slow-starting endpoints' capacities to what their time since admission
         allows (their free slots move between the choice's buckets)."""
-        for ep in sorted(self._ramping, key=lambda e: self._index[e.url]):
+        for index in sorted(self._ramping):
+            ep = self._order[index]
             if ep.state != UP:
-                self._ramping.discard(ep)
+                self._ramping.discard(index)
                 continue
             capacity = {m: self._ramp_capacity(ep, m, now) for m in ep.capacity}
             if capacity != ep.capacity:
@@ -642,13 +643,14 @@ class Dispatcher:
                 ep.capacity = capacity
                 self._set_up(ep, True)
             if all(c == ep.settings[m].max_in_flight for m, c in capacity.items()):
-                self._ramping.discard(ep)
+                self._ramping.discard(index)
 
     def _next_ramp_step(self) -> float | None:
         """When a slow-starting endpoint's capacity next grows."""
         steps = [ep.admitted_at + ep.capacity[m] * self.policy.slow_start_s
                  / (ep.settings[m].max_in_flight - 1) + RAMP_STEP_MARGIN_S
-                 for ep in self._ramping if ep.state == UP for m in ep.capacity
+                 for ep in map(self._order.__getitem__, self._ramping) if ep.state == UP
+                 for m in ep.capacity
                  if ep.capacity[m] < ep.settings[m].max_in_flight]
         return min(steps, default=None)
 
