@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_cluster  # noqa: E402
 import bench_dedup  # noqa: E402
 import bench_discovery  # noqa: E402
+import bench_dispatch_scale  # noqa: E402
 import bench_embeddings  # noqa: E402
 import bench_inputs  # noqa: E402
 import bench_predict  # noqa: E402
@@ -31,7 +32,8 @@ def main() -> int:
                          ("predict", bench_predict), ("cluster", bench_cluster),
                          ("embeddings", bench_embeddings), ("tenancy", bench_tenancy),
                          ("dedup", bench_dedup), ("shard", bench_shard),
-                         ("discovery", bench_discovery), ("simulation", bench_simulation)):
+                         ("discovery", bench_discovery), ("simulation", bench_simulation),
+                         ("dispatch scale", bench_dispatch_scale)):
         print(f"\n=== bench: {name} ===", flush=True)
         figures[name] = module.main()
     print("\n=== summary (JSON) ===")
