@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_cluster  # noqa: E402
 import bench_dedup  # noqa: E402
 import bench_discovery  # noqa: E402
+import bench_dispatch_scale  # noqa: E402
 import bench_embeddings  # noqa: E402
 import bench_inputs  # noqa: E402
 import bench_predict  # noqa: E402
@@ -34,7 +35,7 @@ def main() -> int:
                          ("embeddings", bench_embeddings), ("tenancy", bench_tenancy),
                          ("dedup", bench_dedup), ("reads", bench_reads), ("shard", bench_shard),
                          ("discovery", bench_discovery), ("weights_check", bench_weights_check),
-                         ("simulation", bench_simulation)):
+                         ("simulation", bench_simulation), ("dispatch scale", bench_dispatch_scale)):
         print(f"\n=== bench: {name} ===", flush=True)
         figures[name] = module.main()
     print("\n=== summary (JSON) ===")

@@ -61,14 +61,17 @@ def study_scenario(servers: int = 100, clients: int = 1000, duration_s: float = 
     }
 
 
-# The policies compared: today's (the core's defaults) and the alternatives the simulator can
-# turn on. Two random choices, slow start and a retry/hedge budget need knobs of the core that it
-# does not have yet (docs/scale.md lists them).
+# The policies compared: today's (the core's defaults), the core's other knobs (orchestrator.
+# embed.dispatch.policy) and the driver's (simulation.world.DRIVER_KNOBS).
 POLICIES: dict[str, dict[str, Any]] = {
     "today": {},
     "jittered discovery": {"discovery_jitter": 0.5},
     "aperture 8": {"aperture": 8},
     "aperture 8 + jitter": {"aperture": 8, "discovery_jitter": 0.5},
+    "two choices": {"choice": "two_choices"},
+    "slow start 10 s": {"slow_start_s": 10.0},
+    "retry budget 10%": {"retry_budget_ratio": 0.1, "retry_budget_min": 10.0},
+    "aperture 8 + two choices": {"aperture": 8, "choice": "two_choices"},
 }
 # Seconds before and after the mass kill over which the steady and the peak request rate are read.
 RATE_WINDOW_S = 30

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from dispatch_script import DNA, PROTEIN, settings, started
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -113,11 +114,29 @@ def good(capacity: int) -> dict:
 @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_invariants_hold_over_random_event_sequences(data):
+    random_world(data, {})
+
+
+# each knob of the policy that changes a decision, on (its tests: tests/test_dispatch_knobs.py)
+KNOBS = {"two choices": {"choice": "two_choices"}, "slow start": {"slow_start_s": 5.0},
+         "retry budget": {"retry_budget_ratio": 0.2, "retry_budget_min": 2.0}}
+
+
+@pytest.mark.parametrize("knob", KNOBS)
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_invariants_hold_with_each_policy_knob_on(knob, data):
+    random_world(data, KNOBS[knob])
+
+
+def random_world(data, knobs: dict) -> None:
+    """A random sequence of events answered by a `World`, then everything drained."""
     caps = {u: data.draw(st.sampled_from([None, 1, 2, 3]), label=f"cap {u}") for u in URLS}
     if all(c is None for c in caps.values()):
         caps["a"] = 1
     seed = data.draw(st.integers(0, 2**32), label="seed")
-    core, actions = started(caps, Policy(max_attempts=data.draw(st.integers(1, 30))), seed=seed)
+    policy = Policy(max_attempts=data.draw(st.integers(1, 30)), **knobs)
+    core, actions = started(caps, policy, seed=seed)
     world = World(core)
     for a in actions:
         if isinstance(a, Connect):

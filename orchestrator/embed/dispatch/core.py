@@ -60,6 +60,10 @@ from orchestrator.embed.dispatch.identity import ModelSettings, model_difference
 from orchestrator.embed.dispatch.policy import Policy
 
 UP, DOWN, REFUSED, GONE = "up", "down", "refused", "gone"
+# choice "two_choices": random draws before it scans for the endpoints that can take a request
+TWO_CHOICES_DRAWS = 8
+# a slow-start step is due just after the instant the float arithmetic puts it at
+RAMP_STEP_MARGIN_S = 1e-9
 
 
 @dataclass
@@ -90,9 +94,12 @@ class EndpointState:
     hedged: int = 0  # requests past their deadline here, re-sent elsewhere
     frozen: int = 0  # times it held requests but answered no liveness check
     down: int = 0  # times it was taken out of rotation (failed call, frozen)
+    # requests per model it may hold: max_in_flight, less while slow-starting since admitted_at
+    capacity: dict[str, int] = field(default_factory=dict)
+    admitted_at: float = 0.0
 
     def free_slots(self, model: str) -> int:
-        return self.settings[model].max_in_flight - self.in_flight[model]
+        return self.capacity.get(model, self.settings[model].max_in_flight) - self.in_flight[model]
 
     def info(self, now: float) -> dict[str, Any]:
         """Per-endpoint record for run.json; a current outage counts up to `now`."""
@@ -130,6 +137,8 @@ class RequestState:
     queued: bool = False
     done: bool = False
     avoid: set[str] = field(default_factory=set)
+    sent: bool = False  # sent at least once (its first send paid into the retry budget)
+    not_before: float = 0.0  # shed with the retry budget empty: waits for that backoff
 
     def __lt__(self, other: RequestState) -> bool:
         return self.id < other.id
@@ -163,12 +172,20 @@ class Dispatcher:
         self.outage_since: float | None = None
         self._next_hedge_check = 0.0
         self._next_liveness = float("inf")  # the earliest liveness_due of an up endpoint
+        # (due, index) of endpoints' liveness checks and, per model, (until, index) of their
+        # backoffs: heaps whose stale entries are dropped when they reach the top, so no event
+        # scans all endpoints.
+        self._liveness_heap: list[tuple[float, int]] = []
+        self._backoff_heap: dict[str, list[tuple[float, int]]] = {m: [] for m in MODELS}
         # Least-loaded choice in O(log n): per model, free slots -> indices (order of arrival)
         # of the up endpoints with that many free slots.
         self._order: list[EndpointState] = []
         self._index: dict[str, int] = {}
         self._free: dict[str, dict[int, list[int]]] = {m: {} for m in MODELS}
         self._n_up = 0
+        self._ramping: set[int] = set()  # indices of slow-starting endpoints
+        self._releases: list[float] = []  # heap of queued requests' not_before times
+        self.retry_tokens = self.policy.retry_budget_min
         self._tokens = itertools.count()
         self._rotation = itertools.count()
         self._out: list[Action] = []
@@ -189,6 +206,7 @@ class Dispatcher:
             self._handlers[type(event)](now, event)
             self._check_deadline(now)
             self._hedge_overdue(now)
+            self._ramp(now)
             self._send_pending(now)
             self._check_liveness(now)
         except _RunFailed:
@@ -197,14 +215,19 @@ class Dispatcher:
 
     def wake_at(self) -> float | None:
         """The earliest time at which a Tick may change something (None: only events will)."""
-        times = [e.backoff_until[m] for e in self.endpoints.values() for m in MODELS
-                 if self.pending[m] and e.state == UP and e.backoff_until[m] > self.now]
+        times = [t for m in MODELS if self.pending[m]
+                 for t in [self._next_backoff_end(m)] if t is not None]
+        if any(self.pending.values()):
+            times.append(self._next_ramp_step())
+            while self._releases and self._releases[0] <= self.now:
+                heapq.heappop(self._releases)
+            times.extend(self._releases[:1])
         if self.outstanding:  # the next liveness check and the next hedge check
             times.append(self._next_liveness)
             times.append(max(self._next_hedge_check, self.now + self.policy.hedge_check_s))
-        if self.outage_since is not None and not self._up():
+        if self.outage_since is not None and not self._n_up:
             times.append(self.outage_since + self.policy.retry_deadline_s)
-        return min((t for t in times if t > self.now), default=None)
+        return min((t for t in times if t is not None and t > self.now), default=None)
 
     def _emit(self, action: Action) -> None:
         self._out.append(action)
@@ -214,8 +237,26 @@ class Dispatcher:
         self._emit(self.failure)
         raise _RunFailed
 
-    def _up(self) -> list[EndpointState]:
-        return [e for e in self.endpoints.values() if e.state == UP]
+    def _next_backoff_end(self, model: str) -> float | None:
+        """The earliest future end of an up endpoint's backoff for `model`."""
+        heap = self._backoff_heap[model]
+        while heap:
+            until, index = heap[0]
+            ep = self._order[index]
+            if until > self.now and ep.state == UP and ep.backoff_until[model] == until:
+                return until
+            heapq.heappop(heap)  # passed, superseded, or out of rotation (re-pushed on return)
+        return None
+
+    def _set_liveness_due(self, ep: EndpointState, due: float) -> None:
+        ep.liveness_due = due
+        heapq.heappush(self._liveness_heap, (due, self._index[ep.url]))
+        self._next_liveness = min(self._next_liveness, due)
+
+    def _up_avoided(self, job: RequestState, but: EndpointState | None = None) -> int:
+        """How many up endpoints (other than `but`) `job` avoids."""
+        return sum(1 for url in job.avoid
+                   if self.endpoints[url].state == UP and self.endpoints[url] is not but)
 
     def _new(self, url: str, **fields: Any) -> EndpointState:
         ep = self.endpoints[url] = EndpointState(url, **fields)
@@ -229,6 +270,8 @@ class Dispatcher:
         for model, buckets in self._free.items():
             if up:
                 insort(buckets.setdefault(ep.free_slots(model), []), index)
+                if ep.backoff_until[model] > self.now:
+                    heapq.heappush(self._backoff_heap[model], (ep.backoff_until[model], index))
             else:
                 lst = buckets[ep.free_slots(model)]
                 del lst[bisect_left(lst, index)]
@@ -252,7 +295,7 @@ class Dispatcher:
                 ep.state = GONE
             elif item.settings is not None:
                 self._check_identity(now, ep, item.settings, again=False)
-        usable = len(self._up())
+        usable = self._n_up
         for ep in self.endpoints.values():
             if ep.state == DOWN:
                 ep.down_since = now
@@ -278,23 +321,32 @@ class Dispatcher:
         n = len(self._order)
         for model in MODELS:
             heap = self.pending[model]
+            waiting = []
             while heap:
                 job = heap[0]
                 if job.done:  # a hedge whose original answered meanwhile
                     heapq.heappop(heap).queued = False
                     continue
-                if job.avoid and all(e.url in job.avoid for e in self._order if e.state == UP):
+                if job.not_before > now:  # shed with no retry budget: waits for the backoff
+                    waiting.append(heapq.heappop(heap))
+                    continue
+                if job.avoid and self._up_avoided(job) == self._n_up:
                     job.avoid.clear()  # nowhere else to go any more
                 ep = self._choose(now, model, job, next(self._rotation) % n)
                 if ep is None:
                     break
                 heapq.heappop(heap).queued = False
                 self._send(now, ep, job)
+            for job in waiting:
+                heapq.heappush(heap, job)
 
     def _choose(self, now: float, model: str, job: RequestState, start: int
                 ) -> EndpointState | None:
         """The up endpoint with the most free slots of `model`, not backing off and not one where
-        `job` is overdue; among equals the first from index `start` on (cyclically)."""
+        `job` is overdue; among equals the first from index `start` on (cyclically). With
+        choice "two_choices": the better of two such endpoints drawn at random."""
+        if self.policy.choice == "two_choices":
+            return self._two_choices(now, model, job)
         buckets = self._free[model]
         for free in sorted((f for f, lst in buckets.items() if f > 0 and lst), reverse=True):
             lst = buckets[free]
@@ -305,7 +357,43 @@ class Dispatcher:
                     return ep
         return None
 
+    def _two_choices(self, now: float, model: str, job: RequestState) -> EndpointState | None:
+        """Two distinct random endpoints that could take `job` now (up, free slots, not backing
+        off, not avoided); the one with more free slots, the first drawn on a tie. A few draws
+        over the free-slot buckets, a scan only when most endpoints cannot take it."""
+        groups = [lst for free, lst in self._free[model].items() if free > 0 and lst]
+        total = sum(len(lst) for lst in groups)
+
+        def can_take(ep: EndpointState) -> bool:
+            return ep.backoff_until[model] <= now and ep.url not in job.avoid
+
+        drawn: list[EndpointState] = []
+        for _ in range(TWO_CHOICES_DRAWS):
+            if not total or len(drawn) == 2:
+                break
+            k = self.rng.randrange(total)
+            for lst in groups:
+                if k < len(lst):
+                    ep = self._order[lst[k]]
+                    break
+                k -= len(lst)
+            if can_take(ep) and ep not in drawn:
+                drawn.append(ep)
+        if len(drawn) < 2:
+            able = [self._order[i] for lst in groups for i in lst if can_take(self._order[i])]
+            if len(able) <= 2:
+                drawn = able
+            else:
+                drawn = self.rng.sample(able, 2)
+        if not drawn:
+            return None
+        return max(drawn, key=lambda e: e.free_slots(model))
+
     def _send(self, now: float, ep: EndpointState, job: RequestState) -> None:
+        if not job.sent:
+            job.sent = True
+            p = self.policy
+            self.retry_tokens = min(p.retry_budget_min, self.retry_tokens + p.retry_budget_ratio)
         token = next(self._tokens)
         self._add_in_flight(ep, job.model, 1)
         job.copies += 1
@@ -387,8 +475,13 @@ class Dispatcher:
         streak = ep.busy_streak[job.model] = ep.busy_streak[job.model] + 1
         delay = min(p.backoff_max_s, p.backoff_min_s * 2 ** min(streak - 1, 16))
         until = now + delay * self.rng.uniform(0.5, 1.0)
-        ep.backoff_until[job.model] = max(ep.backoff_until[job.model], until)
+        if until > ep.backoff_until[job.model]:
+            ep.backoff_until[job.model] = until
+            heapq.heappush(self._backoff_heap[job.model], (until, self._index[ep.url]))
         if job.orphaned():
+            if not self._spend_retry_token():
+                job.not_before = ep.backoff_until[job.model]
+                heapq.heappush(self._releases, job.not_before)
             job.queued = True
             heapq.heappush(self.pending[job.model], job)
         if ep.rejections == 1:
@@ -410,7 +503,7 @@ class Dispatcher:
         ep.epoch += 1
         self._emit(Marked(ep.url, DOWN, reason))
         self._emit(Log("warning", f"Triton at {ep.url} failed ({reason}); {moved + failed} "
-                       f"outstanding requests re-sent to {len(self._up())} other endpoint(s); "
+                       f"outstanding requests re-sent to {self._n_up} other endpoint(s); "
                        f"retrying it for up to {self.policy.retry_deadline_s:.0f} s"))
         self._emit(Connect(ep.url, ep.epoch))
 
@@ -470,7 +563,7 @@ class Dispatcher:
             self._emit(Close(ep.url))
             self._emit(Log("warning", f"Triton at {ep.url} is no longer listed by "
                            f"{self.setup.sources}; {moved} outstanding requests re-sent to "
-                           f"{len(self._up())} other endpoint(s)"))
+                           f"{self._n_up} other endpoint(s)"))
 
     def _unreachable(self, now: float, event: Unreachable) -> None:
         ep = self.endpoints.get(event.url)
@@ -506,14 +599,60 @@ class Dispatcher:
                            f"({ep.refused}); no request of this run goes there"))
             return
         ep.state = UP
+        ep.admitted_at = now
+        ep.capacity = {m: s.max_in_flight for m, s in settings.items()}
+        if again and self.policy.slow_start_s > 0:
+            ep.capacity = dict.fromkeys(settings, 1)
+            self._ramping.add(self._index[ep.url])
         self._set_up(ep, True)
         ep.liveness_failures = 0
         ep.liveness_asked = None
-        ep.liveness_due = now + self.policy.liveness_interval_s
-        self._next_liveness = min(self._next_liveness, ep.liveness_due)
+        self._set_liveness_due(ep, now + self.policy.liveness_interval_s)
         if again:
             self._emit(Marked(ep.url, UP, "answers again"))
             self._emit(Log("info", f"Triton at {ep.url} answers again; re-admitted"))
+
+    def _spend_retry_token(self) -> bool:
+        """Take one token for a re-send or a hedge; False: the budget is spent."""
+        if not self.policy.retry_budget_ratio:
+            return True
+        if self.retry_tokens < 1:
+            return False
+        self.retry_tokens -= 1
+        return True
+
+    def _ramp_capacity(self, ep: EndpointState, model: str, now: float) -> int:
+        """Slow start: 1 request at admission, linearly up to max_in_flight after slow_start_s."""
+        full = ep.settings[model].max_in_flight
+        elapsed = now - ep.admitted_at
+        if elapsed >= self.policy.slow_start_s or full <= 1:
+            return full
+        return min(full, 1 + int((full - 1) * elapsed / self.policy.slow_start_s))
+
+    def _ramp(self, now: float) -> None:
+        """Raise the slow-starting endpoints' capacities to what their time since admission
+        allows (their free slots move between the choice's buckets)."""
+        for index in sorted(self._ramping):
+            ep = self._order[index]
+            if ep.state != UP:
+                self._ramping.discard(index)
+                continue
+            capacity = {m: self._ramp_capacity(ep, m, now) for m in ep.capacity}
+            if capacity != ep.capacity:
+                self._set_up(ep, False)
+                ep.capacity = capacity
+                self._set_up(ep, True)
+            if all(c == ep.settings[m].max_in_flight for m, c in capacity.items()):
+                self._ramping.discard(index)
+
+    def _next_ramp_step(self) -> float | None:
+        """When a slow-starting endpoint's capacity next grows."""
+        steps = [ep.admitted_at + ep.capacity[m] * self.policy.slow_start_s
+                 / (ep.settings[m].max_in_flight - 1) + RAMP_STEP_MARGIN_S
+                 for ep in map(self._order.__getitem__, self._ramping) if ep.state == UP
+                 for m in ep.capacity
+                 if ep.capacity[m] < ep.settings[m].max_in_flight]
+        return min(steps, default=None)
 
     # -- frozen servers and stuck models ---------------------------------------------------------
     def _check_liveness(self, now: float) -> None:
@@ -521,19 +660,30 @@ class Dispatcher:
         process (SIGSTOP, a hung node) answers nothing, a busy one answers at once."""
         if now < self._next_liveness:
             return
+        heap = self._liveness_heap
+        due: set[int] = set()
+        while heap and heap[0][0] <= now:
+            when, index = heapq.heappop(heap)
+            if self._due(self._order[index], when):
+                due.add(index)
         self._next_liveness = float("inf")
-        for ep in self.endpoints.values():
-            if ep.state != UP or ep.liveness_asked is not None:
-                continue
-            if now >= ep.liveness_due:
-                if not any(ep.in_flight.values()):
-                    ep.liveness_failures = 0
-                    ep.liveness_due = now + self.policy.liveness_interval_s
-                else:
-                    ep.liveness_asked = now
-                    self._emit(CheckLive(ep.url, ep.epoch, self.policy.liveness_timeout_s))
-                    continue
-            self._next_liveness = min(self._next_liveness, ep.liveness_due)
+        for index in sorted(due):  # in order of arrival, as the actions always were
+            ep = self._order[index]
+            if not any(ep.in_flight.values()):
+                ep.liveness_failures = 0
+                self._set_liveness_due(ep, now + self.policy.liveness_interval_s)
+            else:
+                ep.liveness_asked = now
+                self._emit(CheckLive(ep.url, ep.epoch, self.policy.liveness_timeout_s))
+        while heap and not self._due(self._order[heap[0][1]], heap[0][0]):
+            heapq.heappop(heap)
+        if heap:
+            self._next_liveness = min(self._next_liveness, heap[0][0])
+
+    @staticmethod
+    def _due(ep: EndpointState, when: float) -> bool:
+        """A liveness entry is current: `ep` is up, not being asked, and due at `when`."""
+        return ep.state == UP and ep.liveness_asked is None and ep.liveness_due == when
 
     def _liveness(self, now: float, event: Liveness) -> None:
         ep = self.endpoints.get(event.url)
@@ -542,14 +692,12 @@ class Dispatcher:
         asked, ep.liveness_asked = ep.liveness_asked, None
         if event.live:
             ep.liveness_failures = 0
-            ep.liveness_due = now + self.policy.liveness_interval_s
-            self._next_liveness = min(self._next_liveness, ep.liveness_due)
+            self._set_liveness_due(ep, now + self.policy.liveness_interval_s)
             return
         if ep.liveness_failures == 0:
             ep.first_miss = asked
         ep.liveness_failures += 1
-        ep.liveness_due = now  # ask again at once
-        self._next_liveness = now
+        self._set_liveness_due(ep, now)  # ask again at once
         if ep.liveness_failures < self.policy.liveness_failures:
             return
         ep.frozen += 1
@@ -573,19 +721,23 @@ class Dispatcher:
             return
         p = self.policy
         self._next_hedge_check = now + p.hedge_check_s
-        up = self._up()
-        if len(up) < 2:
+        if self._n_up < 2:
             return
         deadlines = {m: self.deadline(m) for m in MODELS}
+        soonest = min(deadlines.values())
         for token, (ep, job, sent) in self.outstanding.items():
             deadline = deadlines[job.model]
             age = now - sent
+            if age < soonest:
+                break  # sent in time order: every later copy is younger still
             if (token in self.overdue or job.done or age < deadline
                     or (now - ep.last_answer[job.model] < deadline
                         and age < p.hedge_alone_factor * deadline)):
                 continue
-            if not any(e is not ep and e.url not in job.avoid for e in up):
+            if self._n_up - (ep.state == UP) - self._up_avoided(job, but=ep) <= 0:
                 continue
+            if not self._spend_retry_token():
+                continue  # no budget left for a copy: it waits for its own answer
             self.overdue.add(token)
             job.stuck += 1
             job.avoid.add(ep.url)
@@ -601,7 +753,7 @@ class Dispatcher:
             heapq.heappush(self.pending[job.model], job)
 
     def _check_deadline(self, now: float) -> None:
-        if self.outage_since is None or self._up():
+        if self.outage_since is None or self._n_up:
             return
         if now - self.outage_since > self.policy.retry_deadline_s:
             errors = "; ".join(f"{e.url}: {e.last_error}" for e in self.endpoints.values())
