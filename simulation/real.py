@@ -77,6 +77,10 @@ class _Cluster:
         self.specs = specs
         self.servers: list[TritonServer] = []
         self.lost = {m: {"rows": 0, "seconds": 0.0} for m in MODELS}  # stats of killed lives
+        # stats read just before a freeze: a server that comes back may not answer the final
+        # read (its models' backend processes missed their health checks), and what it executed
+        # before the freeze must still count
+        self.before_freeze: dict[int, dict[str, dict[str, float]]] = {}
         stack.callback(self.stop_all)
         for spec in specs:
             self.servers.append(self._start(spec, None))
@@ -109,18 +113,27 @@ class _Cluster:
             os.killpg(proc.pid, sig)
 
     def stats(self, i: int) -> dict[str, dict[str, float]]:
-        """Its statistics, or zeros when it cannot answer (frozen, dead, starting)."""
+        """Its statistics, or zeros when it cannot answer (frozen, dead, starting); never less
+        than what it had executed before it was frozen."""
+        figures = {m: {"rows": 0, "seconds": 0.0} for m in MODELS}
         if self.servers[i].poll() is None:
             try:
-                return compute_stats(self.url(i))
+                figures = compute_stats(self.url(i))
             except Exception:  # noqa: BLE001 - any failure to answer means no figures
                 pass
-        return {m: {"rows": 0, "seconds": 0.0} for m in MODELS}
+        floor = self.before_freeze.get(i, {})
+        return {m: max(figures[m], floor.get(m, figures[m]), key=lambda v: v["rows"])
+                for m in MODELS}
+
+    def freeze(self, i: int) -> None:
+        self.before_freeze[i] = self.stats(i)
+        self.signal(i, signal.SIGSTOP)
 
     def kill(self, i: int) -> None:
         for m, v in self.stats(i).items():
             self.lost[m]["rows"] += v["rows"]
             self.lost[m]["seconds"] += v["seconds"]
+        self.before_freeze.pop(i, None)  # counted in lost; a restarted server starts from zero
         self.signal(i, signal.SIGCONT)
         self.signal(i, signal.SIGKILL)
         self.servers[i].process.wait()
@@ -201,7 +214,7 @@ def run_real(scenario: Scenario) -> dict[str, Any]:
                         if fault.kind == "kill":
                             cluster.kill(i)
                         elif fault.kind == "freeze":
-                            cluster.signal(i, signal.SIGSTOP)
+                            cluster.freeze(i)
                         elif fault.kind == "restart":
                             cluster.kill(i)
                             later(cluster.restart, i, "-other")
