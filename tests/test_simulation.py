@@ -190,8 +190,8 @@ test_an_unknown_policy_knob_is_named_with_exit_2 = pytest.mark.server(
 @pytest.mark.server
 @pytest.mark.slow
 def test_a_small_scenario_run_for_real_and_simulated_agrees_on_what_happened():
-    """The same scenario (a server frozen mid-run) both ways: every job finishes in both, and in the
-    simulation every row is computed at least once. Times are compared loosely, only against what no
+    """The same scenario (a server killed mid-run and restarted) both ways: every job finishes and
+    every row is computed at least once in both. Times are compared loosely, only against what no
     run can beat: every request of a model needs request_ms on one of its instances, so neither
     makespan is below rows / (rows per request) x request_ms / instances (the tight comparison
     of times is bench/bench_simulation.py)."""
@@ -201,7 +201,11 @@ def test_a_small_scenario_run_for_real_and_simulated_agrees_on_what_happened():
             "servers": [{"count": 2, "instances": 2, "max_batch": 16, "request_ms": 50,
                          "batching": False}],
             "clients": [{"count": 2, "frames": 400, "window": 64, "batch": 16}],
-            "faults": [{"at_s": 0.5, "kind": "freeze", "server": 1, "back_after_s": 3}]}
+            # a kill and a restart: a frozen tritonserver resumed after seconds can restart its
+            # models' backend processes (missed health checks), lose their statistics and, under
+            # load, answer a request in flight with another's rows, which stops the run (a
+            # malformed answer is fatal); frozen servers are tested for real in test_tenancy.py
+            "faults": [{"at_s": 0.5, "kind": "kill", "server": 1, "back_after_s": 2}]}
     real = run_real(parse(data))
     sim = simulate(parse(data))
     assert [j.get("failed") for j in real["jobs"]] == [None, None]
@@ -209,12 +213,8 @@ def test_a_small_scenario_run_for_real_and_simulated_agrees_on_what_happened():
     frames = sum(j["frames"] for j in real["jobs"])
     requests = sum(-(-j["frames"] // 16) for j in real["jobs"])
     bound = requests * 0.050 / (2 * 2)
-    # every row computed at least once: the simulation counts each execution; the real servers'
-    # statistics can miss what a frozen server executed before its models' backend processes
-    # failed their health checks on resume and were restarted (seen: 740-760 of 804 rows), so for
-    # the real run this law is not a measurable one
-    assert sim["rows_executed"]["esm2"] >= sim["rows_needed"]["esm2"]
     for result in (real, sim):
+        assert result["rows_executed"]["esm2"] >= result["rows_needed"]["esm2"]
         assert result["makespan_s"] >= bound
     assert real["rows_needed"]["esm2"] == frames
 
