@@ -134,7 +134,10 @@ def test_recorder_says_when_it_cannot_write(tmp_path):
 def test_a_real_fault_run_replays_into_a_fresh_core_with_the_same_actions(tmp_path):
     """Two servers, one killed mid-run (SIGKILL): the run finishes on the other; its log, fed to a
     fresh core, gives every logged action again."""
-    fasta = write_coding_fasta(tmp_path / "in.fa", records=16, length=2000, seed=5)
+    # 16 windows of 16 frames at 0.3 s a request: the run goes on for seconds after the kill, so
+    # the client notices it (a failed request or unanswered liveness checks) however the threads
+    # are scheduled; with 4 windows the run could end first on one core
+    fasta = write_coding_fasta(tmp_path / "in.fa", records=64, length=2000, seed=5)
     clf = write_toy_classifier(tmp_path / "clf.safetensors")
     out, log = tmp_path / "o", tmp_path / "dispatch.jsonl"
     with ExitStack() as stack:
