@@ -16,8 +16,8 @@ import simpy
 
 from orchestrator.embed.contract import MODELS
 from orchestrator.embed.dispatch import ModelSettings, Policy
+from orchestrator.embed.dispatch.identity import in_flight_limit
 from orchestrator.embed.priority import PRIORITIES
-from orchestrator.embed.triton.endpoints import _in_flight_limit as in_flight_limit
 from orchestrator.errors import InputError
 from simulation.client import SimClient
 from simulation.scenario import Fault, Scenario
@@ -139,7 +139,7 @@ class World:
         """What a server answers when asked for its models (every server has the same settings
         but its weights; its instance count is the scenario's)."""
         spec = self.scenario.servers[0]
-        limit, _ = in_flight_limit(None, spec.instances, None, "simulation")
+        limit, _ = in_flight_limit(None, spec.instances, None)
         return {m: ModelSettings(name=m, version="1", width=8, max_batch_size=spec.max_batch,
                                  instances=spec.instances, max_in_flight=limit,
                                  weights_sha256=f"sim-{m}-{weights}", versions=("1",))

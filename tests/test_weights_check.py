@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from predict_fixtures import run_cli
+from timing import margin
 
 from encoders import weights_sha256
 from encoders.errors import WeightsError
@@ -68,7 +69,7 @@ def test_serve_refuses_a_changed_weight_file_with_one_line(model_repository, tmp
 def _wait_for_refusal(server: TritonServer, text: str, timeout: float = 180.0) -> None:
     """Until the server's log holds `text` (esm2's load ended) and it listens with dnabert_s
     ready; fails if it exits first."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + margin(timeout)
     while (text not in server.log_path.read_text(errors="replace")
            or server.models_not_ready() != ["esm2"]):
         assert server.poll() is None, server.last_log_line()

@@ -90,3 +90,19 @@ def pin_versions(asked: dict[str, str], served: dict[str, dict[str, ModelSetting
                              "choose one with --model-version")
         pinned[m] = max(common, key=version_key)
     return pinned
+
+
+def in_flight_limit(share: int | None, instances: int, asked: int | None
+                    ) -> tuple[int, int | None]:
+    """An endpoint's capacity for one model: (requests in flight, the --max-in-flight asked for if
+    the fair share lowered it).
+
+    Default: the config's fair share (`share`, already x instances), else 2 x instances (Triton's
+    guidance: one request running per instance, one waiting). A larger --max-in-flight is clamped
+    to the fair share, so one bulk run cannot fill a queue other users share.
+    """
+    if asked is None:
+        return share or 2 * instances, None
+    if share is not None and asked > share:
+        return share, asked
+    return asked, None

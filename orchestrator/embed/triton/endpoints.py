@@ -22,7 +22,12 @@ from typing import Any
 from encoders.repository import expected_sha256
 from orchestrator.embed.contract import DNA_MODEL, INPUT_NAME, MODELS, OUTPUT_NAME
 from orchestrator.embed.dispatch.events import BUSY, FAILED, REJECTED
-from orchestrator.embed.dispatch.identity import ModelSettings, model_differences, version_key
+from orchestrator.embed.dispatch.identity import (
+    ModelSettings,
+    in_flight_limit,
+    model_differences,
+    version_key,
+)
 from orchestrator.errors import InputError, Interrupted, ServerUnavailable, TLSProblem
 
 log = logging.getLogger("orchestrator")
@@ -229,8 +234,9 @@ class Endpoint:
         def param(key: str) -> str | None:
             return (params.get(key, {}) or {}).get("string_value") or None
 
-        limit, clamped_from = _in_flight_limit(
-            param(FAIR_SHARE_PARAMETER), instances, max_in_flight, f"model {model} at {self.url}")
+        limit, clamped_from = in_flight_limit(
+            _fair_share(param(FAIR_SHARE_PARAMETER), instances, f"model {model} at {self.url}"),
+            instances, max_in_flight)
         served = tuple(sorted((str(v) for v in meta.get("versions") or []), key=version_key))
         missing = None
         if version is None:
@@ -272,28 +278,17 @@ class Endpoint:
             pause = min(BUSY_RETRY_MAX_S, 2 * pause)
 
 
-def _in_flight_limit(per_instance: str | None, instances: int, asked: int | None, where: str
-                     ) -> tuple[int, int | None]:
-    """(requests in flight, the --max-in-flight asked for if the fair share lowered it).
-
-    Default: the config's fair share x instances, else 2 x instances (Triton's guidance: one
-    request running per instance, one waiting). A larger --max-in-flight is clamped to the fair
-    share, so one bulk run cannot fill a queue other users share.
-    """
-    share = None
-    if per_instance:
-        try:
-            share = int(per_instance) * instances
-        except ValueError:
-            log.warning("warning: %s: parameter %s=%r is not a whole number; ignored", where,
-                        FAIR_SHARE_PARAMETER, per_instance)
-        if share is not None and share <= 0:
-            share = None
-    if asked is None:
-        return share or 2 * instances, None
-    if share is not None and asked > share:
-        return share, asked
-    return asked, None
+def _fair_share(per_instance: str | None, instances: int, where: str) -> int | None:
+    """The config's fair-share parameter x instances; None when absent or not a positive number."""
+    if not per_instance:
+        return None
+    try:
+        share = int(per_instance) * instances
+    except ValueError:
+        log.warning("warning: %s: parameter %s=%r is not a whole number; ignored", where,
+                    FAIR_SHARE_PARAMETER, per_instance)
+        return None
+    return share if share > 0 else None
 
 
 def is_busy(exc: BaseException) -> bool:
